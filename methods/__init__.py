@@ -1,0 +1,1 @@
+"""The method registry (one file per method); filled by the training-loop issue."""

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from benchmarks.data.protocols import (
+    CLASS_NAMES,
+    N_FOLDS,
+    PROTOCOLS,
+    class_of,
+    compute_folds,
+    fold_table,
+    labelled_folds,
+    protocol_hash,
+)
+from benchmarks.data.index import load_index
+
+
+@pytest.fixture(scope="module")
+def table():
+    return labelled_folds(2)
+
+
+def test_label_rule_boundaries():
+    # benign < 2.5 <= unsure <= 3.5 < malignant
+    assert list(class_of([1.0, 2.49, 2.5, 3.0, 3.5, 3.51, 5.0])) == [0, 0, 1, 1, 1, 2, 2]
+
+
+def test_every_nodule_in_one_fold_and_patients_never_split(table):
+    assert set(table["fold"]) == set(range(N_FOLDS))
+    folds_per_patient = table.groupby("patient_id")["fold"].nunique()
+    assert (folds_per_patient == 1).all()
+    assert table["nodule_id"].is_unique
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_train_test_disjoint_and_stratified(table, protocol):
+    p = PROTOCOLS[protocol]
+    test_labels = [CLASS_NAMES.index(c) for c in p.test_classes]
+    whole = table[table["label"].isin(test_labels)]["label"].value_counts(normalize=True)
+    seen_test = []
+    for k in range(N_FOLDS):
+        ft = fold_table(protocol, k, table=table)
+        assert not set(ft.train["patient_id"]) & set(ft.test["patient_id"])
+        assert not set(ft.train["nodule_id"]) & set(ft.test["nodule_id"])
+        assert set(ft.test["label"]) <= set(test_labels)
+        assert set(ft.train["label"]) == {CLASS_NAMES.index(c) for c in p.train_classes}
+        prop = ft.test["label"].value_counts(normalize=True)
+        for lab in test_labels:
+            assert abs(prop.get(lab, 0.0) - whole[lab]) < 0.03, (protocol, k, lab)
+        seen_test.extend(ft.test["nodule_id"])
+    # The test folds of a protocol cover every eligible nodule of its test classes once.
+    assert sorted(seen_test) == sorted(table[table["label"].isin(test_labels)]["nodule_id"])
+
+
+def test_one_assignment_serves_all_protocols(table):
+    for k in range(N_FOLDS):
+        a = fold_table("LIDC-A", k, table=table).test
+        c = fold_table("LIDC-C", k, table=table).test
+        assert set(c["nodule_id"]) == set(a[a["label"] != 1]["nodule_id"])
+
+
+def test_committed_folds_are_the_rule_on_this_index():
+    # Recomputing with the same seed reproduces the committed file; if a future
+    # scikit-learn changes its shuffling this fails loudly instead of moving folds.
+    recomputed = compute_folds(load_index(), 2).set_index("nodule_id")["fold"]
+    committed = labelled_folds(2).set_index("nodule_id")["fold"]
+    assert (recomputed.loc[committed.index] == committed).all()
+
+
+def test_protocol_hash_depends_on_rule():
+    assert protocol_hash(2) != protocol_hash(3)
+    assert protocol_hash(2) == protocol_hash(2)
+    assert len(protocol_hash(2)) == 64
+
+
+def test_min_readers_counts_match_environment_notes():
+    # Counts measured when the index was built (../shared/notes/environment.md).
+    for r, n in [(1, 2651), (2, 1880), (3, 1392), (4, 911)]:
+        t = labelled_folds(r)
+        assert len(t) == n
+    t = labelled_folds(2)
+    assert np.bincount(t["label"]).tolist() == [514, 1034, 332]
