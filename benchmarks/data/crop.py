@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+# Bump when the crop changes: caches built by another version are stale.
+CROP_VERSION = 1
 CROP_SIZE = 32
 HU_WINDOW = (-1000.0, 400.0)
 FILL_HU = -1000.0

@@ -1,6 +1,7 @@
 """The one dataset API: protocol + fold + source -> train and test arrays."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,8 @@ from benchmarks.data.protocols import (
     labelled_folds,
     protocol_hash,
 )
-from benchmarks.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def load_fold(
     """Train and test splits of one fold of one protocol.
 
     The phantom source builds its cache on first use (see ``benchmarks.data.cache``).
+    The lidc source serves what ``prepare crops --source lidc`` prepared; nodules
+    whose scans were missing from the download are left out and counted in
+    ``FoldData.missing``.
     """
     p = get_protocol(protocol)
     check_fold(fold)
@@ -83,15 +88,28 @@ def load_fold(
     table = labelled_folds(min_readers)
     ft = fold_table(protocol, fold, min_readers, table=table)
     phash = protocol_hash(min_readers)
+    missing = {"train": 0, "test": 0}
+    train_rows, test_rows = ft.train, ft.test
     if source == "lidc":
-        raise UserError(
-            "source 'lidc' needs crops prepared from the LIDC-IDRI DICOM download, which this version "
-            "cannot read yet; use --source phantom"
-        )
-    ids, vols = cache.phantom_volumes(table, phash, progress=progress)
+        from benchmarks.data.lidc import lidc_volumes  # noqa: PLC0415
+
+        ids, vols, _ = lidc_volumes(table, phash)
+        held = set(ids)
+        # Nodules of scans missing from the download have no crop: say so, per split.
+        train_rows = ft.train[ft.train["nodule_id"].isin(held)].reset_index(drop=True)
+        test_rows = ft.test[ft.test["nodule_id"].isin(held)].reset_index(drop=True)
+        missing = {"train": len(ft.train) - len(train_rows), "test": len(ft.test) - len(test_rows)}
+        if missing["train"] or missing["test"]:
+            log.warning(
+                "%s fold %d, source lidc: %d of %d train and %d of %d test nodules have no CT crop "
+                "(their scans are missing from the download)",
+                p.name, ft.fold, missing["train"], len(ft.train), missing["test"], len(ft.test),
+            )
+    else:
+        ids, vols = cache.phantom_volumes(table, phash, progress=progress)
     pos = pd.Series(np.arange(len(ids)), index=ids)
-    train_img = vols[pos.loc[ft.train["nodule_id"]].to_numpy()]
-    test_img = vols[pos.loc[ft.test["nodule_id"]].to_numpy()]
+    train_img = vols[pos.loc[train_rows["nodule_id"]].to_numpy()]
+    test_img = vols[pos.loc[test_rows["nodule_id"]].to_numpy()]
     return FoldData(
         protocol=p.name,
         fold=ft.fold,
@@ -101,7 +119,7 @@ def load_fold(
         class_names=p.train_classes,
         test_class_names=p.test_classes,
         attribute_names=ATTRIBUTES,
-        train=_split(ft.train, train_img, p.train_classes),
-        test=_split(ft.test, test_img, p.train_classes),
-        missing={"train": 0, "test": 0},
+        train=_split(train_rows, train_img, p.train_classes),
+        test=_split(test_rows, test_img, p.train_classes),
+        missing=missing,
     )

