@@ -10,3 +10,27 @@ def tmp_cache(tmp_path, monkeypatch):
     cache._MEMO.clear()
     yield tmp_path / "cache"
     cache._MEMO.clear()
+
+
+@pytest.fixture(scope="session")
+def phantom_env(tmp_path_factory):
+    """A session-wide phantom cache and runs folder, shared with subprocesses through the environment."""
+    import os
+
+    from benchmarks import records
+
+    root = tmp_path_factory.mktemp("session")
+    old = {k: os.environ.get(k) for k in (cache.CACHE_ENV, records.RUNS_ENV)}
+    os.environ[cache.CACHE_ENV] = str(root / "cache")
+    os.environ[records.RUNS_ENV] = str(root / "runs")
+    cache._MEMO.clear()
+    from benchmarks.data.protocols import labelled_folds, protocol_hash
+
+    cache.phantom_volumes(labelled_folds(2), protocol_hash(2), progress=False)
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    cache._MEMO.clear()

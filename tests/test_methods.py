@@ -1,0 +1,185 @@
+"""Every registered method, tested the moment it is registered."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import methods
+from benchmarks.errors import UserError
+from methods import REGISTRY, DataInfo
+from methods.corf import routing
+from methods.encoder import ImageEncoder
+from methods.registry import register
+
+ATTRS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture")
+
+
+def info(k):
+    names = ("benign", "unsure", "malignant") if k == 3 else ("benign", "malignant")
+    return DataInfo(k, names, ATTRS, tuple([10, 20, 5][:k]) if k == 3 else (12, 7))
+
+
+def batch(k, n=6, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.rand(n, 32, size, size, generator=g),
+        "label": torch.arange(n) % k,
+        "attributes": 1 + 4 * torch.rand(n, 8, generator=g),
+    }
+
+
+def test_encoder_is_torchvision_resnet18_with_32_channel_stem():
+    enc = ImageEncoder()
+    assert enc.net.conv1.in_channels == 32 and enc.net.conv1.kernel_size == (3, 3) and enc.net.conv1.stride == (1, 1)
+    assert isinstance(enc.net.maxpool, torch.nn.Identity)
+    assert [len(getattr(enc.net, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert enc.feature_map(torch.zeros(2, 32, 32, 32)).shape == (2, 512, 4, 4)
+    assert enc(torch.zeros(2, 32, 32, 32)).shape == (2, 512)
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register("ce")(REGISTRY["ce"].cls)
+    with pytest.raises(UserError, match="known methods: .*ce"):
+        methods.get_method("resnet-magic")
+
+
+def test_every_method_module_is_imported_and_registers():
+    here = Path(methods.__file__).parent
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__", "registry", "encoder"}
+    registered = {m.cls.__module__.split(".")[-1] for m in REGISTRY.values()}
+    assert modules <= registered, f"method files not registered: {modules - registered}"
+    assert {"ce", "poisson", "nsb", "udm", "corf"} <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("k", [2, 3])
+def test_forward_backward_finite_and_probabilities(name, k):
+    torch.manual_seed(0)
+    model = methods.build(name, info(k))
+    b = batch(k)
+    out = model(b)
+    assert isinstance(out, dict)
+    terms = model.loss(out, b)
+    assert "loss" in terms and all(torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    p = model.predict(out)
+    assert p.shape == (6, k) and (p >= 0).all()
+    torch.testing.assert_close(p.sum(1), torch.ones(6), atol=1e-5, rtol=0)
+    model.eval()
+    with torch.no_grad():
+        pe = model.predict(model(b))
+    torch.testing.assert_close(pe.sum(1), torch.ones(6), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_overfits_a_tiny_fixed_batch(name):
+    torch.manual_seed(0)
+    model = methods.build(name, info(3))
+    b = batch(3, n=6, size=16, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(100):
+        terms = model.loss(model(b), b)
+        first = float(terms["loss"].detach()) if first is None else first
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        pred = model.predict(model(b)).argmax(1)
+    assert (pred == b["label"]).all(), (name, pred)
+    assert float(terms["loss"]) < 0.5 * first
+
+
+def _model_out(name, k=3, seed=0):
+    torch.manual_seed(seed)
+    model = methods.build(name, info(k)).eval()
+    b = batch(k)
+    with torch.no_grad():
+        out = model(b)
+        p = model.predict(out)
+    return model, b, out, p.double().numpy()
+
+
+def test_ce_probabilities():
+    _, _, out, p = _model_out("ce")
+    z = out["logits"].double().numpy()
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_poisson_probabilities_match_the_pmf():
+    from scipy.stats import poisson
+
+    model, _, out, p = _model_out("poisson")
+    lam = out["lambda"].double().numpy()
+    tau = float(model.tau())
+    pmf = np.stack([poisson.pmf(k, lam) for k in range(3)], 1) ** (1 / tau)
+    np.testing.assert_allclose(p, pmf / pmf.sum(1, keepdims=True), rtol=1e-4)
+    # Unimodal: the probabilities rise then fall.
+    for row in p:
+        peak = row.argmax()
+        assert all(row[i] <= row[i + 1] + 1e-9 for i in range(peak)) and all(row[i] >= row[i + 1] - 1e-9 for i in range(peak, 2))
+
+
+def test_nsb_probabilities_match_the_stick_breaking_products():
+    model, _, out, p = _model_out("nsb")
+    with torch.no_grad():
+        s = torch.sigmoid(model.head(out["features"])).double().numpy()  # (B, K-1)
+    want = np.stack([s[:, 0], s[:, 1] * (1 - s[:, 0]), (1 - s[:, 0]) * (1 - s[:, 1])], 1)
+    np.testing.assert_allclose(p, want, rtol=1e-5)
+
+
+def test_udm_probabilities_and_margins():
+    model, b, out, p = _model_out("udm")
+    t = model.thresholds().detach().double().numpy()
+    assert np.all(np.diff(t) > 0)
+    s = out["score"].double().numpy()
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    cdf = np.stack([sig(t[0] - s), sig(t[1] - s)], 1)
+    want = np.stack([cdf[:, 0], cdf[:, 1] - cdf[:, 0], 1 - cdf[:, 1]], 1)
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
+    # Margins narrow the training intervals of non-benign classes: the training NLL
+    # exceeds the test-time NLL of the same model; benign samples are unaffected.
+    y = b["label"].numpy()
+    with torch.no_grad():
+        nll_test = -np.log(want[np.arange(6), y])
+        assert float(model.loss(out, b)["nll"]) > nll_test.mean()
+        benign = {k: v[y == 0] for k, v in b.items()}
+        out_b = {k: v[torch.from_numpy(y == 0)] for k, v in out.items()}
+        assert float(model.loss(out_b, benign)["nll"]) == pytest.approx(nll_test[y == 0].mean(), rel=1e-5)
+    # Without margins or class balancing the loss is the mean NLL of predict().
+    import dataclasses
+
+    torch.manual_seed(0)
+    plain = model.__class__(dataclasses.replace(model.cfg, conservative_margin=0.0, aggressive_margin=0.0, class_balanced=False), info(3))
+    with torch.no_grad():
+        po = plain(b)
+        pp = plain.predict(po).double().numpy()
+        assert float(plain.loss(po, b)["loss"]) == pytest.approx(-np.log(pp[np.arange(6), y]).mean(), rel=1e-5)
+
+
+def test_corf_routing_and_probabilities_match_brute_force():
+    torch.manual_seed(0)
+    depth = 3
+    d = torch.rand(2, 4, 2**depth - 1)
+    mu = routing(d, depth)
+    for b in range(2):
+        for t in range(4):
+            for leaf in range(2**depth):
+                node, prob = 0, 1.0
+                for bit in format(leaf, f"0{depth}b"):
+                    prob *= float(d[b, t, node]) if bit == "0" else 1 - float(d[b, t, node])
+                    node = 2 * node + 1 + int(bit)
+                assert float(mu[b, t, leaf]) == pytest.approx(prob, rel=1e-5)
+    torch.testing.assert_close(mu.sum(-1), torch.ones(2, 4))
+    model, _, out, p = _model_out("corf")
+    c = out["cumulative"].double().numpy()  # forest mean of P(y > k)
+    assert np.all(np.diff(c, axis=1) <= 1e-9)
+    want = np.stack([1 - c[:, 0], c[:, 0] - c[:, 1], c[:, 1]], 1)
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
+    assert math.isclose(float(out["tree_cumulative"].mean(1).sub(out["cumulative"]).abs().max()), 0.0, abs_tol=1e-7)
