@@ -16,7 +16,10 @@ def cli_main(fn):
 
     @functools.wraps(fn)
     def wrapper(argv=None):
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # Our loggers at INFO; third-party libraries (open_clip logs on the root logger) at WARNING.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        for name in ("benchmarks", "methods", "clip_lung"):
+            logging.getLogger(name).setLevel(logging.INFO)
         try:
             return fn(argv)
         except UserError as e:

@@ -17,6 +17,53 @@ import time
 from benchmarks.errors import UserError, cli_main
 
 
+def time_text_encoder(name: str, n_prompts: int = 96, rounds: int = 3, device: str = "auto") -> dict:
+    """Forward + backward of the frozen text tower on ``n_prompts`` learnable-context prompts,
+    with the context cut after the EOT token and (CLIP encoders) at the full 77 tokens."""
+    import torch  # noqa: PLC0415
+
+    from benchmarks.train import resolve_device  # noqa: PLC0415
+    from clip_lung.text import CLIPText, load_text_encoder  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    enc = load_text_encoder(name).to(dev)
+    out = {"text_encoder": name, "prompts": n_prompts}
+    variants = {"cut": True, "full": False} if isinstance(enc, CLIPText) else {"cut": True}
+    for label, cut in variants.items():
+        kw = {"cut": cut} if isinstance(enc, CLIPText) else {}
+        p = enc.tokenize(["benign.", "unsure.", "malignant."], n_ctx=4, **kw)
+        emb = enc.embed(p).detach()  # (3, L, width)
+        x = emb.repeat(n_prompts // 3, 1, 1).requires_grad_(True)  # (96, L, width): gradients to the prompts
+        times = []
+        for _ in range(rounds + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            enc.encode(x, p).sum().backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        out[f"tokens_{label}"] = int(p.ids.shape[1])
+        out[f"fwd_bwd_{label}_s"] = round(statistics.median(times[1:]), 4)
+    if enc.shares_prefix:  # what the methods run: [SOS] + 4 context tokens once per sample
+        p = enc.tokenize(["benign.", "unsure.", "malignant."], n_ctx=4)
+        emb = enc.embed(p).detach()
+        b = n_prompts // 3
+        head = emb[:1, :5].repeat(b, 1, 1).requires_grad_(True)  # (B, 5, width)
+        tail = emb[None, :, 5:].expand(b, -1, -1, -1)
+        times = []
+        for _ in range(rounds + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            enc.encode_shared(head, tail, p).sum().backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        out["fwd_bwd_cut_shared_prefix_s"] = round(statistics.median(times[1:]), 4)
+    return out
+
+
 def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
     import torch  # noqa: PLC0415
 
@@ -100,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--text-encoder", default="clip-vit-b16-random",
+                    help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     names = args.methods or sorted(methods.REGISTRY)
@@ -109,15 +158,28 @@ def main(argv=None):
         names = ["ce"] + [n for n in names if n != "ce"]
     if args.rounds < 1 or args.batch_size < 1:
         raise UserError("--rounds and --batch-size must be positive")
-    res = time_methods(names, args.batch_size, args.rounds, args.device)
+    sets = {n: {"text_encoder": args.text_encoder} for n in names if hasattr(methods.get_method(n).config, "text_encoder")}
+    res = time_methods(names, args.batch_size, args.rounds, args.device, sets)
+    res["text_encoder"] = args.text_encoder
+    if sets:
+        res["text_encoder_timing"] = time_text_encoder(args.text_encoder, 3 * args.batch_size, 3, args.device)
     if args.json:
         print(json.dumps(res, indent=1))
         return
     from tabulate import tabulate  # noqa: PLC0415
 
     rows = [[n, v["train_step_s"], v["train_ratio_to_ce"], v["infer_s"], v["infer_ratio_to_ce"]] for n, v in res["methods"].items()]
-    print(f"device {res['device']}, batch {res['batch_size']}, median of {res['rounds']} rounds, {res['threads']} threads")
+    print(f"device {res['device']}, batch {res['batch_size']}, median of {res['rounds']} rounds, {res['threads']} threads, "
+          f"text encoder {res['text_encoder']}")
     print(tabulate(rows, headers=["method", "train step (s)", "x ce", "inference (s)", "x ce"]))
+    if "text_encoder_timing" in res:
+        t = res["text_encoder_timing"]
+        line = f"text encoder, {t['prompts']} prompts, forward + backward: {t['fwd_bwd_cut_s']} s at {t['tokens_cut']} tokens"
+        if "fwd_bwd_full_s" in t:
+            line += f", {t['fwd_bwd_full_s']} s at {t['tokens_full']} tokens"
+        if "fwd_bwd_cut_shared_prefix_s" in t:
+            line += f"; {t['fwd_bwd_cut_shared_prefix_s']} s cut with the shared prefix (what the methods run)"
+        print(line)
 
 
 if __name__ == "__main__":

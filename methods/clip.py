@@ -1,0 +1,61 @@
+"""CLIP baseline [16]: fixed, hand-written class prompts through the frozen text encoder.
+
+    C_k = g("a nodule image of {class_k}.")            (K, d), encoded once per run
+    z   = W_p f(x)                                      (B, d), pooled layer4 -> text width
+    L   = L_CE(head(f(x)), y) + L_IC(z, C, y),   L_IC = CE( cos(z, C_k) / tau , y )
+
+with tau learnable, initialised at 0.07. On LIDC-C the prompts are benign and
+malignant only. Prediction (and so every reported metric) uses the linear
+head, as for CLIP-Lung: inference costs what CE costs and never runs the text
+encoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from clip_lung.losses import LearnableTemperature, image_class_loss
+from clip_lung.prompts import TextBranch
+from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.registry import register
+
+
+@register("clip")
+class CLIPBaseline(nn.Module):
+    @dataclass(frozen=True)
+    class Config:
+        text_encoder: str = "clip-vit-b16"
+        text_weights: str = "openai"
+        init_temperature: float = 0.07
+
+    def __init__(self, cfg: Config, info):
+        super().__init__()
+        self.cfg = cfg
+        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        self.class_texts = tuple(f"a nodule image of {c}." for c in info.class_names)
+        self.encoder = ImageEncoder(info.in_channels)
+        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
+        self.proj = nn.Linear(FEATURE_DIM, self.text.encoder.dim)
+        self.temperature = LearnableTemperature(cfg.init_temperature)
+
+    @property
+    def text_encoder_name(self) -> str:
+        return self.text.label
+
+    def forward(self, batch: dict) -> dict:
+        feat = self.encoder(batch["image"])  # (B, 512)
+        out = {"features": feat, "logits": self.head(feat)}
+        if self.training:
+            out["image_text"] = self.proj(feat)[:, None, :]  # (B, 1, d)
+        return out
+
+    def loss(self, out: dict, batch: dict) -> dict:
+        ce = F.cross_entropy(out["logits"], batch["label"])
+        classes = self.text.fixed(self.class_texts, out["image_text"].device)  # (K, d)
+        ic = image_class_loss(out["image_text"], classes, batch["label"], self.temperature())
+        return {"loss": ce + ic, "ce": ce, "ic": ic}
+
+    def predict(self, out: dict):
+        return out["logits"].softmax(-1)

@@ -1,0 +1,124 @@
+"""CLIP-Lung (Lei et al., MICCAI 2023): textual knowledge-guided malignancy prediction.
+
+Channel-wise conditional prompts (CCP, Sec. 2.3):
+    layer4 (B, 512, 4, 4) -> 1x1 conv -> (B, T d/16, 4, 4) -> T channel groups,
+    each flattened: F_t in R^d, F (B, T, d);
+    context network h (d -> d/16 -> width, one hidden layer, shared by the groups);
+    prompt token t = l_t + h(F_t);  C_k = g([SOS] (l_t + h(F_t))_t {class_k} . [EOT])  (B, K, d).
+Attributes (Sec. 2.2): the paper's eight words (subtlety, internal structure,
+calcification, sphericity, margin, lobulation, spiculation, texture; not
+malignancy) through the frozen encoder once per run: A (8, d). Instance
+weights w = softmax(v) of the nodule's eight mean annotated values (Eq. 1).
+
+Loss (Eq. 5), cos the cosine similarity, tau learnable (init 0.07):
+    L = L_CE + L_IC + alpha L_IA + beta L_CA,   alpha = 1, beta = 0.5,
+    L_IC = mean_t CE( cos(F_t, C_k) / tau over k , y )                 (Eq. 2)
+    L_IA = mean_t CE( softmax_m cos(F_t, A_m) / tau , w )               (Eq. 3)
+    L_CA = CE( softmax_m cos(C_y, A_m) / tau , w ), C_y the own class   (Eq. 4)
+L_CE is the linear head on the pooled layer4 feature. Cosine similarity is
+scale-invariant, so the weights of Eqs. 3-4 enter as the target distribution
+(the product w_m A_m inside the cosine, as printed, would change nothing).
+
+Inference (eval mode) runs the image encoder and the linear head only: no
+text, the cost of CE. The Table 3 ablations are registered variants that only
+switch L_IC / L_IA / L_CA (L_CE always on).
+
+Not reproduced from the official release (../shared/notes/environment.md):
+image-class targets taken from batch positions 0-3 instead of each sample's
+label, the class label used as the index of a channel group in the
+image-attribute loss, an unfrozen text encoder, malignancy among the
+attributes, and the epoch chosen on the test set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_lung.losses import LearnableTemperature, attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
+from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, TextBranch, mlp
+from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.registry import register
+
+
+@register("clip_lung")
+class CLIPLung(nn.Module):
+    @dataclass(frozen=True)
+    class Config:
+        text_encoder: str = "clip-vit-b16"
+        text_weights: str = "openai"
+        n_ctx: int = 4  # T, context tokens = channel groups
+        use_ic: bool = True
+        use_ia: bool = True
+        use_ca: bool = True
+        alpha: float = 1.0  # weight of L_IA
+        beta: float = 0.5  # weight of L_CA
+        init_temperature: float = 0.07
+
+    def __init__(self, cfg: Config, info):
+        super().__init__()
+        self.cfg = cfg
+        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        d, width = self.text.encoder.dim, self.text.encoder.width
+        if d % 16:
+            raise ValueError(f"text feature size {d} must be a multiple of 16 (4x4 layer4 map)")
+        self.encoder = ImageEncoder(info.in_channels)
+        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
+        self.ccp = nn.Conv2d(FEATURE_DIM, cfg.n_ctx * d // 16, kernel_size=1)
+        self.context_net = mlp(d, d // 16, width)  # h
+        self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
+        self.temperature = LearnableTemperature(cfg.init_temperature)
+        if tuple(info.attribute_names) and len(info.attribute_names) != len(ATTRIBUTE_WORDS):
+            raise ValueError(f"clip_lung expects the {len(ATTRIBUTE_WORDS)} attributes {ATTRIBUTE_WORDS}")
+
+    @property
+    def text_encoder_name(self) -> str:
+        return self.text.label
+
+    def forward(self, batch: dict) -> dict:
+        fmap = self.encoder.feature_map(batch["image"])  # (B, 512, 4, 4)
+        feat = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)  # (B, 512)
+        out = {"features": feat, "logits": self.head(feat)}
+        if not self.training:
+            return out  # inference: image encoder + linear head only
+        b = fmap.shape[0]
+        # (B, T, d): T groups of d/16 channels x 16 positions. The 4x4 pooling is the
+        # identity on 32^3 crops and lets smaller test inputs through.
+        groups = self.ccp(F.adaptive_avg_pool2d(fmap, 4)).reshape(b, self.cfg.n_ctx, -1)
+        out["groups"] = groups
+        if self.cfg.use_ic or self.cfg.use_ca:
+            out["class_text"] = self.prompts.features(self.context_net(groups))  # (B, K, d)
+        return out
+
+    def loss(self, out: dict, batch: dict) -> dict:
+        y = batch["label"]
+        ce = F.cross_entropy(out["logits"], y)
+        terms = {"ce": ce}
+        total = ce
+        scale = self.temperature()
+        if self.cfg.use_ia or self.cfg.use_ca:
+            w = attribute_weights(batch["attributes"])  # (B, 8)
+            attrs = self.text.fixed(ATTRIBUTE_WORDS, y.device)  # (8, d)
+        if self.cfg.use_ic:
+            terms["ic"] = image_class_loss(out["groups"], out["class_text"], y, scale)
+            total = total + terms["ic"]
+        if self.cfg.use_ia:
+            terms["ia"] = image_attribute_loss(out["groups"], attrs, w, scale)
+            total = total + self.cfg.alpha * terms["ia"]
+        if self.cfg.use_ca:
+            own = out["class_text"][torch.arange(len(y), device=y.device), y]  # (B, d) C_y
+            terms["ca"] = class_attribute_loss(own, attrs, w, scale)
+            total = total + self.cfg.beta * terms["ca"]
+        return {"loss": total, **terms}
+
+    def predict(self, out: dict):
+        return out["logits"].softmax(-1)
+
+
+# Table 3 ablations: the same model with some alignment losses off (L_CE always on).
+register("clip_lung_ic", CLIPLung.Config(use_ia=False, use_ca=False))(CLIPLung)
+register("clip_lung_ic_ia", CLIPLung.Config(use_ca=False))(CLIPLung)
+register("clip_lung_ia_ca", CLIPLung.Config(use_ic=False))(CLIPLung)
+register("clip_lung_ic_ca", CLIPLung.Config(use_ia=False))(CLIPLung)

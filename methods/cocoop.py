@@ -1,0 +1,72 @@
+"""CoCoOp baseline (Zhou et al., "Conditional prompt learning for vision-language
+models", CVPR 2022) [20].
+
+T = 4 learnable context vectors l_t; a meta-net m (d -> d/16 -> width, one
+hidden layer) turns the image feature into one bias pi(x) added to every
+context vector; per sample and class the prompt
+``[SOS] (l_1 + pi) .. (l_T + pi) {class} . [EOT]`` goes through the frozen text
+encoder:
+
+    z    = W_p f(x)                        (B, d)
+    C_k  = g([SOS], l + pi(z), class_k)     (B, K, d)
+    L    = L_CE(head(f(x)), y) + CE( cos(z, C_k(x)) / tau , y )
+
+Choices: the meta-net reads z (the image feature projected to the text width
+d), so the same module serves 512-d CLIP and 384-d MiniLM; tau is learnable,
+initialised at 0.07; context vectors start from N(0, 0.02^2) (CoOp's generic
+initialisation). Prediction uses the linear head (see ``clip``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from clip_lung.losses import LearnableTemperature, image_class_loss
+from clip_lung.prompts import ClassPrompts, TextBranch, mlp
+from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.registry import register
+
+
+@register("cocoop")
+class CoCoOp(nn.Module):
+    @dataclass(frozen=True)
+    class Config:
+        text_encoder: str = "clip-vit-b16"
+        text_weights: str = "openai"
+        n_ctx: int = 4
+        init_temperature: float = 0.07
+
+    def __init__(self, cfg: Config, info):
+        super().__init__()
+        self.cfg = cfg
+        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        d, width = self.text.encoder.dim, self.text.encoder.width
+        self.encoder = ImageEncoder(info.in_channels)
+        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
+        self.proj = nn.Linear(FEATURE_DIM, d)
+        self.meta_net = mlp(d, d // 16, width)
+        self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
+        self.temperature = LearnableTemperature(cfg.init_temperature)
+
+    @property
+    def text_encoder_name(self) -> str:
+        return self.text.label
+
+    def forward(self, batch: dict) -> dict:
+        feat = self.encoder(batch["image"])  # (B, 512)
+        out = {"features": feat, "logits": self.head(feat)}
+        if self.training:
+            z = self.proj(feat)  # (B, d)
+            out["image_text"] = z[:, None, :]  # (B, 1, d)
+            out["class_text"] = self.prompts.features(self.meta_net(z)[:, None, :])  # (B, K, d)
+        return out
+
+    def loss(self, out: dict, batch: dict) -> dict:
+        ce = F.cross_entropy(out["logits"], batch["label"])
+        ic = image_class_loss(out["image_text"], out["class_text"], batch["label"], self.temperature())
+        return {"loss": ce + ic, "ce": ce, "ic": ic}
+
+    def predict(self, out: dict):
+        return out["logits"].softmax(-1)
