@@ -86,10 +86,11 @@ class OrdinalRegressionForest(nn.Module):
         return {"features": feat, "tree_cumulative": per_tree, "cumulative": per_tree.mean(1)}
 
     def loss(self, out: dict, batch: dict) -> dict:
-        c = out["tree_cumulative"].clamp(1e-6, 1 - 1e-6)  # (B, T, K-1)
+        # In float32 and written out: F.binary_cross_entropy refuses to run under autocast.
+        c = out["tree_cumulative"].float().clamp(1e-6, 1 - 1e-6)  # (B, T, K-1)
         k = torch.arange(c.shape[-1], device=c.device)
-        target = (batch["label"][:, None] > k[None, :]).float()  # (B, K-1)  [y > k]
-        bce = F.binary_cross_entropy(c, target[:, None, :].expand_as(c), reduction="none")
+        target = (batch["label"][:, None] > k[None, :]).float()[:, None, :]  # (B, 1, K-1)  [y > k]
+        bce = -(target * torch.log(c) + (1 - target) * torch.log1p(-c))
         loss = bce.sum(-1).mean()  # sum over k, mean over trees and batch
         return {"loss": loss, "cumulative_bce": loss}
 
