@@ -11,15 +11,19 @@ class UserError(Exception):
     """A mistake of the user (bad flag, missing data, unwritable folder): no traceback."""
 
 
+def setup_logging() -> None:
+    """Our loggers at INFO; third-party libraries (open_clip logs on the root logger) at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("benchmarks", "methods", "clip_lung"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def cli_main(fn):
     """Wrap a CLI ``main``: a :class:`UserError` prints one line and exits with status 2."""
 
     @functools.wraps(fn)
     def wrapper(argv=None):
-        # Our loggers at INFO; third-party libraries (open_clip logs on the root logger) at WARNING.
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        for name in ("benchmarks", "methods", "clip_lung"):
-            logging.getLogger(name).setLevel(logging.INFO)
+        setup_logging()
         try:
             return fn(argv)
         except UserError as e:

@@ -20,6 +20,7 @@ scikit-learn cannot move a nodule to another fold.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
 def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
     """sha256 over the label rule, the nodule index and the fold assignment.
 

@@ -1,0 +1,326 @@
+"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
+
+Writes ``results/tables/table{1,2,3}.tex`` (booktabs) and ``.md``, plus
+``tables.json`` with every number. Each cell is the mean over the cell's
+records (5 folds x seeds) with the sample standard deviation (ddof = 1);
+accuracy is shown as mean ± std, recall and F1 as means, as in the paper.
+The best mean of each column is bold; a cell with fewer than 5 folds is marked
+with a dagger, a missing cell is shown as a dash. The Markdown puts the
+paper's reported numbers (``results/paper/``) under ours; ``--with-paper``
+does the same in LaTeX. Beyond the paper, Tables 1-2 give for every method the
+paired difference of accuracy to CLIP-Lung over the same folds and seeds
+(mean and 95% t-interval).
+
+Records of different data sources, profiles, text encoders or label rules are
+never averaged together: if the records hold more than one, the command stops
+and lists them, unless ``--source``, ``--profile``, ``--text-encoder`` or
+``--min-readers`` picks one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.errors import UserError, cli_main
+from benchmarks.grid import ABLATION_LOSSES, DISPLAY, TABLES, cells
+from benchmarks.io import atomic_write_text
+from benchmarks.records import read_records, runs_dir
+
+PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "clip_lung_miccai2023.json"
+N_FOLDS = 5
+CLASS_ORDER = {1: ("benign", "malignant", "unsure"), 2: ("benign", "malignant")}  # the paper's column order
+
+
+def _setting(rec: dict) -> tuple:
+    return (rec["source"], rec["profile"], rec.get("text_encoder"), rec.get("min_readers"))
+
+
+def select(records: list[dict], tables, source=None, profile=None, text_encoder=None, min_readers=None) -> list[dict]:
+    """The records of the tables' cells in one setting; a UserError when the choice is ambiguous."""
+    want = set(cells(tables))
+    recs = [r for r in records if (r.get("method"), r.get("dataset")) in want]
+    if source:
+        recs = [r for r in recs if r["source"] == source]
+    if profile:
+        recs = [r for r in recs if r["profile"] == profile]
+    if min_readers:
+        recs = [r for r in recs if r.get("min_readers") == min_readers]
+    if text_encoder:
+        recs = [r for r in recs if r.get("text_encoder") in (None, text_encoder)]
+    if not recs:
+        raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs_dir()} with these filters; "
+                        "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
+    found = {
+        "--source": Counter(r["source"] for r in recs),
+        "--profile": Counter(r["profile"] for r in recs),
+        "--text-encoder": Counter(r["text_encoder"] for r in recs if r.get("text_encoder")),
+        "--min-readers": Counter(r.get("min_readers") for r in recs),
+    }
+    mixed = {k: v for k, v in found.items() if len(v) > 1}
+    if mixed:
+        parts = [f"{k[2:]} " + ", ".join(f"{val} ({n} records)" for val, n in sorted(v.items(), key=str)) for k, v in mixed.items()]
+        raise UserError("the records mix settings that are never averaged together: " + "; ".join(parts)
+                        + f"; pick one with {', '.join(mixed)}")
+    # One configuration per cell: two configs of one (method, dataset, fold, seed) would be averaged silently.
+    by_run = defaultdict(set)
+    for r in recs:
+        by_run[(r["method"], r["dataset"], r["fold"], r["seed"])].add(r["config_hash"])
+    clash = [k for k, v in by_run.items() if len(v) > 1]
+    if clash:
+        m, d, f, s = clash[0]
+        raise UserError(f"{len(clash)} runs have records of several configurations (e.g. {m} on {d}, fold {f}, seed {s}); "
+                        "move the ones you do not want out of the runs folder")
+    return recs
+
+
+def _flat(metrics: dict) -> dict:
+    out = {"accuracy": metrics["accuracy"]}
+    for kind in ("recall", "f1"):
+        for c, v in metrics[kind].items():
+            out[f"{kind}.{c}"] = v
+    return out
+
+
+def cell_stats(recs: list[dict]) -> dict:
+    """{metric: {"mean", "std", "n"}} in percent, over the cell's records; plus folds and seeds."""
+    vals = defaultdict(list)
+    for r in recs:
+        for k, v in _flat(r["metrics"]).items():
+            vals[k].append(100.0 * v)
+    stats = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), "n": len(v)} for k, v in vals.items()}
+    return {"metrics": stats, "folds": sorted({r["fold"] for r in recs}), "seeds": sorted({r["seed"] for r in recs})}
+
+
+def paired_difference(recs: list[dict], ref: list[dict]) -> dict | None:
+    """Accuracy of ``recs`` minus that of ``ref`` over the (fold, seed) pairs both have: mean and 95% t-interval, in points."""
+    from scipy import stats  # noqa: PLC0415
+
+    a = {(r["fold"], r["seed"]): r["metrics"]["accuracy"] for r in recs}
+    b = {(r["fold"], r["seed"]): r["metrics"]["accuracy"] for r in ref}
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return None
+    d = 100.0 * np.array([a[k] - b[k] for k in keys])
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return {"mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(d)}
+
+
+def build(records: list[dict], tables) -> dict:
+    """Every number of the requested tables: {table: {dataset: {method: stats}}}."""
+    by_cell = defaultdict(list)
+    for r in records:
+        by_cell[(r["method"], r["dataset"])].append(r)
+    out = {}
+    for t in tables:
+        out[t] = {}
+        for ds in TABLES[t]["datasets"]:
+            out[t][ds] = {}
+            for m in TABLES[t]["methods"]:
+                recs = by_cell.get((m, ds), [])
+                entry = cell_stats(recs) if recs else None
+                if entry is not None and t in (1, 2) and m != "clip_lung":
+                    entry["vs_clip_lung"] = paired_difference(recs, by_cell.get(("clip_lung", ds), []))
+                out[t][ds][m] = entry
+    return out
+
+
+# ---------------------------------------------------------------- formatting
+def _best(table: dict, ds: str, key: str):
+    means = [e["metrics"][key]["mean"] for e in table[ds].values() if e and key in e["metrics"]]
+    return max(means) if means else None
+
+
+def _fmt(entry, key, best, latex, with_std=False):
+    if not entry or key not in entry["metrics"]:
+        return "--" if latex else "—"
+    s = entry["metrics"][key]
+    text = f"{s['mean']:.1f}"
+    if with_std and not math.isnan(s["std"]):
+        text += (r" $\pm$ " if latex else " ± ") + f"{s['std']:.1f}"
+    if best is not None and abs(s["mean"] - best) < 1e-9:
+        text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    if len(entry["folds"]) < N_FOLDS:
+        text += r"$^\dagger$" if latex else "†"
+    return text
+
+
+def _fmt_diff(d, latex):
+    if d is None:
+        return "--" if latex else "—"
+    pm = "$-$" if latex else "−"
+    sign = lambda x: (pm if x < 0 else "+") + f"{abs(x):.1f}"  # noqa: E731
+    return f"{sign(d['mean'])} [{sign(d['low'])}, {sign(d['high'])}]"
+
+
+def _paper_row(paper, key, t, ds, m, classes):
+    p = paper.get(key, {}).get(ds, {}).get(m)
+    if not p:
+        return None
+    row = [f"{p['accuracy'][0]:.1f} ± {p['accuracy'][1]:.1f}"]
+    for c in classes:
+        row += [f"{p['recall'][c]:.1f}" if "recall" in p else "", f"{p['f1'][c]:.1f}" if "f1" in p else ""]
+    return row
+
+
+def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool) -> tuple[str, str]:
+    """Tables 1 and 2 as (LaTeX, Markdown)."""
+    classes = CLASS_ORDER[t]
+    table = data[t]
+    md, tex = [], []
+    n_cols = 1 + 2 * len(classes)
+    for ds in TABLES[t]["datasets"]:
+        head = ["Method", "Accuracy"] + [f"{c.capitalize()} {k}" for c in classes for k in ("recall", "F1")] + ["Δ acc. vs CLIP-Lung [95% CI]"]
+        md.append(f"**{ds}**\n")
+        md.append("| " + " | ".join(head) + " |")
+        md.append("|" + "---|" * len(head))
+        for m in TABLES[t]["methods"]:
+            e = table[ds][m]
+            row = [DISPLAY[m], _fmt(e, "accuracy", _best(table, ds, "accuracy"), False, True)]
+            for c in classes:
+                for k in ("recall", "f1"):
+                    row.append(_fmt(e, f"{k}.{c}", _best(table, ds, f"{k}.{c}"), False))
+            row.append(_fmt_diff(e.get("vs_clip_lung") if e else None, False) if m != "clip_lung" else "")
+            md.append("| " + " | ".join(row) + " |")
+            pr = _paper_row(paper, f"table{t}", t, ds, m, classes)
+            if pr:
+                md.append("| *paper* | " + " | ".join(f"*{x}*" if x else "" for x in pr) + " | |")
+        md.append("")
+    # LaTeX: the paper's layout, one block of columns per dataset.
+    dsets = TABLES[t]["datasets"]
+    cols = "l" + ("c" * (n_cols + 1)) * len(dsets)
+    tex.append(r"\begin{table}[t]")
+    tex.append(r"\centering")
+    tex.append(rf"\caption{{{_tex_escape(caption)}}}")
+    tex.append(rf"\label{{tab:table{t}}}")
+    tex.append(r"\resizebox{\linewidth}{!}{%")
+    tex.append(rf"\begin{{tabular}}{{{cols}}}")
+    tex.append(r"\toprule")
+    if len(dsets) > 1:
+        tex.append(" & " + " & ".join(rf"\multicolumn{{{n_cols + 1}}}{{c}}{{{d}}}" for d in dsets) + r" \\")
+        tex.append("".join(rf"\cmidrule(lr){{{2 + i * (n_cols + 1)}-{1 + (i + 1) * (n_cols + 1)}}}" for i in range(len(dsets))))
+    top = ["Method"]
+    for _ in dsets:
+        top += ["Accuracy"] + [rf"\multicolumn{{2}}{{c}}{{{c.capitalize()}}}" for c in classes] + [r"$\Delta$ vs CLIP-Lung"]
+    tex.append(" & ".join(top) + r" \\")
+    sub = [""]
+    for _ in dsets:
+        sub += [""] + ["Recall", "F1"] * len(classes) + [""]
+    tex.append(" & ".join(sub) + r" \\")
+    tex.append(r"\midrule")
+    for m in TABLES[t]["methods"]:
+        row = [_tex_escape(DISPLAY[m])]
+        prow = [r"\quad\textit{paper}"]
+        has_paper = False
+        for ds in dsets:
+            e = table[ds][m]
+            row.append(_fmt(e, "accuracy", _best(table, ds, "accuracy"), True, True))
+            for c in classes:
+                for k in ("recall", "f1"):
+                    row.append(_fmt(e, f"{k}.{c}", _best(table, ds, f"{k}.{c}"), True))
+            row.append(_fmt_diff(e.get("vs_clip_lung") if e else None, True) if m != "clip_lung" else "")
+            pr = _paper_row(paper, f"table{t}", t, ds, m, classes)
+            if pr:
+                has_paper = True
+                prow += [r"\textit{" + _tex_escape(x) + "}" if x else "" for x in pr] + [""]
+            else:
+                prow += [""] * (n_cols + 1)
+        tex.append(" & ".join(row) + r" \\")
+        if with_paper and has_paper:
+            tex.append(" & ".join(prow) + r" \\")
+    tex.append(r"\bottomrule")
+    tex.append(r"\end{tabular}}")
+    tex.append(r"\end{table}")
+    return "\n".join(tex) + "\n", "\n".join(md) + "\n"
+
+
+def render_3(data: dict, paper: dict, caption: str, with_paper: bool) -> tuple[str, str]:
+    table = data[3]
+    dsets = TABLES[3]["datasets"]
+    md = ["| $L_{IC}$ | $L_{IA}$ | $L_{CA}$ | " + " | ".join(dsets) + " |", "|---|---|---|" + "---|" * len(dsets)]
+    tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(caption)}}}", r"\label{tab:table3}",
+           rf"\begin{{tabular}}{{ccc{'c' * len(dsets)}}}", r"\toprule",
+           r"$\mathcal{L}_{IC}$ & $\mathcal{L}_{IA}$ & $\mathcal{L}_{CA}$ & " + " & ".join(dsets) + r" \\", r"\midrule"]
+    for m in TABLES[3]["methods"]:
+        marks = ABLATION_LOSSES[m]
+        cells_md = [_fmt(table[ds][m], "accuracy", _best(table, ds, "accuracy"), False, True) for ds in dsets]
+        cells_tex = [_fmt(table[ds][m], "accuracy", _best(table, ds, "accuracy"), True, True) for ds in dsets]
+        md.append("| " + " | ".join("✓" if x else "" for x in marks) + " | " + " | ".join(cells_md) + " |")
+        tex.append(" & ".join(r"\checkmark" if x else "" for x in marks) + " & " + " & ".join(cells_tex) + r" \\")
+        p = [paper.get("table3", {}).get(ds, {}).get(m) for ds in dsets]
+        if any(p):
+            vals = [f"{x['accuracy'][0]:.1f} ± {x['accuracy'][1]:.1f}" if x else "" for x in p]
+            md.append("| | | *paper* | " + " | ".join(f"*{v}*" if v else "" for v in vals) + " |")
+            if with_paper:
+                tex.append(r" & & \textit{paper} & " + " & ".join(r"\textit{" + _tex_escape(v) + "}" if v else "" for v in vals) + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(tex) + "\n", "\n".join(md) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    """Plain text -> LaTeX that pdflatex takes (no raw Unicode symbols)."""
+    for a, b in (("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("±", r"$\pm$"), ("†", r"$^\dagger$"),
+                 ("—", "--"), ("Δ", r"$\Delta$"), ("−", "-"), ("≥", r"$\geq$")):
+        s = s.replace(a, b)
+    return s
+
+
+def caption_for(t: int, recs: list[dict]) -> str:
+    r0 = recs[0]
+    enc = sorted({r["text_encoder"] for r in recs if r.get("text_encoder")})
+    seeds = sorted({r["seed"] for r in recs})
+    what = {1: "Classification results on the test sets of LIDC-A", 2: "Classification results on the test sets of LIDC-B and LIDC-C",
+            3: "Ablation of the alignment losses: accuracy"}[t]
+    return (f"{what} (ours: source {r0['source']}, profile {r0['profile']}"
+            + (f", text encoder {', '.join(enc)}" if enc else "")
+            + f", at least {r0.get('min_readers')} readers, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}). "
+            "Mean ± sample standard deviation (ddof = 1) over folds and seeds for accuracy, means for recall and F1, in %; "
+            "bold: best of ours per column; † fewer than 5 folds; — missing."
+            + (" Δ: paired accuracy difference to CLIP-Lung over the same folds, mean [95% t-interval]." if t in (1, 2) else "")
+            + " Paper: reported by Lei et al. (MICCAI 2023).")
+
+
+def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False) -> list[Path]:
+    paper = json.loads(PAPER.read_text())
+    data = build(records, tables)
+    paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for t in tables:
+        cap = caption_for(t, records)
+        tex, md = render_3(data, paper, cap, with_paper) if t == 3 else render_12(t, data, paper, cap, with_paper)
+        for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
+            p = out_dir / f"table{t}{suffix}"
+            atomic_write_text(p, text)
+            paths.append(p)
+    j = out_dir / "tables.json"
+    atomic_write_text(j, json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(records[0]))),
+                                     "tables": {str(t): data[t] for t in tables}}, indent=1, default=str))
+    paths.append(j)
+    return paths
+
+
+@cli_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.tables", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
+    ap.add_argument("--runs", default=None, help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    ap.add_argument("--out", default="results/tables")
+    ap.add_argument("--source")
+    ap.add_argument("--profile")
+    ap.add_argument("--text-encoder")
+    ap.add_argument("--min-readers", type=int)
+    ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
+    args = ap.parse_args(argv)
+    records = read_records(Path(args.runs) if args.runs else None)
+    recs = select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers)
+    paths = write_tables(args.tables, recs, Path(args.out), args.with_paper)
+    n_cells = len({(r["method"], r["dataset"]) for r in recs})
+    print(f"{len(recs)} records in {n_cells} of {len(cells(args.tables))} cells -> " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The sweep: the matrix, the local executor, status, and (where a Slurm cluster runs) job arrays and requeue."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.sweep import matrix
+
+
+def sweep(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "benchmarks.sweep", *args], capture_output=True, text=True, timeout=timeout, env=env or dict(os.environ))
+
+
+def test_matrix_has_180_distinct_runs():
+    specs = matrix([1, 2, 3])
+    assert len(specs) == 180 and len({s.key for s in specs}) == 180
+    # clip_lung on LIDC-A is in Table 1 and Table 3: run once.
+    assert sum(1 for s in specs if s.method == "clip_lung" and s.dataset == "LIDC-A") == 5
+    assert {s.profile for s in specs} == {"paper"}
+
+
+def test_dry_run_json(tmp_path):
+    env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    p = sweep("run", "--tables", "1", "2", "3", "--dry-run", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["runs"] == 180 and out["recorded"] == 0 and len(out["matrix"]) == 180
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_slurm_unreachable_is_a_clear_error(tmp_path):
+    env = {**os.environ, "PATH": "/usr/bin/nothing-here:" + str(Path(sys.executable).parent), "CLIPLUNG_RUNS": str(tmp_path / "r"),
+           "CLIPLUNG_SWEEPS": str(tmp_path / "s")}
+    p = sweep("run", "--tables", "2", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--executor", "slurm", env=env)
+    assert p.returncode == 2 and "Slurm is not reachable" in p.stderr and "Traceback" not in p.stderr
+    assert not any((tmp_path / "s").glob("*/sweep.json"))
+
+
+@pytest.mark.slow
+def test_local_sweep_then_status_and_tables(phantom_env, tmp_path):
+    env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    args = ["run", "--tables", "2", "--methods", "ce", "--folds", "0", "1", "--profile", "smoke", "--executor", "local", "--cpus-per-task", "1"]
+    p = sweep(*args, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "4 of 4 runs finished" in p.stdout
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    st = json.loads(sweep("status", "--tables", "2", "--json", env=env).stdout)
+    assert st["cells"]["ce/LIDC-B"]["done"] == 2 and st["cells"]["ce/LIDC-C"]["done"] == 2 and not st["failed"]
+    again = sweep(*args, env=env)
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
+                       capture_output=True, text=True)
+    assert t.returncode == 0, t.stderr
+    assert "ce" in (tmp_path / "tables" / "table2.md").read_text().lower()
+
+
+def _slurm_up() -> bool:
+    if not (shutil.which("sbatch") and os.environ.get("SLURM_CONF")):
+        return False
+    p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return p.returncode == 0 and "idle" in p.stdout + "mixed"
+
+
+slurm = pytest.mark.skipif(not _slurm_up(), reason="no Slurm cluster here (needs sbatch and SLURM_CONF; .ci/run starts one)")
+
+
+@slurm
+@pytest.mark.slow
+def test_slurm_job_array_sweep_requeue_and_tables(phantom_env, tmp_path):
+    env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    common = ["--profile", "smoke", "--executor", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "--timeout-min", "20"]
+    # 1. A small sweep through one job array.
+    p = sweep("run", "--tables", "2", "--methods", "ce", "--folds", "0", "1", *common, "--wait", env=env)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    assert "as slurm job(s)" in p.stdout
+    man = json.loads(next((tmp_path / "sweeps").glob("*/sweep.json")).read_text())
+    assert len({j["job_id"].split("_")[0] for j in man["jobs"]}) == 1  # one array
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    st = json.loads(sweep("status", "--tables", "2", "--json", env=env).stdout)
+    assert st["cells"]["ce/LIDC-C"]["done"] == 2
+    t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
+                       capture_output=True, text=True)
+    assert t.returncode == 0, t.stderr
+    # 2. Requeue a running task: it resumes from its checkpoint and ends with the uninterrupted record.
+    long = ["--set", "epochs=8"]
+    ref = subprocess.run([sys.executable, "-m", "benchmarks.run", "--method", "ce", "--dataset", "LIDC-C", "--fold", "2", "--profile", "smoke",
+                          *long, "--json", "--quiet"], capture_output=True, text=True, env={**env, "CLIPLUNG_RUNS": str(tmp_path / "ref")})
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    p = sweep("run", "--tables", "2", "--methods", "ce", "--folds", "2", *common, *long, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sweep_dirs = sorted((tmp_path / "sweeps").glob("*/sweep.json"))
+    man = json.loads(sweep_dirs[-1].read_text())
+    job = next(j for j in man["jobs"] if j["dataset"] == "LIDC-C")
+    ckpt = tmp_path / "runs" / f"{job['stem']}.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    assert ckpt.exists(), "the task never checkpointed"
+    r = subprocess.run(["scontrol", "requeue", job["job_id"]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    record = tmp_path / "runs" / f"{job['stem']}.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and not record.exists():
+        time.sleep(0.5)
+    assert record.exists(), "the requeued task did not finish"
+    log = "".join(p.read_text(errors="replace") for p in Path(man["logs"]).glob(f"{job['job_id']}*log.err"))
+    assert "resuming from" in log
+    a = json.load(open(json.loads(ref.stdout)["records"][0]))
+    b = json.loads(record.read_text())
+    assert a["metrics"] == b["metrics"] and a["predictions"] == b["predictions"]
+
+
+@slurm
+def test_slurm_bad_partition_and_gpus(tmp_path):
+    env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    base = ["run", "--tables", "2", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--executor", "slurm", "--mem-gb", "1"]
+    p = sweep(*base, "--partition", "no-such-partition", env=env)
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    p = sweep(*base, "--gpus-per-node", "1", env=env)
+    assert p.returncode == 2 and "Slurm refused" in p.stderr and "Traceback" not in p.stderr
+    assert not any((tmp_path / "sweeps").glob("*/sweep.json"))  # nothing half-submitted

@@ -1,0 +1,105 @@
+"""Tables from run records: statistics, layout, refusal to mix settings, LaTeX that compiles."""
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.errors import UserError
+from benchmarks.records import read_records
+from benchmarks.tables import build, select, write_tables
+
+
+def record(method, dataset, fold, acc, source="phantom", profile="smoke", seed=0, enc=None, rec_b=0.5, f1_b=0.5):
+    classes = ["benign", "malignant"] if dataset != "LIDC-A" else ["benign", "unsure", "malignant"]
+    return {
+        "method": method, "dataset": dataset, "fold": fold, "seed": seed, "source": source, "profile": profile,
+        "min_readers": 2, "text_encoder": enc if method in ("clip", "cocoop") or method.startswith("clip_lung") else None,
+        "config_hash": f"{method}-cfg", "key": f"{method}{dataset}{fold}{seed}{source}{profile}",
+        "metrics": {"accuracy": acc, "recall": {c: rec_b for c in classes}, "f1": {c: f1_b for c in classes}},
+    }
+
+
+def write(tmp_path, recs):
+    d = tmp_path / "runs"
+    d.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(recs):
+        (d / f"r{i:03d}.json").write_text(json.dumps(r))
+    return d
+
+
+@pytest.fixture
+def recs():
+    ce = [0.80, 0.82, 0.84, 0.86, 0.88]
+    cl = [0.85, 0.86, 0.87, 0.90, 0.91]
+    out = [record("ce", "LIDC-C", f, a) for f, a in enumerate(ce)]
+    out += [record("clip_lung", "LIDC-C", f, a, enc="minilm-l6", rec_b=0.4) for f, a in enumerate(cl)]
+    out += [record("nsb", "LIDC-C", f, 0.5) for f in range(3)]  # fewer than 5 folds
+    return out
+
+
+def test_hand_computed_mean_std_bold_and_marks(tmp_path, recs):
+    runs = write(tmp_path, recs)
+    chosen = select(read_records(runs), [2])
+    data = build(chosen, [2])
+    ce = data[2]["LIDC-C"]["ce"]["metrics"]["accuracy"]
+    assert ce["mean"] == pytest.approx(84.0) and ce["std"] == pytest.approx(np.std([80, 82, 84, 86, 88], ddof=1))
+    # Paired difference to CLIP-Lung over the same folds: ce - clip_lung = [-5, -4, -3, -4, -3].
+    d = np.array([-5.0, -4, -3, -4, -3])
+    half = 2.7764451051977987 * d.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
+    diff = data[2]["LIDC-C"]["ce"]["vs_clip_lung"]
+    assert diff["mean"] == pytest.approx(d.mean()) and diff["low"] == pytest.approx(d.mean() - half)
+    paths = write_tables([2], chosen, tmp_path / "tables")
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "| CE Loss | 84.0 ± 3.2 |" in md  # sample std of 80..88 = 3.16
+    assert "**87.8 ± 2.6**" in md  # CLIP-Lung's accuracy is the best: bold
+    assert "| NSB | 50.0 ± 0.0† |" in md  # 3 folds: marked
+    assert "| Poisson | — |" in md  # missing
+    assert "*89.5 ± 0.4*" in md  # the paper's CLIP-Lung on LIDC-C beside ours
+    assert "−3.8 [" in md
+    tex = (tmp_path / "tables" / "table2.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{87.8 $\pm$ 2.6}" in tex and "$^\\dagger$" in tex
+    assert {p.name for p in paths} >= {"table2.tex", "table2.md", "tables.json"}
+
+
+def test_mixed_settings_are_refused(tmp_path, recs):
+    other = [record("ce", "LIDC-C", 0, 0.7, source="lidc")]
+    runs = write(tmp_path, recs + other)
+    with pytest.raises(UserError, match=r"source lidc \(1 records\), phantom \(\d+ records\).*--source"):
+        select(read_records(runs), [2])
+    assert len(select(read_records(runs), [2], source="phantom")) == len(recs)
+    prof = [record("ce", "LIDC-C", 1, 0.7, profile="quick")]
+    runs2 = write(tmp_path / "b", recs + prof)
+    with pytest.raises(UserError, match="profile quick"):
+        select(read_records(runs2), [2])
+    enc = [record("clip_lung", "LIDC-C", 1, 0.7, enc="clip-vit-b16:openai")]
+    runs3 = write(tmp_path / "c", recs + enc)
+    with pytest.raises(UserError, match="text-encoder"):
+        select(read_records(runs3), [2])
+
+
+def test_table3_check_marks(tmp_path):
+    recs = [record(m, d, f, 0.6 if m == "clip_lung" else 0.5) for m in ("clip_lung", "clip_lung_ic") for d in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(5)]
+    runs = write(tmp_path, recs)
+    write_tables([3], select(read_records(runs), [3]), tmp_path / "t")
+    md = (tmp_path / "t" / "table3.md").read_text()
+    assert "| ✓ |  |  | 50.0 ± 0.0 |" in md and "| ✓ | ✓ | ✓ | **60.0 ± 0.0** |" in md and "| — |" in md
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-recommended)")
+def test_latex_compiles(tmp_path, recs):
+    full = recs + [record(m, "LIDC-A", f, 0.55) for m in ("ce", "clip_lung") for f in range(5)]
+    full += [record("clip_lung_ic_ia", d, f, 0.6) for d in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(5)]
+    runs = write(tmp_path, full)
+    out = tmp_path / "tables"
+    write_tables([1, 2, 3], select(read_records(runs), [1, 2, 3]), out, with_paper=True)
+    for t in (1, 2, 3):
+        doc = tmp_path / f"doc{t}.tex"
+        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx,amssymb}\n\\begin{document}\n"
+                       f"\\input{{{out / f'table{t}.tex'}}}\n\\end{{document}}\n")
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout[-2000:]
+        assert (tmp_path / f"doc{t}.pdf").exists()
