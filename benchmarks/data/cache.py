@@ -16,7 +16,6 @@ The cache root is ``$CLIPLUNG_CACHE`` if set, else
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import pandas as pd
 from benchmarks.data.crop import CROP_SIZE, CROP_VERSION
 from benchmarks.data.phantom import RENDERER_VERSION, phantom_crops
 from benchmarks.errors import UserError
+from benchmarks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def cache_dir(source: str, phash: str) -> Path:
     return cache_root() / f"{check_source(source)}-{phash[:16]}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def validate(folder: Path, source: str, phash: str) -> str | None:
     """None when the cache folder is usable, else why not (one phrase)."""
     man_path = folder / "manifest.json"
@@ -86,7 +78,7 @@ def validate(folder: Path, source: str, phash: str) -> str | None:
         p = folder / name
         if not p.exists():
             return f"{name} missing"
-        if _sha256(p) != man.get(key):
+        if sha256_file(p) != man.get(key):
             return f"corrupt: {name} does not match its sha256"
     return None
 
@@ -176,8 +168,8 @@ def install(folder: Path, source: str, phash: str, ids, vols: np.ndarray, extra:
         "protocol_hash": phash,
         "version": version_of(source),
         "n": len(ids),
-        "volumes_sha256": _sha256(folder / "volumes.npy"),
-        "ids_sha256": _sha256(folder / "nodule_ids.txt"),
+        "volumes_sha256": sha256_file(folder / "volumes.npy"),
+        "ids_sha256": sha256_file(folder / "nodule_ids.txt"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }

@@ -31,7 +31,7 @@ import pandas as pd
 
 from benchmarks.data.index import DATA_DIR, INDEX_PATH, load_index
 from benchmarks.errors import UserError
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, sha256_file
 
 CLASS_NAMES = ("benign", "unsure", "malignant")
 BENIGN_BELOW = 2.5
@@ -119,10 +119,6 @@ def load_folds(min_readers: int) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @functools.lru_cache(maxsize=8)
 def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
     """sha256 over the label rule, the nodule index and the fold assignment.
@@ -139,8 +135,8 @@ def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
         "protocols": {k: [p.train_classes, p.test_classes] for k, p in PROTOCOLS.items()},
     }
     h = hashlib.sha256(json.dumps(rule, sort_keys=True).encode())
-    h.update(_sha256_file(INDEX_PATH).encode())
-    h.update(_sha256_file(folds_path(min_readers)).encode())
+    h.update(sha256_file(INDEX_PATH).encode())
+    h.update(sha256_file(folds_path(min_readers)).encode())
     return h.hexdigest()
 
 
