@@ -78,8 +78,6 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
     tcfg = TrainConfig(**spec.train_config)
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed % (2**32))
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     model = m.cls(mcfg, info)
     ckpt = spec.path(".ckpt")
     if force and ckpt.exists():
