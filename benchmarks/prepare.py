@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data import cache
-from benchmarks.data.index import ATTRIBUTES, INDEX_PATH, build_index, load_index, write_index
+from benchmarks.data.index import ATTRIBUTES, INDEX_PATH, build_index, write_index
 from benchmarks.data.protocols import (
     CLASS_NAMES,
     DEFAULT_MIN_READERS,

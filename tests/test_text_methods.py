@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import methods
 from benchmarks.errors import UserError
 from clip_lung.losses import LearnableTemperature, attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
 from clip_lung.prompts import ATTRIBUTE_WORDS, TextBranch
 from clip_lung.text import CLIPText, load_text_encoder
 from methods import REGISTRY
-from tests.test_methods import batch, build, info
+from tests.test_methods import batch, build
 
 
 @pytest.fixture(scope="module")
