@@ -17,9 +17,11 @@ import json
 import os
 import platform
 import subprocess
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text
 
 RUNS_ENV = "CLIPLUNG_RUNS"
@@ -104,3 +106,40 @@ def read_records(root: Path | None = None) -> list[dict]:
         rec["_path"] = str(p)
         out.append(rec)
     return out
+
+
+# The record fields that make a setting, and the flag that picks one.
+SETTING_FLAGS = {"source": "--source", "profile": "--profile", "text_encoder": "--text-encoder", "min_readers": "--min-readers"}
+
+
+def filter_setting(recs: list[dict], source=None, profile=None, text_encoder=None, min_readers=None) -> list[dict]:
+    """The records of one setting (a filter left at None keeps every value; methods
+    without a text encoder pass any ``text_encoder``)."""
+    if source:
+        recs = [r for r in recs if r["source"] == source]
+    if profile:
+        recs = [r for r in recs if r["profile"] == profile]
+    if min_readers:
+        recs = [r for r in recs if r.get("min_readers") == min_readers]
+    if text_encoder:
+        recs = [r for r in recs if r.get("text_encoder") in (None, text_encoder)]
+    return recs
+
+
+def check_one_setting(recs: list[dict]) -> None:
+    """Refuse records that mix settings (source, profile, text encoder, label rule) or
+    hold two configurations of one run: their numbers are never put together."""
+    found = {flag: Counter(r.get(field) for r in recs if r.get(field) is not None) for field, flag in SETTING_FLAGS.items()}
+    mixed = {k: v for k, v in found.items() if len(v) > 1}
+    if mixed:
+        parts = [f"{k[2:]} " + ", ".join(f"{val} ({n} records)" for val, n in sorted(v.items(), key=str)) for k, v in mixed.items()]
+        raise UserError("the records mix settings that are never averaged together: " + "; ".join(parts)
+                        + f"; pick one with {', '.join(mixed)}")
+    by_run = defaultdict(set)
+    for r in recs:
+        by_run[(r["method"], r["dataset"], r["fold"], r["seed"])].add(r["config_hash"])
+    clash = [k for k, v in by_run.items() if len(v) > 1]
+    if clash:
+        m, d, f, s = clash[0]
+        raise UserError(f"{len(clash)} runs have records of several configurations (e.g. {m} on {d}, fold {f}, seed {s}); "
+                        "move the ones you do not want out of the runs folder")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import ABLATION_LOSSES, DISPLAY, TABLES, cells
 from benchmarks.io import atomic_write_text
-from benchmarks.records import read_records, runs_dir
+from benchmarks.records import check_one_setting, filter_setting, read_records, runs_dir
 
 PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "clip_lung_miccai2023.json"
 N_FOLDS = 5
@@ -44,37 +44,11 @@ def select(records: list[dict], tables, source=None, profile=None, text_encoder=
     """The records of the tables' cells in one setting; a UserError when the choice is ambiguous."""
     want = set(cells(tables))
     recs = [r for r in records if (r.get("method"), r.get("dataset")) in want]
-    if source:
-        recs = [r for r in recs if r["source"] == source]
-    if profile:
-        recs = [r for r in recs if r["profile"] == profile]
-    if min_readers:
-        recs = [r for r in recs if r.get("min_readers") == min_readers]
-    if text_encoder:
-        recs = [r for r in recs if r.get("text_encoder") in (None, text_encoder)]
+    recs = filter_setting(recs, source, profile, text_encoder, min_readers)
     if not recs:
         raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs_dir()} with these filters; "
                         "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
-    found = {
-        "--source": Counter(r["source"] for r in recs),
-        "--profile": Counter(r["profile"] for r in recs),
-        "--text-encoder": Counter(r["text_encoder"] for r in recs if r.get("text_encoder")),
-        "--min-readers": Counter(r.get("min_readers") for r in recs),
-    }
-    mixed = {k: v for k, v in found.items() if len(v) > 1}
-    if mixed:
-        parts = [f"{k[2:]} " + ", ".join(f"{val} ({n} records)" for val, n in sorted(v.items(), key=str)) for k, v in mixed.items()]
-        raise UserError("the records mix settings that are never averaged together: " + "; ".join(parts)
-                        + f"; pick one with {', '.join(mixed)}")
-    # One configuration per cell: two configs of one (method, dataset, fold, seed) would be averaged silently.
-    by_run = defaultdict(set)
-    for r in recs:
-        by_run[(r["method"], r["dataset"], r["fold"], r["seed"])].add(r["config_hash"])
-    clash = [k for k, v in by_run.items() if len(v) > 1]
-    if clash:
-        m, d, f, s = clash[0]
-        raise UserError(f"{len(clash)} runs have records of several configurations (e.g. {m} on {d}, fold {f}, seed {s}); "
-                        "move the ones you do not want out of the runs folder")
+    check_one_setting(recs)
     return recs
 
 

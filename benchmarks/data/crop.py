@@ -35,13 +35,13 @@ def window_hu(hu: np.ndarray) -> np.ndarray:
     return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
 
-def crop_hu(volume_hu: np.ndarray, spacing, centroid, diameter_mm: float, size: int = CROP_SIZE) -> np.ndarray:
-    """Resample a cube of side ``2 * diameter_mm`` around ``centroid`` to ``size``^3, in HU.
+def resample_cube(volume: np.ndarray, spacing, centroid, diameter_mm: float, size: int = CROP_SIZE, cval: float = FILL_HU) -> np.ndarray:
+    """Sample a cube of side ``2 * diameter_mm`` around ``centroid`` on a ``size``^3 grid (trilinear).
 
-    volume_hu: (I, J, K) HU, pylidc axis order (row, col, slice).
-    spacing:   (di, dj, dk) mm per voxel along those axes.
-    centroid:  (ci, cj, ck) voxel coordinates (may be fractional) in ``volume_hu``.
-    Returns (size, size, size) float32 HU, axes (slice, row, col).
+    volume:   (I, J, K), pylidc axis order (row, col, slice).
+    spacing:  (di, dj, dk) mm per voxel along those axes.
+    centroid: (ci, cj, ck) voxel coordinates (may be fractional) in ``volume``.
+    Samples outside ``volume`` read ``cval``. Returns (size, size, size) float32, axes (slice, row, col).
     """
     if not np.isfinite(diameter_mm) or diameter_mm <= 0:
         raise ValueError(f"diameter must be positive, got {diameter_mm}")
@@ -52,8 +52,22 @@ def crop_hu(volume_hu: np.ndarray, spacing, centroid, diameter_mm: float, size: 
     # Output axes (slice, row, col): build (3, S, S, S) coordinates in the volume's (i, j, k) order.
     K, I, J = np.meshgrid(kk, ii, jj, indexing="ij")
     coords = np.stack([I, J, K])
-    out = map_coordinates(np.asarray(volume_hu, dtype=np.float32), coords, order=1, mode="constant", cval=FILL_HU)
+    out = map_coordinates(np.asarray(volume, dtype=np.float32), coords, order=1, mode="constant", cval=cval)
     return out.astype(np.float32)
+
+
+def crop_hu(volume_hu: np.ndarray, spacing, centroid, diameter_mm: float, size: int = CROP_SIZE) -> np.ndarray:
+    """The crop's cube in HU (air outside the scan): :func:`resample_cube` of a CT volume."""
+    return resample_cube(volume_hu, spacing, centroid, diameter_mm, size, cval=FILL_HU)
+
+
+def crop_mask(mask: np.ndarray, spacing, centroid, diameter_mm: float, size: int = CROP_SIZE) -> np.ndarray:
+    """A binary mask in scan voxels carried into the crop's grid: (size, size, size) bool, (slice, row, col).
+
+    The mask goes through the same sampling as the image (trilinear, then
+    thresholded at 1/2), so it lies where the crop shows the nodule.
+    """
+    return resample_cube(np.asarray(mask, dtype=np.float32), spacing, centroid, diameter_mm, size, cval=0.0) >= 0.5
 
 
 def crop(volume_hu: np.ndarray, spacing, centroid, diameter_mm: float, size: int = CROP_SIZE) -> np.ndarray:

@@ -1,0 +1,511 @@
+"""python -m benchmarks.figures: interpretability figures from run records (Fig. 3 of the paper and beyond).
+
+  tsne          t-SNE of the test fold's image features, a panel per method
+  gradcam       Grad-CAM maps over the nodule's central axial slice, with the
+                readers' consensus contour, a row per nodule, a column per method
+  localisation  share of the Grad-CAM mass inside the readers' consensus mask,
+                per method, mean ± std over folds (--tables: Markdown + LaTeX)
+  curves        loss terms (and recorded test metrics) per epoch
+
+  python -m benchmarks.figures tsne --dataset LIDC-B --methods clip cocoop clip_lung --fold 0
+  python -m benchmarks.figures gradcam --dataset LIDC-B --nodules 6
+  python -m benchmarks.figures localisation --dataset LIDC-B --tables
+  python -m benchmarks.figures curves --dataset LIDC-B --methods ce clip_lung
+
+Every command reads the records (and the final weights saved beside them) of
+one setting: if the runs folder holds several profiles, sources, text encoders
+or label rules for the requested runs, pick one with --profile, --source,
+--text-encoder or --min-readers. Figures go to results/figures/ as PNG and
+PDF, their titles naming the dataset, fold, profile, source and text encoder.
+See benchmarks/interpret.py for the Grad-CAM target and the localisation score.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
+from benchmarks.errors import UserError, cli_main
+from benchmarks.grid import DISPLAY
+from benchmarks.io import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("benchmarks.figures")
+
+DEFAULT_METHODS = ("clip", "cocoop", "clip_lung")
+CLASS_COLOURS = {"benign": "#1b9e77", "unsure": "#7570b3", "malignant": "#d95f02"}
+CONTOUR = "#39ff14"  # the consensus contour on the slice
+FOOTPRINT = "#ffd700"  # the scored footprint
+
+
+def _name(method: str) -> str:
+    return DISPLAY.get(method, method)
+
+
+def _plt():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """PNG (200 dpi) and PDF, each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=200, bbox_inches="tight")
+        p = out_dir / f"{stem}.{fmt}"
+        atomic_write_bytes(p, buf.getvalue())
+        paths.append(p)
+    _plt().close(fig)
+    return paths
+
+
+def _stem(kind: str, dataset: str, fold, rec: dict) -> str:
+    f = f"_fold{fold}" if fold is not None else ""
+    return f"{kind}_{dataset}{f}_{rec['profile']}_{rec['source']}"
+
+
+def _device(name: str):
+    from benchmarks.train import resolve_device  # noqa: PLC0415
+
+    return resolve_device(name)
+
+
+def _predicted(model, data, device):
+    """(probs (N, K), features (N, 512), decided class (N,)) of the test fold."""
+    from benchmarks.interpret import test_features  # noqa: PLC0415
+    from benchmarks.metrics import decide  # noqa: PLC0415
+
+    probs, feats = test_features(model, data, device)
+    return probs, feats, decide(probs, data.class_names, data.test_class_names)
+
+
+def _check_same_fold(rec: dict, data) -> None:
+    if rec["protocol_hash"] != data.protocol_hash:
+        raise UserError(f"{rec.get('_path')} was run on other folds (protocol hash {rec['protocol_hash'][:12]}, "
+                        f"now {data.protocol_hash[:12]}); rerun it")
+
+
+# ------------------------------------------------------------------ tsne
+def cmd_tsne(args) -> list[Path]:
+    from benchmarks.interpret import check_predictions, find_records, load_model, load_test, setting_of, tsne_embed  # noqa: PLC0415
+
+    plt = _plt()
+    recs = find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
+    dev = _device(args.device)
+    first = recs[(args.methods[0], args.fold)]
+    data = load_test(first)
+    panels = []
+    for m in args.methods:
+        rec = recs[(m, args.fold)]
+        _check_same_fold(rec, data)
+        probs, feats, pred = _predicted(load_model(rec, dev), data, dev)
+        check_predictions(rec, data, pred)
+        log.info("t-SNE of %s: %d x %d features", m, *feats.shape)
+        panels.append((m, tsne_embed(feats, seed=args.seed), pred))
+    y = data.test.labels
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.6), squeeze=False)
+    for ax, (m, emb, pred) in zip(axes[0], panels):
+        wrong = pred != y
+        for c in data.test_class_names:
+            k = data.class_names.index(c)
+            colour = CLASS_COLOURS.get(c, "grey")
+            ok, bad = (y == k) & ~wrong, (y == k) & wrong
+            ax.scatter(emb[ok, 0], emb[ok, 1], s=14, c=colour, alpha=0.75, linewidths=0, label=f"{c} ({int((y == k).sum())})")
+            ax.scatter(emb[bad, 0], emb[bad, 1], s=30, c=colour, marker="X", edgecolors="black", linewidths=0.6)
+        ax.scatter([], [], s=30, c="lightgrey", marker="X", edgecolors="black", linewidths=0.6,
+                   label=f"misclassified ({int(wrong.sum())})")
+        ax.set_title(f"{_name(m)}: accuracy {100 * (1 - wrong.mean()):.1f}%")
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax.legend(loc="best", fontsize=7, frameon=True, title="true class (X: misclassified)", title_fontsize=7)
+    fig.suptitle(f"t-SNE of test-fold image features (pooled, 512-d): {args.dataset} fold {args.fold}, "
+                 f"{len(y)} nodules\n{setting_of(recs.values())}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, args.out, _stem("tsne", args.dataset, args.fold, first))
+
+
+# ------------------------------------------------------------------ gradcam
+def _index_rows(data):
+    from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
+
+    return labelled_folds(data.min_readers).set_index("nodule_id").loc[list(data.test.nodule_ids)].reset_index()
+
+
+def cmd_gradcam(args) -> list[Path]:
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    from benchmarks.data.masks import consensus_crop_masks  # noqa: PLC0415
+    from benchmarks.interpret import (  # noqa: PLC0415
+        check_predictions,
+        find_records,
+        footprint,
+        gradcam,
+        load_model,
+        load_test,
+        pick_nodules,
+        setting_of,
+        target_layer,
+    )
+
+    plt = _plt()
+    if args.nodules < 1:
+        raise UserError("--nodules must be at least 1")
+    recs = find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
+    dev = _device(args.device)
+    first = recs[(args.methods[0], args.fold)]
+    data = load_test(first)
+    models, probs, preds = {}, {}, {}
+    for m in args.methods:
+        rec = recs[(m, args.fold)]
+        _check_same_fold(rec, data)
+        models[m] = load_model(rec, dev)
+        target_layer(models[m], args.layer)  # a bad --layer fails before any work
+        probs[m], _, preds[m] = _predicted(models[m], data, dev)
+        check_predictions(rec, data, preds[m])
+    ids = list(data.test.nodule_ids)
+    if args.ids:
+        unknown = [i for i in args.ids if i not in ids]
+        if unknown:
+            raise UserError(f"nodule {unknown[0]} is not in the test set of {args.dataset} fold {args.fold}")
+        rows = [ids.index(i) for i in args.ids]
+        rule = "nodules given by --ids"
+    else:
+        class_idx = [data.class_names.index(c) for c in data.test_class_names]
+        rows = pick_nodules(data.test.labels, [probs[m] for m in args.methods], class_idx, args.nodules, ids)
+        rule = ("rows picked by rule: the hardest nodules every method gets right (smallest mean margin), "
+                "then the most confidently wrong ones")
+    index = _index_rows(data).iloc[rows]
+    masks = consensus_crop_masks(index)  # (R, 32, 32, 32)
+    fps = footprint(masks)  # (R, 32, 32)
+    images = data.test.images[rows]
+    cams = {m: gradcam(models[m], images, preds[m][rows], dev, args.layer) for m in args.methods}
+    mid = images.shape[1] // 2  # the central axial slice: the 17th of 32, 0.5 sample below the centroid
+    ncol = 1 + len(args.methods)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.45 * len(rows) + 0.9), squeeze=False)
+    im = None
+    for r, i in enumerate(rows):
+        true = data.class_names[data.test.labels[i]]
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.imshow(images[r, mid], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if c > 0:
+                m = args.methods[c - 1]
+                im = ax.imshow(cams[m][r], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+                p = preds[m][i]
+                verdict = "right" if p == data.test.labels[i] else "wrong"
+                ax.set_xlabel(f"{data.class_names[p]} {probs[m][i, p]:.2f} ({verdict})", fontsize=7)
+            if masks[r, mid].any():
+                ax.contour(masks[r, mid], levels=[0.5], colors=CONTOUR, linewidths=1.0)
+            ax.contour(fps[r], levels=[0.5], colors=FOOTPRINT, linewidths=0.7, linestyles="--")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("CT slice" if c == 0 else _name(args.methods[c - 1]), fontsize=9)
+        axes[r, 0].set_ylabel(f"{ids[i].replace('LIDC-IDRI-', '')}\n{true}, malignancy {data.test.malignancy[i]:.2f}", fontsize=7)
+    handles = [Line2D([], [], color=CONTOUR, lw=1.2, label="readers' 50% consensus, this slice"),
+               Line2D([], [], color=FOOTPRINT, lw=1.0, ls="--", label="consensus footprint, all slices, +1 px (scored)")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"Grad-CAM at {args.layer} for the predicted class (label under each map): {args.dataset} fold {args.fold}\n"
+                 f"{setting_of(recs.values())}; {rule}", fontsize=8)
+    fig.tight_layout(rect=(0, 0.035, 0.93, 1))
+    if im is not None:
+        cax = fig.add_axes((0.94, 0.2, 0.015, 0.6))
+        fig.colorbar(im, cax=cax, label="Grad-CAM (scaled to [0, 1])")
+    return save_figure(fig, args.out, _stem(f"gradcam_{args.layer}", args.dataset, args.fold, first))
+
+
+# ------------------------------------------------------------------ localisation
+def localisation(args) -> dict:
+    """{"datasets": {ds: {row: {"folds": {fold: score}, "mean", "std"}}}, "setting", ...}."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from benchmarks.data.masks import consensus_crop_masks  # noqa: PLC0415
+    from benchmarks.interpret import (  # noqa: PLC0415
+        DILATE_PX,
+        centre_map,
+        check_predictions,
+        find_records,
+        footprint,
+        gradcam,
+        load_model,
+        load_test,
+        localisation_score,
+        setting_of,
+        target_layer,
+    )
+
+    dev = _device(args.device)
+    found = {ds: find_records(args.methods, ds, args.folds, args.setting, args.runs) for ds in args.dataset}
+    all_recs = [r for f in found.values() for r in f.values()]
+    from benchmarks.records import check_one_setting  # noqa: PLC0415
+
+    check_one_setting(all_recs)
+    out = {"setting": setting_of(all_recs), "layer": args.layer, "dilate_px": DILATE_PX, "folds": args.folds, "datasets": {}}
+    masks_by_id: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(args.dataset) * len(args.folds) * len(args.methods), desc="localisation", disable=args.quiet)
+    for ds, recs in found.items():
+        table = {m: {"folds": {}, "empty_maps": 0, "maps": 0} for m in (*args.methods, "centre", "uniform")}
+        for f in args.folds:
+            data = load_test(recs[(args.methods[0], f)])
+            need = [i for i in data.test.nodule_ids if i not in masks_by_id]
+            if need:
+                from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
+
+                rows = labelled_folds(data.min_readers).set_index("nodule_id").loc[need].reset_index()
+                masks_by_id.update(zip(need, footprint(consensus_crop_masks(rows))))
+            fps = np.stack([masks_by_id[i] for i in data.test.nodule_ids])  # (N, 32, 32)
+            table["uniform"]["folds"][f] = float(fps.mean(axis=(1, 2)).mean())
+            table["centre"]["folds"][f] = float(localisation_score(np.broadcast_to(centre_map(args.layer), fps.shape), fps).mean())
+            for m in args.methods:
+                rec = recs[(m, f)]
+                _check_same_fold(rec, data)
+                model = load_model(rec, dev)
+                target_layer(model, args.layer)
+                probs, _, pred = _predicted(model, data, dev)
+                check_predictions(rec, data, pred)
+                s = localisation_score(gradcam(model, data.test.images, pred, dev, args.layer), fps)
+                table[m]["empty_maps"] += int(np.isnan(s).sum())
+                table[m]["maps"] += len(s)
+                table[m]["folds"][f] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+                bar.update()
+        for v in table.values():
+            vals = np.array(list(v["folds"].values()))
+            v["mean"] = float(np.mean(vals))
+            v["std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+        out["datasets"][ds] = table
+    bar.close()
+    return out
+
+
+def _row_names(args) -> list[tuple[str, str]]:
+    from benchmarks.interpret import LAYER_STRIDE  # noqa: PLC0415
+
+    g = 32 // LAYER_STRIDE[args.layer]
+    return [(m, _name(m)) for m in args.methods] + [
+        ("centre", f"reference: centre-biased map (central half of the {g} x {g} grid)"),
+        ("uniform", "reference: uniform map (= area share)"),
+    ]
+
+
+def _cell(v: dict, latex: bool) -> str:
+    if not np.isfinite(v["mean"]):
+        return "--" if latex else "—"
+    if not np.isfinite(v["std"]):
+        return f"{v['mean']:.3f}"
+    pm = r"$\pm$" if latex else "±"
+    return f"{v['mean']:.3f} {pm} {v['std']:.3f}"
+
+
+def _zero(v: dict, latex: bool) -> str:
+    if not v["maps"]:
+        return "--" if latex else "—"
+    pct = r"\%" if latex else "%"
+    return f"{100 * v['empty_maps'] / v['maps']:.1f}{pct}"
+
+
+def render_localisation(res: dict, args) -> tuple[str, str, str, list[str], list[list[str]]]:
+    """(caption, Markdown, LaTeX, plain headers, plain rows) of the localisation table."""
+    from benchmarks.tables import _tex_escape  # noqa: PLC0415
+
+    folds = res["folds"]
+    fold_text = f"folds {folds[0]}-{folds[-1]}" if folds == list(range(folds[0], folds[-1] + 1)) and len(folds) > 1 else \
+        "fold" + ("s " if len(folds) > 1 else " ") + ", ".join(map(str, folds))
+    caption = (f"Localisation score: share of the Grad-CAM mass ({res['layer']}, predicted class) inside the readers' "
+               f"consensus footprint (all slices, dilated by {res['dilate_px']} px), averaged over the test nodules of each fold; "
+               f"mean ± sample std (ddof = 1) over {fold_text}. Zero maps: share of test nodules whose map is zero everywhere "
+               f"(no positive evidence at this layer), left out of the mean. Runs: {res['setting']}.")
+    dss = list(res["datasets"])
+    rows = _row_names(args)
+    headers = ["method"] + [h for d in dss for h in (d, f"{d} zero maps")]
+    plain = [[name] + [c for d in dss for c in (_cell(res["datasets"][d][key], False), _zero(res["datasets"][d][key], False))]
+             for key, name in rows]
+    md = ["| " + " | ".join(headers) + " |", "|---|" + "---|" * (len(headers) - 1)]
+    md += ["| " + " | ".join(r) + " |" for r in plain]
+    tex = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex_escape(caption)}}}", "\\label{tab:localisation}",
+           "\\begin{tabular}{l" + "cc" * len(dss) + "}", "\\toprule",
+           " & " + " & ".join(f"\\multicolumn{{2}}{{c}}{{{d}}}" for d in dss) + " \\\\",
+           "Method" + " & score & zero maps" * len(dss) + " \\\\", "\\midrule"]
+    for n, (key, name) in enumerate(rows):
+        if n == len(args.methods):
+            tex.append("\\midrule")
+        cells = [c for d in dss for c in (_cell(res["datasets"][d][key], True), _zero(res["datasets"][d][key], True))]
+        tex.append(_tex_escape(name) + " & " + " & ".join(cells) + " \\\\")
+    tex += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return caption, "\n".join(md) + "\n", "\n".join(tex), headers, plain
+
+
+def cmd_localisation(args) -> list[Path]:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    res = localisation(args)
+    caption, md, tex, headers, rows = render_localisation(res, args)
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    print(caption)
+    if not args.tables:
+        return []
+    out = Path(args.tables_out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "localisation.md", out / "localisation.tex", out / "localisation.json"]
+    atomic_write_text(paths[0], f"### Localisation\n\n{caption}\n\n{md}")
+    atomic_write_text(paths[1], tex)
+    atomic_write_text(paths[2], json.dumps(res, indent=1, default=str))
+    return paths
+
+
+# ------------------------------------------------------------------ curves
+SKIP_KEYS = ("epoch", "seconds", "lr", "test")
+
+
+def cmd_curves(args) -> list[Path]:
+    from benchmarks.interpret import find_records, setting_of  # noqa: PLC0415
+
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    recs = find_records(args.methods, args.dataset, args.folds, args.setting, args.runs)
+    terms: list[str] = []
+    for r in recs.values():
+        for h in r["history"]:
+            terms += [k for k in h if k not in SKIP_KEYS and k not in terms]
+    terms.sort(key=lambda k: (k != "loss", k))
+    tests = [k for k in ("accuracy", "macro_f1") if any("test" in h for r in recs.values() for h in r["history"])]
+    panels = terms + [f"test {k}" for k in tests]
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.8 * ncol, 3.0 * nrow), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for p, key in enumerate(panels):
+        ax = axes[p // ncol, p % ncol]
+        for n, m in enumerate(args.methods):
+            series = []
+            for f in args.folds:
+                hist = recs[(m, f)]["history"]
+                if key.startswith("test "):
+                    pts = [(h["epoch"], h["test"][key[5:]]) for h in hist if "test" in h]
+                else:
+                    pts = [(h["epoch"], h[key]) for h in hist if key in h]
+                if pts:
+                    series.append(np.array(pts, dtype=float))
+            if not series:
+                continue
+            length = min(len(s) for s in series)
+            x = series[0][:length, 0]
+            ys = np.stack([s[:length, 1] for s in series])
+            ax.plot(x, ys.mean(0), color=colours(n), marker="o" if length < 12 else None, ms=3, label=_name(m))
+            if len(series) > 1:
+                ax.fill_between(x, ys.min(0), ys.max(0), color=colours(n), alpha=0.15, lw=0)
+        ax.set_title(key if key.startswith("test ") else ("total loss" if key == "loss" else f"loss term: {key}"), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(key.removeprefix("test "))
+        ax.legend(fontsize=7)
+    for p in range(len(panels), nrow * ncol):
+        axes[p // ncol, p % ncol].axis("off")
+    folds = ", ".join(map(str, args.folds))
+    band = "; line: mean over folds, band: min to max" if len(args.folds) > 1 else ""
+    fig.suptitle(f"Training curves: {args.dataset}, fold{'s' if len(args.folds) > 1 else ''} {folds}{band}\n"
+                 f"{setting_of(recs.values())}", fontsize=10)
+    fig.tight_layout()
+    first = recs[(args.methods[0], args.folds[0])]
+    return save_figure(fig, args.out, _stem("curves", args.dataset, None, first))
+
+
+# ------------------------------------------------------------------ CLI
+def _folds(text: str) -> list[int]:
+    if text == "all":
+        return list(range(N_FOLDS))
+    try:
+        folds = sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        raise UserError(f"--folds must be all or a comma-separated list of 0-{N_FOLDS - 1}, got {text!r}") from None
+    bad = [f for f in folds if not 0 <= f < N_FOLDS]
+    if bad:
+        raise UserError(f"fold {bad[0]} does not exist; folds are 0-{N_FOLDS - 1}")
+    return folds
+
+
+def _parser() -> argparse.ArgumentParser:
+    from benchmarks.interpret import DEFAULT_LAYER, LAYERS  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods (default: clip cocoop clip_lung)")
+    common.add_argument("--seed", type=int, default=0, help="the runs' seed (default 0)")
+    common.add_argument("--source", help="pick records of this source (phantom, lidc)")
+    common.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
+    common.add_argument("--text-encoder", help="pick records of this text encoder")
+    common.add_argument("--min-readers", type=int, help="pick records of this label rule")
+    common.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    common.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    common.add_argument("--out", default="results/figures", help="folder of the figures (default results/figures)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    one = argparse.ArgumentParser(add_help=False)
+    one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
+    one.add_argument("--fold", type=int, default=0, help="test fold 0-4 (default 0)")
+    layer = argparse.ArgumentParser(add_help=False)
+    layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(LAYERS)} "
+                       f"(default {DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
+    sub.add_parser("tsne", parents=[common, one], help="t-SNE of test-fold image features",
+                   description="t-SNE (scikit-learn, PCA init) of the pooled image features of a test fold, one panel per method; "
+                               "points coloured by true class, misclassified nodules marked x.")
+    g = sub.add_parser("gradcam", parents=[common, one, layer], help="Grad-CAM over the central axial slice",
+                       description="Grad-CAM for the predicted class, over the nodule's central axial slice with the readers' "
+                                   "consensus contour. Rows are picked by rule: the hardest nodules every method gets right "
+                                   "(smallest mean margin p(true) - max p(other)), then the most confidently wrong ones.")
+    g.add_argument("--nodules", type=int, default=4, help="number of rows (default 4)")
+    g.add_argument("--ids", nargs="+", help="show these test nodules instead of the rule's")
+    loc = sub.add_parser("localisation", parents=[common, layer], help="localisation score table",
+                         description="Share of Grad-CAM mass inside the readers' consensus footprint, per method and fold, "
+                                     "with a centre-biased and a uniform reference map.")
+    loc.add_argument("--dataset", nargs="+", required=True, help=f"one or more of {', '.join(PROTOCOLS)}")
+    loc.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    loc.add_argument("--tables", action="store_true", help="write results/tables/localisation.{md,tex,json}")
+    loc.add_argument("--tables-out", default="results/tables", help="folder of --tables (default results/tables)")
+    cur = sub.add_parser("curves", parents=[common], help="training curves from records",
+                         description="Loss terms per epoch (and test metrics where the runs recorded them, --set eval_every=N).")
+    cur.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
+    cur.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    return ap
+
+
+@cli_main
+def main(argv=None):
+    from benchmarks.data.protocols import get_protocol  # noqa: PLC0415
+    from benchmarks.interpret import Setting  # noqa: PLC0415
+
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        raise UserError("name a figure: tsne, gradcam, localisation or curves (see --help)")
+    for ds in args.dataset if isinstance(args.dataset, list) else [args.dataset]:
+        get_protocol(ds)
+    if hasattr(args, "fold") and not 0 <= args.fold < N_FOLDS:
+        raise UserError(f"fold {args.fold} does not exist; folds are 0-{N_FOLDS - 1}")
+    if hasattr(args, "folds"):
+        args.folds = _folds(args.folds)
+    if len(set(args.methods)) != len(args.methods):
+        raise UserError("--methods names a method twice")
+    if args.runs:
+        args.runs = Path(args.runs)
+        if not args.runs.is_dir():
+            raise UserError(f"--runs {args.runs} is not a folder")
+    args.out = Path(args.out)
+    args.setting = Setting(args.source, args.profile, args.text_encoder, args.min_readers, args.seed)
+    paths = {"tsne": cmd_tsne, "gradcam": cmd_gradcam, "localisation": cmd_localisation, "curves": cmd_curves}[args.command](args)
+    if paths:
+        print("wrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
