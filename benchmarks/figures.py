@@ -70,8 +70,13 @@ def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _stem(kind: str, dataset: str, fold, rec: dict) -> str:
+    """File name of a figure: kind, dataset, fold, profile, source (and seed, label rule when not the defaults)."""
+    from benchmarks.data.protocols import DEFAULT_MIN_READERS  # noqa: PLC0415
+
     f = f"_fold{fold}" if fold is not None else ""
-    return f"{kind}_{dataset}{f}_{rec['profile']}_{rec['source']}"
+    extra = (f"_seed{rec['seed']}" if rec.get("seed") else "") + \
+        (f"_min{rec['min_readers']}" if rec.get("min_readers", DEFAULT_MIN_READERS) != DEFAULT_MIN_READERS else "")
+    return f"{kind}_{dataset}{f}_{rec['profile']}_{rec['source']}{extra}"
 
 
 def _device(name: str):
@@ -173,6 +178,7 @@ def cmd_gradcam(args) -> list[Path]:
         probs[m], _, preds[m] = _predicted(models[m], data, dev)
         check_predictions(rec, data, preds[m])
     ids = list(data.test.nodule_ids)
+    class_idx = [data.class_names.index(c) for c in data.test_class_names]
     if args.ids:
         unknown = [i for i in args.ids if i not in ids]
         if unknown:
@@ -180,7 +186,6 @@ def cmd_gradcam(args) -> list[Path]:
         rows = [ids.index(i) for i in args.ids]
         rule = "nodules given by --ids"
     else:
-        class_idx = [data.class_names.index(c) for c in data.test_class_names]
         rows = pick_nodules(data.test.labels, [probs[m] for m in args.methods], class_idx, args.nodules, ids)
         rule = ("rows picked by rule: the hardest nodules every method gets right (smallest mean margin), "
                 "then the most confidently wrong ones")
@@ -189,7 +194,7 @@ def cmd_gradcam(args) -> list[Path]:
     fps = footprint(masks)  # (R, 32, 32)
     images = data.test.images[rows]
     cams = {m: gradcam(models[m], images, preds[m][rows], dev, args.layer) for m in args.methods}
-    mid = images.shape[1] // 2  # the central axial slice: the 17th of 32, 0.5 sample below the centroid
+    mid = images.shape[1] // 2  # the central axial slice: the 17th of 32, half a sample from the centroid
     ncol = 1 + len(args.methods)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.45 * len(rows) + 0.9), squeeze=False)
     im = None
@@ -203,10 +208,13 @@ def cmd_gradcam(args) -> list[Path]:
                 im = ax.imshow(cams[m][r], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
                 p = preds[m][i]
                 verdict = "right" if p == data.test.labels[i] else "wrong"
-                ax.set_xlabel(f"{data.class_names[p]} {probs[m][i, p]:.2f} ({verdict})", fontsize=7)
+                # The probability among the test classes, the ones the decision chooses from.
+                p_test = probs[m][i, p] / probs[m][i, class_idx].sum()
+                ax.set_xlabel(f"{data.class_names[p]} {p_test:.2f} ({verdict})", fontsize=7)
             if masks[r, mid].any():
                 ax.contour(masks[r, mid], levels=[0.5], colors=CONTOUR, linewidths=1.0)
-            ax.contour(fps[r], levels=[0.5], colors=FOOTPRINT, linewidths=0.7, linestyles="--")
+            if fps[r].any():
+                ax.contour(fps[r], levels=[0.5], colors=FOOTPRINT, linewidths=0.7, linestyles="--")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -215,7 +223,8 @@ def cmd_gradcam(args) -> list[Path]:
     handles = [Line2D([], [], color=CONTOUR, lw=1.2, label="readers' 50% consensus, this slice"),
                Line2D([], [], color=FOOTPRINT, lw=1.0, ls="--", label="consensus footprint, all slices, +1 px (scored)")]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(f"Grad-CAM at {args.layer} for the predicted class (label under each map): {args.dataset} fold {args.fold}\n"
+    fig.suptitle(f"Grad-CAM at {args.layer} for the predicted class (under each map: predicted class, its probability among the "
+                 f"test classes): {args.dataset} fold {args.fold}\n"
                  f"{setting_of(recs.values())}; {rule}", fontsize=8)
     fig.tight_layout(rect=(0, 0.035, 0.93, 1))
     if im is not None:
@@ -323,7 +332,8 @@ def render_localisation(res: dict, args) -> tuple[str, str, str, list[str], list
     caption = (f"Localisation score: share of the Grad-CAM mass ({res['layer']}, predicted class) inside the readers' "
                f"consensus footprint (all slices, dilated by {res['dilate_px']} px), averaged over the test nodules of each fold; "
                f"mean ± sample std (ddof = 1) over {fold_text}. Zero maps: share of test nodules whose map is zero everywhere "
-               f"(no positive evidence at this layer), left out of the mean. Runs: {res['setting']}.")
+               f"after the package's ReLU and min-max scaling (no positive evidence at this layer, or a constant map), "
+               f"left out of that method's mean; the references average over every test nodule. Runs: {res['setting']}.")
     dss = list(res["datasets"])
     rows = _row_names(args)
     headers = ["method"] + [h for d in dss for h in (d, f"{d} zero maps")]
@@ -344,6 +354,15 @@ def render_localisation(res: dict, args) -> tuple[str, str, str, list[str], list
     return caption, "\n".join(md) + "\n", "\n".join(tex), headers, plain
 
 
+def _no_nan(x):
+    """NaN -> None, so the JSON is standard."""
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_no_nan(v) for v in x]
+    return None if isinstance(x, float) and not np.isfinite(x) else x
+
+
 def cmd_localisation(args) -> list[Path]:
     from tabulate import tabulate  # noqa: PLC0415
 
@@ -355,10 +374,11 @@ def cmd_localisation(args) -> list[Path]:
         return []
     out = Path(args.tables_out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "localisation.md", out / "localisation.tex", out / "localisation.json"]
+    stem = f"localisation_{'_'.join(args.dataset)}_{args.layer}"
+    paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.json"]
     atomic_write_text(paths[0], f"### Localisation\n\n{caption}\n\n{md}")
     atomic_write_text(paths[1], tex)
-    atomic_write_text(paths[2], json.dumps(res, indent=1, default=str))
+    atomic_write_text(paths[2], json.dumps(_no_nan(res), indent=1, default=str))
     return paths
 
 
@@ -470,7 +490,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "with a centre-biased and a uniform reference map.")
     loc.add_argument("--dataset", nargs="+", required=True, help=f"one or more of {', '.join(PROTOCOLS)}")
     loc.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
-    loc.add_argument("--tables", action="store_true", help="write results/tables/localisation.{md,tex,json}")
+    loc.add_argument("--tables", action="store_true", help="write localisation_<datasets>_<layer>.{md,tex,json} under --tables-out")
     loc.add_argument("--tables-out", default="results/tables", help="folder of --tables (default results/tables)")
     cur = sub.add_parser("curves", parents=[common], help="training curves from records",
                          description="Loss terms per epoch (and test metrics where the runs recorded them, --set eval_every=N).")

@@ -93,8 +93,9 @@ def find_records(methods: list[str], dataset: str, folds: list[int], setting: Se
         m, f = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         flags = setting.flags()
+        picked = flags + (f" and text encoder {setting.text_encoder}" if setting.text_encoder else "")
         raise UserError(f"no record of {m} on {dataset} fold {f}{more} in {root or runs_dir()}"
-                        + (f" with {flags}" if flags else "")
+                        + (f" with {picked.strip()}" if picked.strip() else "")
                         + f"; run `python -m benchmarks.run --method {m} --dataset {dataset} --fold {f}"
                         + (f" {flags}" if flags else "") + "`")
     return out
@@ -114,17 +115,22 @@ def setting_of(recs) -> str:
 
 
 # ------------------------------------------------------------------ models and data
+def rerun_command(rec: dict) -> str:
+    """The command that redoes a record's run (its --set overrides aside)."""
+    return (f"`python -m benchmarks.run --method {rec['method']} --dataset {rec['dataset']} --fold {rec['fold']} "
+            f"--seed {rec['seed']} --profile {rec['profile']} --source {rec['source']} --min-readers {rec['min_readers']} --force`")
+
+
 def weights_path(rec: dict) -> Path:
     name = rec.get("weights")
     where = Path(rec.get("_path", runs_dir() / "x.json")).parent
     if not name:
         raise UserError(f"the record {rec.get('_path', rec.get('key'))} has no weights (run without keeping them); "
-                        f"rerun it with `python -m benchmarks.run --method {rec['method']} --dataset {rec['dataset']} "
-                        f"--fold {rec['fold']} --profile {rec['profile']} --force`")
+                        f"rerun it: {rerun_command(rec)}")
     path = where / name
     if not path.exists():
         raise UserError(f"the weights of record {rec.get('_path', rec.get('key'))} are missing ({path}); "
-                        "rerun it with `python -m benchmarks.run ... --force`")
+                        f"rerun it: {rerun_command(rec)}")
     return path
 
 
@@ -137,10 +143,15 @@ def load_model(rec: dict, device):
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (a damaged file: say which)
         raise UserError(f"cannot read the weights {path}: {e}") from None
-    m = methods.get_method(saved["method"])
-    info = methods.DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["info"].items()})
-    model = m.cls(m.cls.Config(**saved["method_config"]), info)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        m = methods.get_method(saved["method"])
+        info = methods.DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["info"].items()})
+        model = m.cls(m.cls.Config(**saved["method_config"]), info)
+        model.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the weights {path} do not fit this version's {rec['method']} ({first}); "
+                        f"rerun the run: {rerun_command(rec)}") from None
     return model.to(device).eval()
 
 
@@ -227,14 +238,20 @@ def gradcam(model, images: np.ndarray, targets: np.ndarray, device, layer: str =
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: PLC0415
 
     scores = ClassScores(model).to(device).eval()
+    cam = GradCAM(model=scores, target_layers=[target_layer(model, layer)])
     maps = []
-    with GradCAM(model=scores, target_layers=[target_layer(model, layer)]) as cam:
+    try:  # not `with`: the package's __exit__ swallows IndexErrors
         for s in range(0, len(images), batch_size):
             x = torch.as_tensor(np.ascontiguousarray(images[s : s + batch_size]), dtype=torch.float32, device=device)
             t = [ClassifierOutputTarget(int(c)) for c in targets[s : s + batch_size]]
             maps.append(cam(input_tensor=x, targets=t))
-    model.zero_grad(set_to_none=True)
-    return np.concatenate(maps) if maps else np.zeros((0, 32, 32), np.float32)
+    finally:
+        cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+    out = np.concatenate(maps) if maps else np.zeros((0, 32, 32), np.float32)
+    if len(out) != len(images):
+        raise RuntimeError(f"Grad-CAM gave {len(out)} maps for {len(images)} images")
+    return out
 
 
 # ------------------------------------------------------------------ localisation

@@ -84,6 +84,24 @@ def test_crop_mask_samples_like_the_image():
     assert not cm[:, 0, :].any() and not cm[:, :, 0].any()
 
 
+def test_a_mask_cut_to_its_box_samples_as_in_the_whole_scan(monkeypatch):
+    # pylidc hands the consensus cut to its tight box: the crop of the box must equal the crop of the scan.
+    from benchmarks.data import masks as masks_mod
+
+    spacing = (0.7, 0.7, 2.5)
+    shape = (60, 60, 20)
+    centre = np.array([30.2, 28.7, 9.6])
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    r = np.sqrt(((ii - centre[0]) * spacing[0]) ** 2 + ((jj - centre[1]) * spacing[1]) ** 2 + ((kk - centre[2]) * spacing[2]) ** 2)
+    sphere = r < 4.0
+    box = tuple(slice(int(np.min(w)), int(np.max(w)) + 1) for w in np.nonzero(sphere))
+    row = {"centroid_i": centre[0], "centroid_j": centre[1], "centroid_k": centre[2], "pixel_spacing": 0.7,
+           "slice_spacing": 2.5, "eq_diameter_mm": 8.0}
+    monkeypatch.setattr(masks_mod, "consensus_from_db", lambda row, annotations=None: (sphere[box], box))
+    boxed = masks_mod.consensus_crop_mask(row)
+    assert np.array_equal(boxed, crop_mask(sphere, spacing, centre, 8.0))
+
+
 def test_consensus_masks_lie_on_the_phantom_nodules():
     from benchmarks.data.masks import consensus_crop_masks
     from benchmarks.data.phantom import phantom_crops
@@ -121,7 +139,7 @@ def test_nodules_are_picked_by_the_rule():
     a = np.array([[0.6, 0.1, 0.3], [0.9, 0, 0.1], [0.2, 0.1, 0.7], [0.7, 0.1, 0.2], [0.45, 0.2, 0.35]])
     b = np.array([[0.5, 0.2, 0.3], [0.8, 0, 0.2], [0.4, 0.0, 0.6], [0.6, 0.0, 0.4], [0.3, 0.1, 0.6]])
     ids = ["n0", "n1", "n2", "n3", "n4"]
-    # Margins (mean of a and b): n0 0.25, n1 0.7, n2 0.4, n3 -0.35, n4 -0.1 (b wrong).
+    # Margins (mean of a and b): n0 0.25, n1 0.7, n2 0.35, n3 -0.35, n4 -0.1 (b wrong).
     assert pick_nodules(true, [a, b], [0, 2], 4, ids) == [0, 2, 3, 4]
     assert pick_nodules(true, [a, b], [0, 2], 5, ids) == [0, 2, 1, 3, 4]  # short of wrong ones: more right ones
     assert pick_nodules(true, [a], [0, 2], 2, ids) == [4, 3]  # with a alone n4 (margin 0.1) is right
@@ -158,19 +176,19 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
             p = out / f"{stem}.{fmt}"
             assert p.exists() and p.stat().st_size > 10_000, p
     assert not list(out.glob("*.tmp*"))
-    md = (tables / "localisation.md").read_text()
+    md = (tables / "localisation_LIDC-B_layer4.md").read_text()
     for name in ("CLIP", "CoCoOp", "CLIP-Lung", "centre-biased", "uniform", "profile smoke, source phantom"):
         assert name in md and name in printed
-    res = json.loads((tables / "localisation.json").read_text())
+    res = json.loads((tables / "localisation_LIDC-B_layer4.json").read_text())
     row = res["datasets"]["LIDC-B"]
     for k in (*METHODS, "centre", "uniform"):
         v = row[k]["folds"]["0"]
-        assert np.isnan(v) or 0.0 <= v <= 1.0
+        assert v is None or 0.0 <= v <= 1.0
     assert row["centre"]["folds"]["0"] > row["uniform"]["folds"]["0"]
     if shutil.which("pdflatex"):
         doc = tmp_path / "doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                       f"\\input{{{tables / 'localisation.tex'}}}\n\\end{{document}}\n")
+                       f"\\input{{{tables / 'localisation_LIDC-B_layer4.tex'}}}\n\\end{{document}}\n")
         p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:]
 
@@ -217,6 +235,15 @@ def test_errors_are_one_line_exit_2(smoke_runs, tmp_path, capsys):
     _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-B", "--methods", "clip", "--runs", str(runs), *base), "has no weights")
     (runs / src.name).write_text(json.dumps(rec))
     _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-B", "--methods", "clip", "--runs", str(runs), *base), "are missing")
+    # Weights that no longer fit the method (a parameter gone): say so, with the command that redoes the run.
+    import torch
+
+    saved = torch.load(smoke_runs / rec["weights"], weights_only=True)
+    saved["state_dict"].pop("head.weight")
+    torch.save(saved, runs / rec["weights"])
+    _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-B", "--methods", "clip", "--runs", str(runs), *base),
+                    "do not fit this version's clip")
+    (runs / rec["weights"]).unlink()
 
     # Records of two profiles for one request: ask which.
     other = {**rec, "profile": "quick", "key": "x" * 64}

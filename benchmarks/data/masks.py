@@ -18,14 +18,18 @@ from benchmarks.data.phantom import annotation_ids, centroid_of, consensus_from_
 def consensus_crop_mask(row, annotations: dict | None = None) -> np.ndarray:
     """(32, 32, 32) bool, axes (slice, row, col), of one nodule row of the index."""
     mask, bbox = consensus_from_db(row, annotations)
-    local = centroid_of(row) - np.array([s.start for s in bbox], dtype=float)  # centroid in the mask's box
+    # pylidc cuts the mask to its tight box; outside an array the sampling reads 0 without
+    # interpolating, so a one-voxel zero border lets samples near the box's faces blend as
+    # they would in the whole scan.
+    mask = np.pad(mask, 1)
+    local = centroid_of(row) - np.array([s.start - 1 for s in bbox], dtype=float)  # centroid in the padded box
     return crop_mask(mask, spacing_of(row), local, float(row["eq_diameter_mm"]))
 
 
 def consensus_crop_masks(rows: pd.DataFrame) -> np.ndarray:
     """:func:`consensus_crop_mask` of every row, the annotations read in one query: (N, 32, 32, 32) bool."""
     recs = rows.to_dict("records")
-    anns = load_annotations([i for r in recs for i in annotation_ids(r)])
     if not recs:
         return np.zeros((0, 32, 32, 32), bool)
+    anns = load_annotations([i for r in recs for i in annotation_ids(r)])
     return np.stack([consensus_crop_mask(r, anns) for r in recs])
