@@ -210,7 +210,8 @@ def cmd_gradcam(args) -> list[Path]:
                 verdict = "right" if p == data.test.labels[i] else "wrong"
                 # The probability among the test classes, the ones the decision chooses from.
                 p_test = probs[m][i, p] / probs[m][i, class_idx].sum()
-                ax.set_xlabel(f"{data.class_names[p]} {p_test:.2f} ({verdict})", fontsize=7)
+                zero = "; zero map" if not cams[m][r].any() else ""
+                ax.set_xlabel(f"{data.class_names[p]} {p_test:.2f} ({verdict}{zero})", fontsize=7)
             if masks[r, mid].any():
                 ax.contour(masks[r, mid], levels=[0.5], colors=CONTOUR, linewidths=1.0)
             if fps[r].any():
@@ -384,6 +385,11 @@ def cmd_localisation(args) -> list[Path]:
 
 # ------------------------------------------------------------------ curves
 SKIP_KEYS = ("epoch", "seconds", "lr", "test")
+# Panel titles of the loss terms the methods log (others show their own name), in panel order.
+TERM_TITLES = {
+    "loss": "total loss", "ce": "cross-entropy", "nll": "negative log-likelihood", "cumulative_bce": "cumulative BCE (CORF)",
+    "ic": "L_IC image-class alignment", "ia": "L_IA image-attribute alignment", "ca": "L_CA class-attribute alignment",
+}
 
 
 def cmd_curves(args) -> list[Path]:
@@ -397,7 +403,8 @@ def cmd_curves(args) -> list[Path]:
     for r in recs.values():
         for h in r["history"]:
             terms += [k for k in h if k not in SKIP_KEYS and k not in terms]
-    terms.sort(key=lambda k: (k != "loss", k))
+    order = list(TERM_TITLES)
+    terms.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
     tests = [k for k in ("accuracy", "macro_f1") if any("test" in h for r in recs.values() for h in r["history"])]
     panels = terms + [f"test {k}" for k in tests]
     ncol = min(4, len(panels))
@@ -424,7 +431,7 @@ def cmd_curves(args) -> list[Path]:
             ax.plot(x, ys.mean(0), color=colours(n), marker="o" if length < 12 else None, ms=3, label=_name(m))
             if len(series) > 1:
                 ax.fill_between(x, ys.min(0), ys.max(0), color=colours(n), alpha=0.15, lw=0)
-        ax.set_title(key if key.startswith("test ") else ("total loss" if key == "loss" else f"loss term: {key}"), fontsize=9)
+        ax.set_title(key if key.startswith("test ") else TERM_TITLES.get(key, f"loss term: {key}"), fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key.removeprefix("test "))
