@@ -129,7 +129,7 @@ def test_poisson_probabilities_match_the_pmf():
 
     model, _, out, p = _model_out("poisson")
     lam = out["lambda"].double().numpy()
-    tau = float(model.tau())
+    tau = float(model.tau().detach())
     pmf = np.stack([poisson.pmf(k, lam) for k in range(3)], 1) ** (1 / tau)
     np.testing.assert_allclose(p, pmf / pmf.sum(1, keepdims=True), rtol=1e-4)
     # Unimodal: the probabilities rise then fall.
