@@ -194,4 +194,4 @@ def test_corf_routing_and_probabilities_match_brute_force():
     assert np.all(np.diff(c, axis=1) <= 1e-9)
     want = np.stack([1 - c[:, 0], c[:, 0] - c[:, 1], c[:, 1]], 1)
     np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
-    assert math.isclose(float(out["tree_cumulative"].mean(1).sub(out["cumulative"]).abs().max()), 0.0, abs_tol=1e-7)
+    assert math.isclose(float(out["tree_cumulative"].mean(1).sub(out["cumulative"]).abs().max().detach()), 0.0, abs_tol=1e-7)
