@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
+from benchmarks import interpret as ip
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
 from benchmarks.io import atomic_write_bytes, atomic_write_text
@@ -87,10 +88,9 @@ def _device(name: str):
 
 def _predicted(model, data, device):
     """(probs (N, K), features (N, 512), decided class (N,)) of the test fold."""
-    from benchmarks.interpret import test_features  # noqa: PLC0415
     from benchmarks.metrics import decide  # noqa: PLC0415
 
-    probs, feats = test_features(model, data, device)
+    probs, feats = ip.test_features(model, data, device)
     return probs, feats, decide(probs, data.class_names, data.test_class_names)
 
 
@@ -102,21 +102,20 @@ def _check_same_fold(rec: dict, data) -> None:
 
 # ------------------------------------------------------------------ tsne
 def cmd_tsne(args) -> list[Path]:
-    from benchmarks.interpret import check_predictions, find_records, load_model, load_test, setting_of, tsne_embed  # noqa: PLC0415
 
     plt = _plt()
-    recs = find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
+    recs = ip.find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
     dev = _device(args.device)
     first = recs[(args.methods[0], args.fold)]
-    data = load_test(first)
+    data = ip.load_test(first)
     panels = []
     for m in args.methods:
         rec = recs[(m, args.fold)]
         _check_same_fold(rec, data)
-        probs, feats, pred = _predicted(load_model(rec, dev), data, dev)
-        check_predictions(rec, data, pred)
+        probs, feats, pred = _predicted(ip.load_model(rec, dev), data, dev)
+        ip.check_predictions(rec, data, pred)
         log.info("t-SNE of %s: %d x %d features", m, *feats.shape)
-        panels.append((m, tsne_embed(feats, seed=args.seed), pred))
+        panels.append((m, ip.tsne_embed(feats, seed=args.seed), pred))
     y = data.test.labels
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.6), squeeze=False)
     for ax, (m, emb, pred) in zip(axes[0], panels):
@@ -134,7 +133,7 @@ def cmd_tsne(args) -> list[Path]:
         ax.set_ylabel("t-SNE 2")
         ax.legend(loc="best", fontsize=7, frameon=True, title="true class (X: misclassified)", title_fontsize=7)
     fig.suptitle(f"t-SNE of test-fold image features (pooled, 512-d): {args.dataset} fold {args.fold}, "
-                 f"{len(y)} nodules\n{setting_of(recs.values())}", fontsize=10)
+                 f"{len(y)} nodules\n{ip.setting_of(recs.values())}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, args.out, _stem("tsne", args.dataset, args.fold, first))
 
@@ -150,33 +149,22 @@ def cmd_gradcam(args) -> list[Path]:
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
     from benchmarks.data.masks import consensus_crop_masks  # noqa: PLC0415
-    from benchmarks.interpret import (  # noqa: PLC0415
-        check_predictions,
-        find_records,
-        footprint,
-        gradcam,
-        load_model,
-        load_test,
-        pick_nodules,
-        setting_of,
-        target_layer,
-    )
 
     plt = _plt()
     if args.nodules < 1:
         raise UserError("--nodules must be at least 1")
-    recs = find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
+    recs = ip.find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
     dev = _device(args.device)
     first = recs[(args.methods[0], args.fold)]
-    data = load_test(first)
+    data = ip.load_test(first)
     models, probs, preds = {}, {}, {}
     for m in args.methods:
         rec = recs[(m, args.fold)]
         _check_same_fold(rec, data)
-        models[m] = load_model(rec, dev)
-        target_layer(models[m], args.layer)  # a bad --layer fails before any work
+        models[m] = ip.load_model(rec, dev)
+        ip.target_layer(models[m], args.layer)  # a bad --layer fails before any work
         probs[m], _, preds[m] = _predicted(models[m], data, dev)
-        check_predictions(rec, data, preds[m])
+        ip.check_predictions(rec, data, preds[m])
     ids = list(data.test.nodule_ids)
     class_idx = [data.class_names.index(c) for c in data.test_class_names]
     if args.ids:
@@ -186,14 +174,14 @@ def cmd_gradcam(args) -> list[Path]:
         rows = [ids.index(i) for i in args.ids]
         rule = "nodules given by --ids"
     else:
-        rows = pick_nodules(data.test.labels, [probs[m] for m in args.methods], class_idx, args.nodules, ids)
+        rows = ip.pick_nodules(data.test.labels, [probs[m] for m in args.methods], class_idx, args.nodules, ids)
         rule = ("rows picked by rule: the hardest nodules every method gets right (smallest mean margin), "
                 "then the most confidently wrong ones")
     index = _index_rows(data).iloc[rows]
     masks = consensus_crop_masks(index)  # (R, 32, 32, 32)
-    fps = footprint(masks)  # (R, 32, 32)
+    fps = ip.footprint(masks)  # (R, 32, 32)
     images = data.test.images[rows]
-    cams = {m: gradcam(models[m], images, preds[m][rows], dev, args.layer) for m in args.methods}
+    cams = {m: ip.gradcam(models[m], images, preds[m][rows], dev, args.layer) for m in args.methods}
     mid = images.shape[1] // 2  # the central axial slice: the 17th of 32, half a sample from the centroid
     ncol = 1 + len(args.methods)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.45 * len(rows) + 0.9), squeeze=False)
@@ -226,7 +214,7 @@ def cmd_gradcam(args) -> list[Path]:
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"Grad-CAM at {args.layer} for the predicted class (under each map: predicted class, its probability among the "
                  f"test classes): {args.dataset} fold {args.fold}\n"
-                 f"{setting_of(recs.values())}; {rule}", fontsize=8)
+                 f"{ip.setting_of(recs.values())}; {rule}", fontsize=8)
     fig.tight_layout(rect=(0, 0.035, 0.93, 1))
     if im is not None:
         cax = fig.add_axes((0.94, 0.2, 0.015, 0.6))
@@ -240,50 +228,37 @@ def localisation(args) -> dict:
     from tqdm import tqdm  # noqa: PLC0415
 
     from benchmarks.data.masks import consensus_crop_masks  # noqa: PLC0415
-    from benchmarks.interpret import (  # noqa: PLC0415
-        DILATE_PX,
-        centre_map,
-        check_predictions,
-        find_records,
-        footprint,
-        gradcam,
-        load_model,
-        load_test,
-        localisation_score,
-        setting_of,
-        target_layer,
-    )
 
     dev = _device(args.device)
-    found = {ds: find_records(args.methods, ds, args.folds, args.setting, args.runs) for ds in args.dataset}
+    found = {ds: ip.find_records(args.methods, ds, args.folds, args.setting, args.runs) for ds in args.dataset}
     all_recs = [r for f in found.values() for r in f.values()]
     from benchmarks.records import check_one_setting  # noqa: PLC0415
 
     check_one_setting(all_recs)
-    out = {"setting": setting_of(all_recs), "layer": args.layer, "dilate_px": DILATE_PX, "folds": args.folds, "datasets": {}}
+    out = {"setting": ip.setting_of(all_recs), "layer": args.layer, "dilate_px": ip.DILATE_PX, "folds": args.folds, "datasets": {}}
     masks_by_id: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(args.dataset) * len(args.folds) * len(args.methods), desc="localisation", disable=args.quiet)
     for ds, recs in found.items():
         table = {m: {"folds": {}, "empty_maps": 0, "maps": 0} for m in (*args.methods, "centre", "uniform")}
         for f in args.folds:
-            data = load_test(recs[(args.methods[0], f)])
+            data = ip.load_test(recs[(args.methods[0], f)])
             need = [i for i in data.test.nodule_ids if i not in masks_by_id]
             if need:
                 from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
 
                 rows = labelled_folds(data.min_readers).set_index("nodule_id").loc[need].reset_index()
-                masks_by_id.update(zip(need, footprint(consensus_crop_masks(rows))))
+                masks_by_id.update(zip(need, ip.footprint(consensus_crop_masks(rows))))
             fps = np.stack([masks_by_id[i] for i in data.test.nodule_ids])  # (N, 32, 32)
             table["uniform"]["folds"][f] = float(fps.mean(axis=(1, 2)).mean())
-            table["centre"]["folds"][f] = float(localisation_score(np.broadcast_to(centre_map(args.layer), fps.shape), fps).mean())
+            table["centre"]["folds"][f] = float(ip.localisation_score(np.broadcast_to(ip.centre_map(args.layer), fps.shape), fps).mean())
             for m in args.methods:
                 rec = recs[(m, f)]
                 _check_same_fold(rec, data)
-                model = load_model(rec, dev)
-                target_layer(model, args.layer)
+                model = ip.load_model(rec, dev)
+                ip.target_layer(model, args.layer)
                 probs, _, pred = _predicted(model, data, dev)
-                check_predictions(rec, data, pred)
-                s = localisation_score(gradcam(model, data.test.images, pred, dev, args.layer), fps)
+                ip.check_predictions(rec, data, pred)
+                s = ip.localisation_score(ip.gradcam(model, data.test.images, pred, dev, args.layer), fps)
                 table[m]["empty_maps"] += int(np.isnan(s).sum())
                 table[m]["maps"] += len(s)
                 table[m]["folds"][f] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
@@ -298,9 +273,8 @@ def localisation(args) -> dict:
 
 
 def _row_names(args) -> list[tuple[str, str]]:
-    from benchmarks.interpret import LAYER_STRIDE  # noqa: PLC0415
 
-    g = 32 // LAYER_STRIDE[args.layer]
+    g = 32 // ip.LAYER_STRIDE[args.layer]
     return [(m, _name(m)) for m in args.methods] + [
         ("centre", f"reference: centre-biased map (central half of the {g} x {g} grid)"),
         ("uniform", "reference: uniform map (= area share)"),
@@ -393,12 +367,11 @@ TERM_TITLES = {
 
 
 def cmd_curves(args) -> list[Path]:
-    from benchmarks.interpret import find_records, setting_of  # noqa: PLC0415
 
     plt = _plt()
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
-    recs = find_records(args.methods, args.dataset, args.folds, args.setting, args.runs)
+    recs = ip.find_records(args.methods, args.dataset, args.folds, args.setting, args.runs)
     terms: list[str] = []
     for r in recs.values():
         for h in r["history"]:
@@ -441,7 +414,7 @@ def cmd_curves(args) -> list[Path]:
     folds = ", ".join(map(str, args.folds))
     band = "; line: mean over folds, band: min to max" if len(args.folds) > 1 else ""
     fig.suptitle(f"Training curves: {args.dataset}, fold{'s' if len(args.folds) > 1 else ''} {folds}{band}\n"
-                 f"{setting_of(recs.values())}", fontsize=10)
+                 f"{ip.setting_of(recs.values())}", fontsize=10)
     fig.tight_layout()
     first = recs[(args.methods[0], args.folds[0])]
     return save_figure(fig, args.out, _stem("curves", args.dataset, None, first))
@@ -462,7 +435,6 @@ def _folds(text: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from benchmarks.interpret import DEFAULT_LAYER, LAYERS  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
@@ -481,8 +453,8 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
     one.add_argument("--fold", type=int, default=0, help="test fold 0-4 (default 0)")
     layer = argparse.ArgumentParser(add_help=False)
-    layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(LAYERS)} "
-                       f"(default {DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
+    layer.add_argument("--layer", default=ip.DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(ip.LAYERS)} "
+                       f"(default {ip.DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
     sub.add_parser("tsne", parents=[common, one], help="t-SNE of test-fold image features",
                    description="t-SNE (scikit-learn, PCA init) of the pooled image features of a test fold, one panel per method; "
                                "points coloured by true class, misclassified nodules marked x.")
@@ -509,7 +481,6 @@ def _parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None):
     from benchmarks.data.protocols import get_protocol  # noqa: PLC0415
-    from benchmarks.interpret import Setting  # noqa: PLC0415
 
     ap = _parser()
     args = ap.parse_args(argv)
@@ -528,7 +499,7 @@ def main(argv=None):
         if not args.runs.is_dir():
             raise UserError(f"--runs {args.runs} is not a folder")
     args.out = Path(args.out)
-    args.setting = Setting(args.source, args.profile, args.text_encoder, args.min_readers, args.seed)
+    args.setting = ip.Setting(args.source, args.profile, args.text_encoder, args.min_readers, args.seed)
     paths = {"tsne": cmd_tsne, "gradcam": cmd_gradcam, "localisation": cmd_localisation, "curves": cmd_curves}[args.command](args)
     if paths:
         print("wrote " + ", ".join(str(p) for p in paths))

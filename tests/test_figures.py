@@ -66,14 +66,18 @@ def test_centre_map_is_the_central_half_at_the_layers_resolution():
 
 
 # ------------------------------------------------------------------ the mask in the crop grid
+def _sphere_scan(radius_mm: float):
+    """An anisotropic (60, 60, 20) scan holding a sphere: (spacing, centroid, mask)."""
+    spacing = (0.7, 0.7, 2.5)
+    centre = np.array([30.2, 28.7, 9.6])
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in (60, 60, 20)], indexing="ij")
+    r = np.sqrt(((ii - centre[0]) * spacing[0]) ** 2 + ((jj - centre[1]) * spacing[1]) ** 2 + ((kk - centre[2]) * spacing[2]) ** 2)
+    return spacing, centre, r < radius_mm
+
+
 def test_crop_mask_samples_like_the_image():
     # An anisotropic scan with a sphere of radius 6 mm: the mask and the image go through one sampling.
-    spacing = (0.7, 0.7, 2.5)
-    shape = (60, 60, 20)
-    centre = np.array([30.2, 28.7, 9.6])
-    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    r = np.sqrt(((ii - centre[0]) * spacing[0]) ** 2 + ((jj - centre[1]) * spacing[1]) ** 2 + ((kk - centre[2]) * spacing[2]) ** 2)
-    sphere = r < 6.0
+    spacing, centre, sphere = _sphere_scan(6.0)
     cm = crop_mask(sphere, spacing, centre, 12.0)
     img = crop(np.where(sphere, 400.0, -1000.0), spacing, centre, 12.0)  # window [-1000, 400] -> {0, 1}
     assert cm.shape == (32, 32, 32) and cm.dtype == bool
@@ -88,12 +92,7 @@ def test_a_mask_cut_to_its_box_samples_as_in_the_whole_scan(monkeypatch):
     # pylidc hands the consensus cut to its tight box: the crop of the box must equal the crop of the scan.
     from benchmarks.data import masks as masks_mod
 
-    spacing = (0.7, 0.7, 2.5)
-    shape = (60, 60, 20)
-    centre = np.array([30.2, 28.7, 9.6])
-    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    r = np.sqrt(((ii - centre[0]) * spacing[0]) ** 2 + ((jj - centre[1]) * spacing[1]) ** 2 + ((kk - centre[2]) * spacing[2]) ** 2)
-    sphere = r < 4.0
+    spacing, centre, sphere = _sphere_scan(4.0)
     box = tuple(slice(int(np.min(w)), int(np.max(w)) + 1) for w in np.nonzero(sphere))
     row = {"centroid_i": centre[0], "centroid_j": centre[1], "centroid_k": centre[2], "pixel_spacing": 0.7,
            "slice_spacing": 2.5, "eq_diameter_mm": 8.0}
