@@ -94,10 +94,27 @@ def _predicted(model, data, device):
     return probs, feats, decide(probs, data.class_names, data.test_class_names)
 
 
-def _check_same_fold(rec: dict, data) -> None:
-    if rec["protocol_hash"] != data.protocol_hash:
-        raise UserError(f"{rec.get('_path')} was run on other folds (protocol hash {rec['protocol_hash'][:12]}, "
-                        f"now {data.protocol_hash[:12]}); rerun it")
+def _rebuilt(recs: dict, methods: list[str], fold: int, data, device, layer: str | None = None) -> dict:
+    """{method: (model, probs (N, K), features (N, 512), decided class (N,))} on ``data``'s test fold,
+    each record checked against the folds (and ``layer`` against the model) before any work."""
+    out = {}
+    for m in methods:
+        rec = recs[(m, fold)]
+        ip.check_folds(rec, data)
+        model = ip.load_model(rec, device)
+        if layer is not None:
+            ip.target_layer(model, layer)
+        probs, feats, pred = _predicted(model, data, device)
+        ip.check_predictions(rec, data, pred)
+        out[m] = (model, probs, feats, pred)
+    return out
+
+
+def _index_rows(min_readers: int, ids):
+    """The nodule index rows of ``ids``, in that order."""
+    from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
+
+    return labelled_folds(min_readers).set_index("nodule_id").loc[list(ids)].reset_index()
 
 
 # ------------------------------------------------------------------ tsne
@@ -109,11 +126,7 @@ def cmd_tsne(args) -> list[Path]:
     first = recs[(args.methods[0], args.fold)]
     data = ip.load_test(first)
     panels = []
-    for m in args.methods:
-        rec = recs[(m, args.fold)]
-        _check_same_fold(rec, data)
-        probs, feats, pred = _predicted(ip.load_model(rec, dev), data, dev)
-        ip.check_predictions(rec, data, pred)
+    for m, (_, _, feats, pred) in _rebuilt(recs, args.methods, args.fold, data, dev).items():
         log.info("t-SNE of %s: %d x %d features", m, *feats.shape)
         panels.append((m, ip.tsne_embed(feats, seed=args.seed), pred))
     y = data.test.labels
@@ -139,12 +152,6 @@ def cmd_tsne(args) -> list[Path]:
 
 
 # ------------------------------------------------------------------ gradcam
-def _index_rows(data):
-    from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
-
-    return labelled_folds(data.min_readers).set_index("nodule_id").loc[list(data.test.nodule_ids)].reset_index()
-
-
 def cmd_gradcam(args) -> list[Path]:
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
@@ -157,14 +164,10 @@ def cmd_gradcam(args) -> list[Path]:
     dev = _device(args.device)
     first = recs[(args.methods[0], args.fold)]
     data = ip.load_test(first)
-    models, probs, preds = {}, {}, {}
-    for m in args.methods:
-        rec = recs[(m, args.fold)]
-        _check_same_fold(rec, data)
-        models[m] = ip.load_model(rec, dev)
-        ip.target_layer(models[m], args.layer)  # a bad --layer fails before any work
-        probs[m], _, preds[m] = _predicted(models[m], data, dev)
-        ip.check_predictions(rec, data, preds[m])
+    built = _rebuilt(recs, args.methods, args.fold, data, dev, args.layer)
+    models = {m: b[0] for m, b in built.items()}
+    probs = {m: b[1] for m, b in built.items()}
+    preds = {m: b[3] for m, b in built.items()}
     ids = list(data.test.nodule_ids)
     class_idx = [data.class_names.index(c) for c in data.test_class_names]
     if args.ids:
@@ -177,7 +180,7 @@ def cmd_gradcam(args) -> list[Path]:
         rows = ip.pick_nodules(data.test.labels, [probs[m] for m in args.methods], class_idx, args.nodules, ids)
         rule = ("rows picked by rule: the hardest nodules every method gets right (smallest mean margin), "
                 "then the most confidently wrong ones")
-    index = _index_rows(data).iloc[rows]
+    index = _index_rows(data.min_readers, data.test.nodule_ids[rows])
     masks = consensus_crop_masks(index)  # (R, 32, 32, 32)
     fps = ip.footprint(masks)  # (R, 32, 32)
     images = data.test.images[rows]
@@ -244,20 +247,11 @@ def localisation(args) -> dict:
             data = ip.load_test(recs[(args.methods[0], f)])
             need = [i for i in data.test.nodule_ids if i not in masks_by_id]
             if need:
-                from benchmarks.data.protocols import labelled_folds  # noqa: PLC0415
-
-                rows = labelled_folds(data.min_readers).set_index("nodule_id").loc[need].reset_index()
-                masks_by_id.update(zip(need, ip.footprint(consensus_crop_masks(rows))))
+                masks_by_id.update(zip(need, ip.footprint(consensus_crop_masks(_index_rows(data.min_readers, need)))))
             fps = np.stack([masks_by_id[i] for i in data.test.nodule_ids])  # (N, 32, 32)
             table["uniform"]["folds"][f] = float(fps.mean(axis=(1, 2)).mean())
             table["centre"]["folds"][f] = float(ip.localisation_score(np.broadcast_to(ip.centre_map(args.layer), fps.shape), fps).mean())
-            for m in args.methods:
-                rec = recs[(m, f)]
-                _check_same_fold(rec, data)
-                model = ip.load_model(rec, dev)
-                ip.target_layer(model, args.layer)
-                probs, _, pred = _predicted(model, data, dev)
-                ip.check_predictions(rec, data, pred)
+            for m, (model, _, _, pred) in _rebuilt(recs, args.methods, f, data, dev, args.layer).items():
                 s = ip.localisation_score(ip.gradcam(model, data.test.images, pred, dev, args.layer), fps)
                 table[m]["empty_maps"] += int(np.isnan(s).sum())
                 table[m]["maps"] += len(s)

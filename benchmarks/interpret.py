@@ -160,10 +160,15 @@ def load_test(rec: dict):
     from benchmarks.data import load_fold  # noqa: PLC0415
 
     data = load_fold(rec["dataset"], rec["fold"], source=rec["source"], min_readers=rec["min_readers"], progress=False)
+    check_folds(rec, data)
+    return data
+
+
+def check_folds(rec: dict, data) -> None:
+    """A UserError unless ``rec`` was run on the folds and labels of ``data``."""
     if data.protocol_hash != rec["protocol_hash"]:
         raise UserError(f"the folds or labels changed since {rec.get('_path')} was run (protocol hash "
                         f"{rec['protocol_hash'][:12]} there, {data.protocol_hash[:12]} now); rerun it")
-    return data
 
 
 def check_predictions(rec: dict, data, pred: np.ndarray) -> None:
