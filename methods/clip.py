@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from clip_lung.losses import LearnableTemperature, image_class_loss
-from clip_lung.prompts import TextBranch
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from clip_lung.losses import image_class_loss
+from methods.encoder import FEATURE_DIM
 from methods.registry import register
+from methods.text_guided import TextGuided
 
 
 @register("clip")
-class CLIPBaseline(nn.Module):
+class CLIPBaseline(TextGuided):
     @dataclass(frozen=True)
     class Config:
         text_encoder: str = "clip-vit-b16"
@@ -31,18 +31,9 @@ class CLIPBaseline(nn.Module):
         init_temperature: float = 0.07
 
     def __init__(self, cfg: Config, info):
-        super().__init__()
-        self.cfg = cfg
-        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        super().__init__(cfg, info)
         self.class_texts = tuple(f"a nodule image of {c}." for c in info.class_names)
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
         self.proj = nn.Linear(FEATURE_DIM, self.text.encoder.dim)
-        self.temperature = LearnableTemperature(cfg.init_temperature)
-
-    @property
-    def text_encoder_name(self) -> str:
-        return self.text.label
 
     def forward(self, batch: dict) -> dict:
         feat = self.encoder(batch["image"])  # (B, 512)
@@ -56,6 +47,3 @@ class CLIPBaseline(nn.Module):
         classes = self.text.fixed(self.class_texts, out["image_text"].device)  # (K, d)
         ic = image_class_loss(out["image_text"], classes, batch["label"], self.temperature())
         return {"loss": ce + ic, "ce": ce, "ic": ic}
-
-    def predict(self, out: dict):
-        return out["logits"].softmax(-1)

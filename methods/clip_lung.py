@@ -37,14 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip_lung.losses import LearnableTemperature, attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
-from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, TextBranch, mlp
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from clip_lung.losses import attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
+from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, mlp
+from methods.encoder import FEATURE_DIM
 from methods.registry import register
+from methods.text_guided import TextGuided
 
 
 @register("clip_lung")
-class CLIPLung(nn.Module):
+class CLIPLung(TextGuided):
     @dataclass(frozen=True)
     class Config:
         text_encoder: str = "clip-vit-b16"
@@ -58,24 +59,15 @@ class CLIPLung(nn.Module):
         init_temperature: float = 0.07
 
     def __init__(self, cfg: Config, info):
-        super().__init__()
-        self.cfg = cfg
-        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        super().__init__(cfg, info)
         d, width = self.text.encoder.dim, self.text.encoder.width
         if d % 16:
             raise ValueError(f"text feature size {d} must be a multiple of 16 (4x4 layer4 map)")
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
         self.ccp = nn.Conv2d(FEATURE_DIM, cfg.n_ctx * d // 16, kernel_size=1)
         self.context_net = mlp(d, d // 16, width)  # h
         self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
-        self.temperature = LearnableTemperature(cfg.init_temperature)
         if tuple(info.attribute_names) and len(info.attribute_names) != len(ATTRIBUTE_WORDS):
             raise ValueError(f"clip_lung expects the {len(ATTRIBUTE_WORDS)} attributes {ATTRIBUTE_WORDS}")
-
-    @property
-    def text_encoder_name(self) -> str:
-        return self.text.label
 
     def forward(self, batch: dict) -> dict:
         fmap = self.encoder.feature_map(batch["image"])  # (B, 512, 4, 4)
@@ -112,9 +104,6 @@ class CLIPLung(nn.Module):
             terms["ca"] = class_attribute_loss(own, attrs, w, scale)
             total = total + self.cfg.beta * terms["ca"]
         return {"loss": total, **terms}
-
-    def predict(self, out: dict):
-        return out["logits"].softmax(-1)
 
 
 # Table 3 ablations: the same model with some alignment losses off (L_CE always on).

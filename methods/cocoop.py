@@ -23,14 +23,15 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from clip_lung.losses import LearnableTemperature, image_class_loss
-from clip_lung.prompts import ClassPrompts, TextBranch, mlp
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from clip_lung.losses import image_class_loss
+from clip_lung.prompts import ClassPrompts, mlp
+from methods.encoder import FEATURE_DIM
 from methods.registry import register
+from methods.text_guided import TextGuided
 
 
 @register("cocoop")
-class CoCoOp(nn.Module):
+class CoCoOp(TextGuided):
     @dataclass(frozen=True)
     class Config:
         text_encoder: str = "clip-vit-b16"
@@ -39,20 +40,11 @@ class CoCoOp(nn.Module):
         init_temperature: float = 0.07
 
     def __init__(self, cfg: Config, info):
-        super().__init__()
-        self.cfg = cfg
-        self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
+        super().__init__(cfg, info)
         d, width = self.text.encoder.dim, self.text.encoder.width
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
         self.proj = nn.Linear(FEATURE_DIM, d)
         self.meta_net = mlp(d, d // 16, width)
         self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
-        self.temperature = LearnableTemperature(cfg.init_temperature)
-
-    @property
-    def text_encoder_name(self) -> str:
-        return self.text.label
 
     def forward(self, batch: dict) -> dict:
         feat = self.encoder(batch["image"])  # (B, 512)
@@ -67,6 +59,3 @@ class CoCoOp(nn.Module):
         ce = F.cross_entropy(out["logits"], batch["label"])
         ic = image_class_loss(out["image_text"], out["class_text"], batch["label"], self.temperature())
         return {"loss": ce + ic, "ce": ce, "ic": ic}
-
-    def predict(self, out: dict):
-        return out["logits"].softmax(-1)
