@@ -70,14 +70,21 @@ def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _stem(kind: str, dataset: str, fold, rec: dict) -> str:
-    """File name of a figure: kind, dataset, fold, profile, source (and seed, label rule when not the defaults)."""
+def _methods_tag(methods) -> str:
+    """'' for the default trio, else '_' + the methods joined by '+', so that a call with
+    other methods writes its own files instead of overwriting the default figure."""
+    return "" if tuple(methods) == DEFAULT_METHODS else "_" + "+".join(methods)
+
+
+def _stem(kind: str, dataset: str, fold, rec: dict, methods=DEFAULT_METHODS) -> str:
+    """File name of a figure: kind, dataset, fold, profile, source (and seed, label rule,
+    method list when not the defaults)."""
     from benchmarks.data.protocols import DEFAULT_MIN_READERS  # noqa: PLC0415
 
     f = f"_fold{fold}" if fold is not None else ""
     extra = (f"_seed{rec['seed']}" if rec.get("seed") else "") + \
         (f"_min{rec['min_readers']}" if rec.get("min_readers", DEFAULT_MIN_READERS) != DEFAULT_MIN_READERS else "")
-    return f"{kind}_{dataset}{f}_{rec['profile']}_{rec['source']}{extra}"
+    return f"{kind}_{dataset}{f}_{rec['profile']}_{rec['source']}{extra}{_methods_tag(methods)}"
 
 
 def _device(name: str):
@@ -148,7 +155,7 @@ def cmd_tsne(args) -> list[Path]:
     fig.suptitle(f"t-SNE of test-fold image features (pooled, 512-d): {args.dataset} fold {args.fold}, "
                  f"{len(y)} nodules\n{ip.setting_of(recs.values())}", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, args.out, _stem("tsne", args.dataset, args.fold, first))
+    return save_figure(fig, args.out, _stem("tsne", args.dataset, args.fold, first, args.methods))
 
 
 # ------------------------------------------------------------------ gradcam
@@ -222,7 +229,7 @@ def cmd_gradcam(args) -> list[Path]:
     if im is not None:
         cax = fig.add_axes((0.94, 0.2, 0.015, 0.6))
         fig.colorbar(im, cax=cax, label="Grad-CAM (scaled to [0, 1])")
-    return save_figure(fig, args.out, _stem(f"gradcam_{args.layer}", args.dataset, args.fold, first))
+    return save_figure(fig, args.out, _stem(f"gradcam_{args.layer}", args.dataset, args.fold, first, args.methods))
 
 
 # ------------------------------------------------------------------ localisation
@@ -343,7 +350,7 @@ def cmd_localisation(args) -> list[Path]:
         return []
     out = Path(args.tables_out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"localisation_{'_'.join(args.dataset)}_{args.layer}"
+    stem = f"localisation_{'_'.join(args.dataset)}_{args.layer}{_methods_tag(args.methods)}"
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.json"]
     atomic_write_text(paths[0], f"### Localisation\n\n{caption}\n\n{md}")
     atomic_write_text(paths[1], tex)
@@ -411,7 +418,7 @@ def cmd_curves(args) -> list[Path]:
                  f"{ip.setting_of(recs.values())}", fontsize=10)
     fig.tight_layout()
     first = recs[(args.methods[0], args.folds[0])]
-    return save_figure(fig, args.out, _stem("curves", args.dataset, None, first))
+    return save_figure(fig, args.out, _stem("curves", args.dataset, None, first, args.methods))
 
 
 # ------------------------------------------------------------------ CLI

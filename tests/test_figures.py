@@ -165,12 +165,14 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
     out = tmp_path / "figs"
     common = ["--out", str(out), "--quiet", "--profile", "smoke"]
     figures.main(["tsne", "--dataset", "LIDC-B", "--methods", *METHODS, *common])
+    figures.main(["tsne", "--dataset", "LIDC-B", "--methods", "clip_lung", "clip", *common])  # its own file
     figures.main(["gradcam", "--dataset", "LIDC-B", "--nodules", "2", *common])
     figures.main(["curves", "--dataset", "LIDC-B", "--folds", "0", *common])
     tables = tmp_path / "tables"
     figures.main(["localisation", "--dataset", "LIDC-B", "--folds", "0", "--tables", "--tables-out", str(tables), *common])
     printed = capsys.readouterr().out
-    for stem in ("tsne_LIDC-B_fold0_smoke_phantom", "gradcam_layer4_LIDC-B_fold0_smoke_phantom", "curves_LIDC-B_smoke_phantom"):
+    for stem in ("tsne_LIDC-B_fold0_smoke_phantom", "tsne_LIDC-B_fold0_smoke_phantom_clip_lung+clip",
+                 "gradcam_layer4_LIDC-B_fold0_smoke_phantom", "curves_LIDC-B_smoke_phantom"):
         for fmt in ("png", "pdf"):
             p = out / f"{stem}.{fmt}"
             assert p.exists() and p.stat().st_size > 10_000, p
