@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks import interpret as ip
+from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
 from benchmarks.io import atomic_write_bytes, atomic_write_text
+from benchmarks.records import check_one_setting
 
 log = logging.getLogger("benchmarks.figures")
 
@@ -93,17 +94,11 @@ def _device(name: str):
     return resolve_device(name)
 
 
-def _predicted(model, data, device):
-    """(probs (N, K), features (N, 512), decided class (N,)) of the test fold."""
-    from benchmarks.metrics import decide  # noqa: PLC0415
-
-    probs, feats = ip.test_features(model, data, device)
-    return probs, feats, decide(probs, data.class_names, data.test_class_names)
-
-
 def _rebuilt(recs: dict, methods: list[str], fold: int, data, device, layer: str | None = None) -> dict:
     """{method: (model, probs (N, K), features (N, 512), decided class (N,))} on ``data``'s test fold,
     each record checked against the folds (and ``layer`` against the model) before any work."""
+    from benchmarks.metrics import decide  # noqa: PLC0415
+
     out = {}
     for m in methods:
         rec = recs[(m, fold)]
@@ -111,7 +106,8 @@ def _rebuilt(recs: dict, methods: list[str], fold: int, data, device, layer: str
         model = ip.load_model(rec, device)
         if layer is not None:
             ip.target_layer(model, layer)
-        probs, feats, pred = _predicted(model, data, device)
+        probs, feats = ip.test_features(model, data, device)
+        pred = decide(probs, data.class_names, data.test_class_names)
         ip.check_predictions(rec, data, pred)
         out[m] = (model, probs, feats, pred)
     return out
@@ -126,7 +122,6 @@ def _index_rows(min_readers: int, ids):
 
 # ------------------------------------------------------------------ tsne
 def cmd_tsne(args) -> list[Path]:
-
     plt = _plt()
     recs = ip.find_records(args.methods, args.dataset, [args.fold], args.setting, args.runs)
     dev = _device(args.device)
@@ -242,9 +237,7 @@ def localisation(args) -> dict:
     dev = _device(args.device)
     found = {ds: ip.find_records(args.methods, ds, args.folds, args.setting, args.runs) for ds in args.dataset}
     all_recs = [r for f in found.values() for r in f.values()]
-    from benchmarks.records import check_one_setting  # noqa: PLC0415
-
-    check_one_setting(all_recs)
+    check_one_setting(all_recs)  # each dataset's records are of one setting; across datasets too
     out = {"setting": ip.setting_of(all_recs), "layer": args.layer, "dilate_px": ip.DILATE_PX, "folds": args.folds, "datasets": {}}
     masks_by_id: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(args.dataset) * len(args.folds) * len(args.methods), desc="localisation", disable=args.quiet)
@@ -274,7 +267,6 @@ def localisation(args) -> dict:
 
 
 def _row_names(args) -> list[tuple[str, str]]:
-
     g = 32 // ip.LAYER_STRIDE[args.layer]
     return [(m, _name(m)) for m in args.methods] + [
         ("centre", f"reference: centre-biased map (central half of the {g} x {g} grid)"),
@@ -368,7 +360,6 @@ TERM_TITLES = {
 
 
 def cmd_curves(args) -> list[Path]:
-
     plt = _plt()
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
@@ -436,7 +427,6 @@ def _folds(text: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-
     ap = argparse.ArgumentParser(prog="python -m benchmarks.figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
     common = argparse.ArgumentParser(add_help=False)
