@@ -12,20 +12,31 @@ Cost-sensitive (class-balanced) NLL: L = sum_i c_{y_i} (-log p_{y_i}) / sum_i c_
 with c_k = N / (K N_k) from the training split's class counts.
 
 Conservative / aggressive strategy, our reading of the paper's two training
-parameters, as margins on a training sample's own class interval:
+parameters, as margins on the lower bound of a training sample's own class
+interval (lo_y, hi_y), the thresholds around class y (b_0 = -1e4, b_K = +1e4 standing for -inf, +inf):
 
-    p'_y = sigma(hi_y - s) - sigma(lo_y + m_c [y > benign] [lo is b_1]
-                                  + m_a [y = malignant] - s)
+    lo'_y = lo_y + m_c [lo_y = b_1] + m_a [y = K-1],    p'_y = sigma(hi_y - s) - sigma(lo'_y - s)
 
-with (lo_y, hi_y) the thresholds around class y. A nodule that is not benign
-must score m_c above the benign threshold (fewer nodules called benign
-wrongly: benign precision, "conservative"); a malignant nodule must score m_a
-above the last threshold (fewer malignant missed: malignant recall,
-"aggressive"). On LIDC-C (K = 2) both margins apply to the one threshold. The
-thresholds are kept at least m_c apart (b_2 = b_1 + m_c + softplus + 1e-3), so
-every training interval stays non-empty. At test time the plain intervals are
-used. Both margins default to 0.5 (logit units); 0 gives the plain
-cumulative-logit model.
+For K = 3 the conservative margin m_c moves only the unsure class's lower
+bound b_1 (an unsure nodule must score m_c above the benign threshold: fewer
+nodules called benign wrongly, benign precision) and the aggressive margin m_a
+only the malignant class's lower bound b_2 (a malignant nodule must score m_a
+above the last threshold: fewer malignant missed, malignant recall). On LIDC-C
+(K = 2) the one threshold is both b_1 and the malignant class's lower bound, so
+both margins add up there. The thresholds are kept at least m_c apart
+(b_2 = b_1 + m_c + softplus + 1e-3), so every training interval stays
+non-empty. At test time the plain intervals are used. Both margins default to
+0.5 (logit units); 0 gives the plain cumulative-logit model.
+
+Numerics: log p'_y is computed without subtracting two sigmoids, which cancel
+to 0 in float32 once s lies ~17 logits outside its interval. With
+a = hi - s > c = lo' - s,
+
+    sigma(a) - sigma(c) = sigma(a) sigma(-c) (1 - exp(-(a - c))),
+    log p' = logsigmoid(a) + logsigmoid(-c) + log(-expm1(-(hi - lo'))),
+
+exact on both sides of the interval. Far
+outside, the NLL grows like the distance to the interval with gradient -1 / +1.
 """
 from __future__ import annotations
 
@@ -47,8 +58,24 @@ def cumulative_logit_probs(score: torch.Tensor, thresholds: torch.Tensor) -> tor
     return torch.cat([cdf, ones], 1) - torch.cat([zeros, cdf], 1)  # (B, K)
 
 
+def interval_log_prob(s: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """log(sigma(hi - s) - sigma(lo - s)) for lo < hi, all (B,):
+
+        logsigmoid(hi - s) + logsigmoid(s - lo) + log(1 - exp(-(hi - lo))),
+
+    no difference of two numbers near 1. The open ends are +-1e4 (their terms are
+    then 0 to float precision for any score a trained model reaches).
+    """
+    gap = (hi - lo).clamp_min(1e-6)  # > 0 by construction (margins >= 0, ordered thresholds)
+    return F.logsigmoid(hi - s) + F.logsigmoid(s - lo) + torch.log(-torch.expm1(-gap))
+
+
 @register("udm")
 class UnsureDataModel(nn.Module):
+    # 2: m_c only on the lower bound b_1, log p exact far outside the interval;
+    # 1: m_c on every non-benign class, log p through a difference of sigmoids.
+    version = 2
+
     @dataclass(frozen=True)
     class Config:
         conservative_margin: float = 0.5
@@ -84,11 +111,9 @@ class UnsureDataModel(nn.Module):
         b = self.thresholds().float()
         big = b.new_tensor([1e4])
         bounds = torch.cat([-big, b, big])  # (K+1,) class k lies in (bounds[k], bounds[k+1])
-        shift = self.cfg.conservative_margin * (y > 0).float() + self.cfg.aggressive_margin * (y == k - 1).float()
-        lo = bounds[y] + shift  # (B,) margins only on the lower side of non-benign classes
-        hi = bounds[y + 1]
-        p = torch.sigmoid(hi - s) - torch.sigmoid(lo - s)  # (B,) training probability of the own class
-        nll = -torch.log(p.clamp_min(1e-12))
+        # m_c where the lower bound is b_1 (y = 1), m_a on the malignant class (y = K-1).
+        shift = self.cfg.conservative_margin * (y == 1).float() + self.cfg.aggressive_margin * (y == k - 1).float()
+        nll = -interval_log_prob(s, bounds[y] + shift, bounds[y + 1])  # (B,)
         w = self.class_weight[y]
         loss = (w * nll).sum() / w.sum()
         return {"loss": loss, "nll": nll.mean()}
