@@ -121,17 +121,23 @@ def test_alignment_losses_against_a_direct_computation():
     ic = ia = ca = 0.0
     for i in range(B):
         for t in range(T):
-            ic -= _log_softmax(_cos(F_[i, t][None], C[i])[0] / tau)[y[i]] / (B * T)
-            ia -= (w[i] * _log_softmax(_cos(F_[i, t][None], A)[0] / tau)).sum() / (B * T)
-        ca -= (w[i] * _log_softmax(_cos(C[i, y[i]][None], A)[0] / tau)).sum() / B
+            # Eqs. 2-3 sum over the T groups; the batch is averaged (Eq. 5's expectation).
+            ic -= _log_softmax(_cos(F_[i, t][None], C[i])[0] / tau)[y[i]] / B
+            ia -= (w[i] * _log_softmax(_cos(F_[i, t][None], A)[0] / tau)).sum() / B
+        for k in range(K):  # Eq. 4 sums over the K class features
+            ca -= (w[i] * _log_softmax(_cos(C[i, k][None], A)[0] / tau)).sum() / B
     s = torch.tensor(1 / tau, dtype=torch.float64)
     t_ = lambda x: torch.tensor(x)  # noqa: E731
     assert float(image_class_loss(t_(F_), t_(C), t_(y), s)) == pytest.approx(ic, rel=1e-6)
+    assert float(image_class_loss(t_(F_), t_(C), t_(y), s, "mean")) == pytest.approx(ic / T, rel=1e-6)
     assert float(image_attribute_loss(t_(F_), t_(A), t_(w), s)) == pytest.approx(ia, rel=1e-6)
-    assert float(class_attribute_loss(t_(C[np.arange(B), y]), t_(A), t_(w), s)) == pytest.approx(ca, rel=1e-6)
+    assert float(image_attribute_loss(t_(F_), t_(A), t_(w), s, "mean")) == pytest.approx(ia / T, rel=1e-6)
+    assert float(class_attribute_loss(t_(C), t_(A), t_(w), s)) == pytest.approx(ca, rel=1e-6)
+    own = -np.mean([(w[i] * _log_softmax(_cos(C[i, y[i]][None], A)[0] / tau)).sum() for i in range(B)])
+    assert float(class_attribute_loss(t_(C[np.arange(B), y]), t_(A), t_(w), s)) == pytest.approx(own, rel=1e-6)
     # A class feature shared by the batch (CLIP baseline) broadcasts the same way.
     shared = image_class_loss(t_(F_), t_(C[0]), t_(y), s)
-    direct = -np.mean([_log_softmax(_cos(F_[i, t][None], C[0])[0] / tau)[y[i]] for i in range(B) for t in range(T)])
+    direct = -np.sum([_log_softmax(_cos(F_[i, t][None], C[0])[0] / tau)[y[i]] for i in range(B) for t in range(T)]) / B
     assert float(shared) == pytest.approx(direct, rel=1e-6)
     assert float(LearnableTemperature(0.07)().detach()) == pytest.approx(1 / 0.07, rel=1e-6)
 
