@@ -1,20 +1,23 @@
 """Unimodal Poisson output layer (Beckham & Pal, "Unimodal probability
 distributions for deep ordinal classification", ICML 2017) [2].
 
-One scalar per image, lambda = softplus(f(x)) > 0; for classes k = 0..K-1 the
-log-probabilities of a Poisson(lambda),
+One scalar per image, lambda = softplus(f(x)) > 0; for the K classes, counted
+c = 1..K, the log-probabilities of a Poisson(lambda),
 
-    logit_k = k log(lambda) - lambda - log(k!),
+    logit_c = c log(lambda) - lambda - log(c!),
 
 are divided by a temperature tau and normalised,
 
     p = softmax(logit / tau),  L = -log p_y.
 
-Choices where the paper leaves room: classes are counted from 0 (the Poisson
-support starts at 0; counting from 1 only shifts logit_k by log k, which is
-not a constant); tau is one learnable scalar, tau = softplus(t) + 1e-3,
-initialised at 1 (the paper also studies tau as a function of x); lambda gets
-1e-4 added so that log(lambda) is finite.
+Class counting (``first_class``): 1 (default) as in the authors' reference code
+(github.com/christopher-beckham/msc, experiments/earth_mover/architectures/
+resnet.py, ``c = i+1``); 0 counts from the start of the Poisson support, this
+suite's choice before implementation version 2. The two are not the same model:
+the shift changes logit_c by log c, which is not a constant. tau is one
+learnable scalar, tau = softplus(t) + 1e-3, initialised at 1 (the authors' code
+also offers a fixed tau and a tau that is a function of x); lambda gets 1e-4
+added so that log(lambda) is finite.
 """
 from __future__ import annotations
 
@@ -26,22 +29,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.encoder import FEATURE_DIM, ImageEncoder
-from methods.registry import register
+from methods.registry import check_choice, register
 
 
 @register("poisson")
 class Poisson(nn.Module):
+    version = 2  # 2: classes counted from 1 by default (the authors' code); 1: from 0
+
     @dataclass(frozen=True)
     class Config:
         init_temperature: float = 1.0
+        first_class: int = 1  # the count of the first class: 1 (authors' code) or 0
+
+        def __post_init__(self):
+            check_choice("first_class", self.first_class, (0, 1))
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
         self.encoder = ImageEncoder(info.in_channels)
         self.head = nn.Linear(FEATURE_DIM, 1)
-        k = torch.arange(info.num_classes, dtype=torch.float32)
-        self.register_buffer("k", k)  # (K,)
+        k = torch.arange(info.num_classes, dtype=torch.float32) + cfg.first_class
+        self.register_buffer("k", k)  # (K,) the class counts c
         self.register_buffer("log_k_factorial", torch.lgamma(k + 1))  # (K,)
         # softplus^-1(init - 1e-3) so that tau starts at init_temperature.
         t0 = cfg.init_temperature - 1e-3

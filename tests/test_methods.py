@@ -130,7 +130,8 @@ def test_poisson_probabilities_match_the_pmf():
     model, _, out, p = _model_out("poisson")
     lam = out["lambda"].double().numpy()
     tau = float(model.tau().detach())
-    pmf = np.stack([poisson.pmf(k, lam) for k in range(3)], 1) ** (1 / tau)
+    # Classes counted 1..K by default (the authors' code); first_class=0 is the other option.
+    pmf = np.stack([poisson.pmf(k, lam) for k in (1, 2, 3)], 1) ** (1 / tau)
     np.testing.assert_allclose(p, pmf / pmf.sum(1, keepdims=True), rtol=1e-4)
     # Unimodal: the probabilities rise then fall.
     for row in p:
