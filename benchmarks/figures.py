@@ -107,7 +107,7 @@ def _rebuilt(recs: dict, methods: list[str], fold: int, data, device, layer: str
         if layer is not None:
             ip.target_layer(model, layer)
         probs, feats = ip.test_features(model, data, device)
-        pred = decide(probs, data.class_names, data.test_class_names)
+        pred = decide(probs, data.class_names, data.test_class_names, getattr(model, "decision_rule", "argmax"))
         ip.check_predictions(rec, data, pred)
         out[m] = (model, probs, feats, pred)
     return out

@@ -180,7 +180,7 @@ def check_predictions(rec: dict, data, pred: np.ndarray) -> None:
     if np.isnan(probs).any():
         log.warning("%s: the record's predictions do not cover this test fold", rec.get("_path"))
         return
-    then = decide(probs, data.class_names, data.test_class_names)
+    then = decide(probs, data.class_names, data.test_class_names, rec.get("decision_rule", "argmax"))
     n = int((then != pred).sum())
     if n:
         log.warning("%s: the rebuilt model decides %d of %d test nodules differently from the record "

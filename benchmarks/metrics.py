@@ -8,6 +8,13 @@ probabilities: p(malignant) > p(benign). For K = 3 this is the same as an
 expected class index E = p_unsure + 2 p_malignant above 1, since
 E - 1 = p_malignant - p_benign.
 
+A method may decide by the median instead (``decision_rule = "median"`` on the
+model; CORF's default): the first class, in the ordinal order of the test
+classes, whose cumulative probability reaches 0.5 (renormalised over the test
+classes). For cumulative probabilities P(y > k) that fall with k this is the
+count of those above 0.5, the rule of the binary-decomposition ordinal
+methods. With two test classes both rules agree (up to exact ties).
+
 Reported: accuracy; recall and F1 of each test class; macro F1 over the test
 classes; the confusion matrix (rows true, columns predicted, test classes);
 on binary test sets the AUC of p(malignant) - p(benign) (for K = 2 a monotone
@@ -27,17 +34,28 @@ from sklearn.metrics import (
 )
 
 
-def decide(probs: np.ndarray, class_names, test_class_names) -> np.ndarray:
-    """(N, K) probabilities -> (N,) predicted indices into ``class_names``, restricted to the test classes."""
-    allowed = np.array([list(class_names).index(c) for c in test_class_names])
-    return allowed[np.asarray(probs)[:, allowed].argmax(1)]
+RULES = ("argmax", "median")
 
 
-def evaluate(probs, labels, class_names, test_class_names) -> dict:
-    """Metrics of one test split. ``labels`` index ``class_names``; ``probs`` is (N, K)."""
+def decide(probs: np.ndarray, class_names, test_class_names, rule: str = "argmax") -> np.ndarray:
+    """(N, K) probabilities -> (N,) predicted indices into ``class_names``, restricted to the test
+    classes (kept in the order of ``class_names``, which is the ordinal order)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown decision rule {rule!r}; one of {RULES}")
+    allowed = np.array(sorted(list(class_names).index(c) for c in test_class_names))
+    p = np.asarray(probs, dtype=np.float64)[:, allowed]  # (N, K_test)
+    if rule == "argmax":
+        return allowed[p.argmax(1)]
+    cdf = np.cumsum(p, 1) / p.sum(1, keepdims=True)  # (N, K_test)
+    return allowed[(cdf >= 0.5).argmax(1)]  # the first class whose cumulative probability reaches 1/2
+
+
+def evaluate(probs, labels, class_names, test_class_names, rule: str = "argmax") -> dict:
+    """Metrics of one test split. ``labels`` index ``class_names``; ``probs`` is (N, K);
+    ``rule`` the decision rule (``decide``)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
-    pred = decide(probs, class_names, test_class_names)
+    pred = decide(probs, class_names, test_class_names, rule)
     idx = [list(class_names).index(c) for c in test_class_names]
     recall = recall_score(labels, pred, labels=idx, average=None, zero_division=0)
     f1 = f1_score(labels, pred, labels=idx, average=None, zero_division=0)

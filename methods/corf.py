@@ -18,6 +18,14 @@ leaves in closed form is not used: one optimiser for everything, as in every
 other method here). Class probabilities from the forest's cumulative ones:
     p_1 = 1 - c_1,  p_k = c_{k-1} - c_k,  p_K = c_{K-1}
 (non-negative because every pi_l, and so c, is non-increasing).
+
+Decision (``decision``): "count" (default) predicts the number of forest
+cumulative probabilities above 1/2, y_hat = sum_k [c_k(x) > 0.5], the rule of
+ordinal regression by K-1 binary tasks (Niu et al., CVPR 2016; Cao et al.,
+CORAL, 2020) that CORF's cumulative leaves come from; since c is
+non-increasing it is the median of p. "argmax" predicts the mode of p, this
+suite's rule before implementation version 2 (no source prints it for CORF).
+The probabilities, and so AUC, are the same under both.
 Defaults: 5 trees of depth 5 (31 split nodes, 32 leaves each) on U = 256
 split units.
 """
@@ -30,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.encoder import FEATURE_DIM, ImageEncoder
-from methods.registry import register
+from methods.registry import check_choice, register
 
 
 def cumulative_to_probs(c: torch.Tensor) -> torch.Tensor:
@@ -51,13 +59,22 @@ def routing(d: torch.Tensor, depth: int) -> torch.Tensor:
     return mu
 
 
+DECISIONS = {"count": "median", "argmax": "argmax"}  # config word -> rule of benchmarks.metrics.decide
+
+
 @register("corf")
 class OrdinalRegressionForest(nn.Module):
+    version = 2  # 2: counting decision by default; 1: argmax of p
+
     @dataclass(frozen=True)
     class Config:
         trees: int = 5
         depth: int = 5
         units: int = 256
+        decision: str = "count"  # "count" of c_k > 0.5 (= median of p) or "argmax" of p
+
+        def __post_init__(self):
+            check_choice("decision", self.decision, tuple(DECISIONS))
 
     def __init__(self, cfg: Config, info):
         super().__init__()
@@ -72,6 +89,10 @@ class OrdinalRegressionForest(nn.Module):
         self.register_buffer("subsets", subsets)  # (T, 2^D - 1)
         # Leaves start spread out (N(0, 2^2) logits): identical leaves would give the routing nothing to choose between.
         self.leaf_logits = nn.Parameter(2.0 * torch.randn(cfg.trees, 2**cfg.depth, info.num_classes - 1))
+
+    @property
+    def decision_rule(self) -> str:
+        return DECISIONS[self.cfg.decision]
 
     def leaf_cumulative(self) -> torch.Tensor:
         """(T, L, K-1) non-increasing in k."""
