@@ -44,10 +44,16 @@ class RunSpec:
     method_config: dict
     train_config: dict
     protocol_hash: str
+    method_version: int = 1  # the method's implementation version (``version`` on its class)
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        d = asdict(self)
+        if d["method_version"] == 1:
+            # Version 1 is what every record was before versions existed: leaving it out
+            # keeps those records' keys (and file names) valid.
+            del d["method_version"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @property
     def config_hash(self) -> str:
@@ -112,9 +118,32 @@ def read_records(root: Path | None = None) -> list[dict]:
 SETTING_FLAGS = {"source": "--source", "profile": "--profile", "text_encoder": "--text-encoder", "min_readers": "--min-readers"}
 
 
+def drop_stale(recs: list[dict]) -> list[dict]:
+    """The records made by the current implementation of their method; a warning names
+    each record of an older version (its numbers come from maths that has changed).
+    Methods not in the registry (a plugin not loaded) are kept as they are."""
+    import logging  # noqa: PLC0415
+
+    import methods  # noqa: PLC0415
+
+    out = []
+    for r in recs:
+        m = methods.REGISTRY.get(r.get("method"))
+        have = r.get("method_version", 1)
+        if m is not None and have != m.version:
+            logging.getLogger(__name__).warning(
+                "leaving out %s: made by version %s of %s, the current one is %s (rerun it)",
+                r.get("_path", r.get("key")), have, r["method"], m.version)
+            continue
+        out.append(r)
+    return out
+
+
 def filter_setting(recs: list[dict], source=None, profile=None, text_encoder=None, min_readers=None) -> list[dict]:
-    """The records of one setting (a filter left at None keeps every value; methods
-    without a text encoder pass any ``text_encoder``)."""
+    """The current records of one setting (a filter left at None keeps every value; methods
+    without a text encoder pass any ``text_encoder``; records of an older implementation
+    version are left out with a warning)."""
+    recs = drop_stale(recs)
     if source:
         recs = [r for r in recs if r["source"] == source]
     if profile:
@@ -135,11 +164,34 @@ def check_one_setting(recs: list[dict]) -> None:
         parts = [f"{k[2:]} " + ", ".join(f"{val} ({n} records)" for val, n in sorted(v.items(), key=str)) for k, v in mixed.items()]
         raise UserError("the records mix settings that are never averaged together: " + "; ".join(parts)
                         + f"; pick one with {', '.join(mixed)}")
-    by_run = defaultdict(set)
+    by_cell = defaultdict(dict)
     for r in recs:
-        by_run[(r["method"], r["dataset"], r["fold"], r["seed"])].add(r["config_hash"])
-    clash = [k for k, v in by_run.items() if len(v) > 1]
-    if clash:
-        m, d, f, s = clash[0]
-        raise UserError(f"{len(clash)} runs have records of several configurations (e.g. {m} on {d}, fold {f}, seed {s}); "
-                        "move the ones you do not want out of the runs folder")
+        by_cell[(r["method"], r["dataset"])].setdefault(r["config_hash"] + str(r.get("protocol_hash")) + str(r.get("method_version", 1)), r)
+    for (m, d), variants in by_cell.items():
+        if len(variants) > 1:
+            raise UserError(f"the records of {m} on {d} differ in {describe_difference(list(variants.values()))}: "
+                            "a cell averages one configuration over folds and seeds only; "
+                            "move the records you do not want out of the runs folder")
+
+
+def _flat_config(rec: dict) -> dict:
+    out = {f"{part}.{k}": v for part, cfg in rec.get("config", {}).items() for k, v in cfg.items()}
+    out["protocol_hash"] = rec.get("protocol_hash")
+    out["method_version"] = rec.get("method_version", 1)
+    return out
+
+
+def describe_difference(recs: list[dict]) -> str:
+    """'train.epochs (2, 4)' for the config keys whose values differ between the records."""
+    flats = [_flat_config(r) for r in recs]
+    keys = sorted({k for f in flats for k in f})
+    diffs = []
+    for k in keys:
+        vals = []
+        for f in flats:
+            v = f.get(k, "<missing>")
+            if v not in vals:
+                vals.append(v)
+        if len(vals) > 1:
+            diffs.append(f"{k.split('.', 1)[-1]} ({', '.join(map(str, vals))})")
+    return "; ".join(diffs) or "their configuration hash"

@@ -10,24 +10,33 @@ calcification, sphericity, margin, lobulation, spiculation, texture; not
 malignancy) through the frozen encoder once per run: A (8, d). Instance
 weights w = softmax(v) of the nodule's eight mean annotated values (Eq. 1).
 
-Loss (Eq. 5), cos the cosine similarity, tau learnable (init 0.07):
+Loss (Eq. 5), cos the cosine similarity, tau learnable (init 0.07), each term
+averaged over the batch (the expectation of Eq. 5):
     L = L_CE + L_IC + alpha L_IA + beta L_CA,   alpha = 1, beta = 0.5,
-    L_IC = mean_t CE( cos(F_t, C_k) / tau over k , y )                 (Eq. 2)
-    L_IA = mean_t CE( softmax_m cos(F_t, A_m) / tau , w )               (Eq. 3)
-    L_CA = CE( softmax_m cos(C_y, A_m) / tau , w ), C_y the own class   (Eq. 4)
-L_CE is the linear head on the pooled layer4 feature. Cosine similarity is
-scale-invariant, so the weights of Eqs. 3-4 enter as the target distribution
-(the product w_m A_m inside the cosine, as printed, would change nothing).
+    L_IC = sum_t CE( cos(F_t, C_k) / tau over k , y )                   (Eq. 2)
+    L_IA = sum_t CE( softmax_m cos(F_t, A_m) / tau , w )                 (Eq. 3)
+    L_CA = sum_k CE( softmax_m cos(C_k, A_m) / tau , w )                 (Eq. 4)
+with CE(q, w) = -sum_m w_m log q_m. L_CE is the linear head on the pooled
+layer4 feature. Cosine similarity is scale-invariant, so the weights of
+Eqs. 3-4 enter as the target distribution (the product w_m A_m inside the
+cosine, as printed, would change nothing).
+
+Options (``--set``): ``group_reduction="mean"`` takes the mean over the T
+groups in Eqs. 2-3 instead of the printed sum (L_IC and L_IA T times smaller
+against L_CE); ``ca_classes="own"`` aligns only the sample's own class feature
+C_y with the attributes in Eq. 4 instead of all K. Both were this suite's
+defaults before implementation version 2.
 
 Inference (eval mode) runs the image encoder and the linear head only: no
 text, the cost of CE. The Table 3 ablations are registered variants that only
 switch L_IC / L_IA / L_CA (L_CE always on).
 
-Not reproduced from the official release (../shared/notes/environment.md):
-image-class targets taken from batch positions 0-3 instead of each sample's
-label, the class label used as the index of a channel group in the
-image-attribute loss, an unfrozen text encoder, malignancy among the
-attributes, and the epoch chosen on the test set.
+Not reproduced from the official release (github.com/ymLeiFDU/CLIP-Lung, which
+is partial and does not run as shipped): image-class targets taken from batch
+positions 0-3 instead of each sample's label, the class label used as the
+index of a channel group in the image-attribute loss, an unfrozen text
+encoder, malignancy among nine attributes (the paper says eight), and the
+epoch chosen on the test set.
 """
 from __future__ import annotations
 
@@ -40,12 +49,20 @@ from torch import nn
 from clip_lung.losses import attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
 from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, mlp
 from methods.encoder import FEATURE_DIM
-from methods.registry import register
+from methods.registry import check_choice, register
 from methods.text_guided import TextGuided
+
+
+GROUP_REDUCTIONS = ("sum", "mean")
+CA_CLASSES = ("all", "own")
 
 
 @register("clip_lung")
 class CLIPLung(TextGuided):
+    # Implementation version (enters every run key): 2 = Eqs. 2-4 as printed (sum over
+    # the T groups, all K classes in L_CA); 1 = mean over groups, own class only.
+    version = 2
+
     @dataclass(frozen=True)
     class Config:
         text_encoder: str = "clip-vit-b16"
@@ -57,6 +74,12 @@ class CLIPLung(TextGuided):
         alpha: float = 1.0  # weight of L_IA
         beta: float = 0.5  # weight of L_CA
         init_temperature: float = 0.07
+        group_reduction: str = "sum"  # over the T groups in Eqs. 2-3: "sum" (printed) or "mean"
+        ca_classes: str = "all"  # class features in Eq. 4: "all" K (printed) or the sample's "own"
+
+        def __post_init__(self):
+            check_choice("group_reduction", self.group_reduction, GROUP_REDUCTIONS)
+            check_choice("ca_classes", self.ca_classes, CA_CLASSES)
 
     def __init__(self, cfg: Config, info):
         super().__init__(cfg, info)
@@ -93,15 +116,18 @@ class CLIPLung(TextGuided):
         if self.cfg.use_ia or self.cfg.use_ca:
             w = attribute_weights(batch["attributes"])  # (B, 8)
             attrs = self.text.fixed(ATTRIBUTE_WORDS, y.device)  # (8, d)
+        red = self.cfg.group_reduction
         if self.cfg.use_ic:
-            terms["ic"] = image_class_loss(out["groups"], out["class_text"], y, scale)
+            terms["ic"] = image_class_loss(out["groups"], out["class_text"], y, scale, red)
             total = total + terms["ic"]
         if self.cfg.use_ia:
-            terms["ia"] = image_attribute_loss(out["groups"], attrs, w, scale)
+            terms["ia"] = image_attribute_loss(out["groups"], attrs, w, scale, red)
             total = total + self.cfg.alpha * terms["ia"]
         if self.cfg.use_ca:
-            own = out["class_text"][torch.arange(len(y), device=y.device), y]  # (B, d) C_y
-            terms["ca"] = class_attribute_loss(own, attrs, w, scale)
+            c = out["class_text"]  # (B, K, d)
+            if self.cfg.ca_classes == "own":
+                c = c[torch.arange(len(y), device=y.device), y]  # (B, d) C_y
+            terms["ca"] = class_attribute_loss(c, attrs, w, scale)
             total = total + self.cfg.beta * terms["ca"]
         return {"loss": total, **terms}
 

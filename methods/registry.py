@@ -7,7 +7,11 @@ A method is an ``nn.Module`` class with
                                    "label" (B,), "attributes" (B, 8)
   ``loss(outputs, batch) -> dict`` "loss" plus each named term (all logged)
   ``predict(outputs) -> (B, K)``   class probabilities, rows sum to 1
-Register it with ``@register("name")``; a variant is another name over the same
+  ``decision_rule`` (optional)     "argmax" (default) or "median": how the metrics
+                                   turn the probabilities into a class
+Optionally ``version`` (int, default 1): the implementation version, raised whenever
+the maths changes so that records of the old maths are never reused (it enters
+every run key). Register it with ``@register("name")``; a variant is another name over the same
 class with another config: ``register("name_variant", Config(...))(Class)``.
 """
 from __future__ import annotations
@@ -34,6 +38,11 @@ class Method:
     config: object  # an instance of cls.Config
 
     @property
+    def version(self) -> int:
+        """Implementation version of the class (1 unless it says otherwise)."""
+        return int(getattr(self.cls, "version", 1))
+
+    @property
     def variant_of(self) -> str | None:
         """The name of the method this is a variant of (None for a base method)."""
         base = self.cls.__dict__.get("_registered_as")
@@ -58,6 +67,12 @@ def register(name: str, config=None):
         return cls
 
     return deco
+
+
+def check_choice(field: str, value, choices) -> None:
+    """A config field that takes one of a few words: one clear line otherwise."""
+    if value not in choices:
+        raise UserError(f"--set {field}={value!r}: choose one of {', '.join(map(repr, choices))}")
 
 
 def get_method(name: str) -> Method:

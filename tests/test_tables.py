@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import methods
 from benchmarks.errors import UserError
 from benchmarks.records import read_records
 from benchmarks.tables import build, select, write_tables
@@ -18,6 +19,7 @@ def record(method, dataset, fold, acc, source="phantom", profile="smoke", seed=0
         "method": method, "dataset": dataset, "fold": fold, "seed": seed, "source": source, "profile": profile,
         "min_readers": 2, "text_encoder": enc if method in ("clip", "cocoop") or method.startswith("clip_lung") else None,
         "config_hash": f"{method}-cfg", "key": f"{method}{dataset}{fold}{seed}{source}{profile}",
+        "method_version": methods.REGISTRY[method].version,
         "metrics": {"accuracy": acc, "recall": {c: rec_b for c in classes}, "f1": {c: f1_b for c in classes}},
     }
 
@@ -78,6 +80,30 @@ def test_mixed_settings_are_refused(tmp_path, recs):
     runs3 = write(tmp_path / "c", recs + enc)
     with pytest.raises(UserError, match="text-encoder"):
         select(read_records(runs3), [2])
+
+
+def test_a_cell_of_mixed_configurations_is_refused(tmp_path, recs):
+    # Fold 0 trained 2 epochs and fold 1 trained 4: one cell must never average them.
+    mixed = [dict(record("udm", "LIDC-C", f, 0.6), config_hash=f"udm-{e}", config={"train": {"epochs": e, "lr": 0.001}, "method": {}})
+             for f, e in ((0, 2), (1, 4))]
+    runs = write(tmp_path, recs + mixed)
+    with pytest.raises(UserError, match=r"udm on LIDC-C differ in epochs \(2, 4\)"):
+        select(read_records(runs), [2])
+
+
+def test_records_of_an_older_implementation_are_left_out_with_a_warning(tmp_path, recs, caplog):
+    assert methods.REGISTRY["udm"].version >= 2
+    old = [record("udm", "LIDC-C", f, 0.99) for f in range(5)]
+    for r in old:
+        del r["method_version"]  # a record from before versions: version 1
+    new = [record("udm", "LIDC-C", f, 0.6) for f in range(2)]
+    runs = write(tmp_path, recs + old + new)
+    with caplog.at_level("WARNING"):
+        chosen = select(read_records(runs), [2])
+    udm = [r for r in chosen if r["method"] == "udm"]
+    assert len(udm) == 2 and all(r["metrics"]["accuracy"] == 0.6 for r in udm)
+    assert sum("made by version 1 of udm" in m for m in caplog.messages) == 5
+    assert build(chosen, [2])[2]["LIDC-C"]["udm"]["metrics"]["accuracy"]["mean"] == pytest.approx(60.0)
 
 
 def test_table3_check_marks(tmp_path):
