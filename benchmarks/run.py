@@ -51,6 +51,7 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
         train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
+        method_version=m.version,
     )
 
 
@@ -61,7 +62,7 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
 
     import methods  # noqa: PLC0415
     from benchmarks.data import load_fold  # noqa: PLC0415
-    from benchmarks.train import TrainConfig, fit, resolve_device  # noqa: PLC0415
+    from benchmarks.train import Diverged, TrainConfig, fit, resolve_device  # noqa: PLC0415
 
     path = spec.path(".json")
     if path.exists() and not force:
@@ -83,9 +84,18 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
     if force and ckpt.exists():
         ckpt.unlink()
     t0 = time.perf_counter()
-    result = fit(model, data, tcfg, spec.seed, dev, checkpoint=ckpt, checkpoint_tag=spec.key, progress=progress)
+    try:
+        result = fit(model, data, tcfg, spec.seed, dev, checkpoint=ckpt, checkpoint_tag=spec.key, progress=progress)
+    except Diverged:
+        ckpt.unlink(missing_ok=True)  # resuming a diverging run would only diverge again
+        raise
     probs = result["probs"]
-    metrics = evaluate(probs, data.test.labels, data.class_names, data.test_class_names)
+    if not np.isfinite(probs).all():
+        ckpt.unlink(missing_ok=True)
+        raise Diverged(f"{spec.method} on {spec.dataset} fold {spec.fold}: the test probabilities are not finite after "
+                       f"{tcfg.epochs} epochs (lr {tcfg.lr}); no record written; {Diverged.advice}")
+    rule = getattr(model, "decision_rule", "argmax")
+    metrics = evaluate(probs, data.test.labels, data.class_names, data.test_class_names, rule)
     record = {
         "schema": SCHEMA,
         "key": spec.key,
@@ -94,6 +104,7 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
         "variant_of": m.variant_of,
         "config": {"method": spec.method_config, "train": spec.train_config},
         "text_encoder": getattr(model, "text_encoder_name", None),
+        "decision_rule": rule,
         "data": {
             "class_names": list(data.class_names), "test_class_names": list(data.test_class_names),
             "n_train": len(data.train), "n_train_used": result["n_train_used"], "n_test": len(data.test),
@@ -169,6 +180,8 @@ def _list_methods() -> None:
             doc = (sys.modules[m.cls.__module__].__doc__ or "").strip().split("\n\n")[0]
             title = " ".join(doc.split())
             print(f"{name:18s} {title[:100] + ('...' if len(title) > 100 else '')}")
+            opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(m.config).items())
+            print(f"{'':18s} version {m.version}; --set {opts}" if opts else f"{'':18s} version {m.version}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -59,8 +59,20 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast on CUDA (slower for these small models, see above); ignored on the CPU
 
 
-class NonFiniteLoss(UserError):
-    """The loss became NaN or infinite: the run stops and writes no record."""
+class Diverged(UserError):
+    """Training diverged (a non-finite loss, weights or test probabilities): the run stops
+    and writes no record, since its numbers would be meaningless in a table."""
+
+    advice = "lower the learning rate (--set lr=...) or check the method's settings"
+
+
+def _first_non_finite(model: torch.nn.Module, ema: dict | None) -> str | None:
+    """Name of the first parameter or buffer (or EMA entry) that holds a NaN or inf, else None."""
+    items = list(model.state_dict().items()) + [(f"ema.{k}", v) for k, v in (ema or {}).items()]
+    for name, v in items:
+        if v.dtype.is_floating_point and not torch.isfinite(v).all():
+            return name
+    return None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -203,7 +215,8 @@ def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoi
                 terms = model.loss(out, batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; no record written")
+                raise Diverged(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1} (lr {cfg.lr}); "
+                               f"no record written; {Diverged.advice}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -220,8 +233,12 @@ def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoi
         sched.step()
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
             probs = _predict_with(model, ema, data.test, device, cfg)
-            m = evaluate(probs, data.test.labels, data.class_names, data.test_class_names)
+            m = evaluate(probs, data.test.labels, data.class_names, data.test_class_names, getattr(model, "decision_rule", "argmax"))
             entry["test"] = {k: m[k] for k in ("accuracy", "macro_f1")}
+        bad = _first_non_finite(model, ema)
+        if bad is not None:
+            raise Diverged(f"the weights are not finite after epoch {epoch + 1} of {cfg.epochs} ({bad}, lr {cfg.lr}); "
+                           f"no record written; {Diverged.advice}")
         history.append(entry)
         log.info("epoch %d/%d  loss %.4f  %.1f s", epoch + 1, cfg.epochs, entry["loss"], entry["seconds"])
         if checkpoint is not None:

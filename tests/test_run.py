@@ -1,5 +1,6 @@
 """The training loop, run records and the run CLI, on the real folds of the phantom source."""
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from benchmarks.errors import UserError
 from benchmarks.profiles import PROFILES, get_profile
 from benchmarks.records import RUNS_ENV
 from benchmarks.run import make_spec, run_one
-from benchmarks.train import NonFiniteLoss, TrainConfig, augment, stratified_subset
+from benchmarks.train import Diverged, TrainConfig, augment, stratified_subset
 
 BASELINES = ["ce", "poisson", "nsb", "udm", "corf"]
 
@@ -129,11 +130,42 @@ def test_non_finite_loss_stops_without_a_record(phantom_env):
     methods.register("test_exploding")(Exploding)
     try:
         spec = make_spec("test_exploding", "LIDC-C", 0, profile="smoke")
-        with pytest.raises(NonFiniteLoss, match="non-finite loss"):
+        with pytest.raises(Diverged, match="non-finite loss"):
             run_one(spec, progress=False)
         assert not spec.path(".json").exists() and not spec.path(".pt").exists()
     finally:
         methods.REGISTRY.pop("test_exploding")
+
+
+def test_divergence_exits_2_without_a_record(phantom_env):
+    # lr = 1000 blows the weights up within two smoke epochs on LIDC-A; before the check
+    # such a run wrote a record of NaN predictions that a table showed in bold.
+    args = ["--method", "ce", "--dataset", "LIDC-A", "--fold", "0", "--profile", "smoke", "--set", "lr=1000", "--quiet"]
+    p = cli(*args)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [x for x in p.stderr.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "not finite" in lines[0] and "epoch" in lines[0] and "--set lr=" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    spec = make_spec("ce", "LIDC-A", 0, profile="smoke", sets=["lr=1000"])
+    assert not spec.path(".json").exists() and not spec.path(".pt").exists() and not spec.path(".ckpt").exists()
+
+
+def test_implementation_version_enters_the_key_and_old_records_are_not_reused(phantom_env, monkeypatch):
+    spec = make_spec("ce", "LIDC-C", 0, profile="smoke")
+    assert spec.method_version == 1
+    # Version 1 leaves the key as it was before versions existed (old records keep their names).
+    legacy = dataclasses.asdict(spec)
+    del legacy["method_version"]
+    assert spec.key == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    assert make_spec("udm", "LIDC-C", 0, profile="smoke").method_version >= 2
+    assert make_spec("clip_lung_ic", "LIDC-C", 0, profile="smoke").method_version == methods.REGISTRY["clip_lung"].version >= 2
+    # A record made by version 1 of a method whose maths has since changed is not reused.
+    old = run_one(spec, progress=False)
+    monkeypatch.setattr(methods.REGISTRY["ce"].cls, "version", 2, raising=False)
+    bumped = make_spec("ce", "LIDC-C", 0, profile="smoke")
+    assert bumped.key != spec.key and not bumped.path(".json").exists()
+    new = run_one(bumped, progress=False)
+    assert new["method_version"] == 2 and old["method_version"] == 1 and bumped.path(".json").exists()
 
 
 def test_specs_differ_by_config_and_are_stable():
