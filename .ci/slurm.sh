@@ -2,7 +2,8 @@
 # A single-node Slurm cluster with real accounting (slurmdbd + MariaDB), private to one folder.
 #   bash .ci/slurm.sh start DIR   -> writes DIR/env (source it: exports SLURM_CONF)
 #   bash .ci/slurm.sh stop DIR    -> stops every daemon by its pid file
-# Runs as root without systemd or cgroups (see ../shared/notes/environment.md).
+# Runs as root without systemd or cgroups: no munge (auth/none, cred/none), process tracking by
+# /proc (proctrack/linuxproc), no task plugin; every daemon writes a pid file and stops by it.
 set -euo pipefail
 cmd=$1
 D=$(realpath -m "$2")

@@ -73,7 +73,7 @@ def test_protocol_hash_depends_on_rule():
 
 
 def test_min_readers_counts_match_environment_notes():
-    # Counts measured when the index was built (../shared/notes/environment.md).
+    # Counts measured when the index was built (README, "Nodules, labels, protocols").
     for r, n in [(1, 2651), (2, 1880), (3, 1392), (4, 911)]:
         t = labelled_folds(r)
         assert len(t) == n
