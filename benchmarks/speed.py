@@ -9,11 +9,11 @@ affects every method alike.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
+from benchmarks.cli import ArgumentParser, int_in
 from benchmarks.errors import UserError, cli_main
 
 
@@ -142,10 +142,10 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
 def main(argv=None):
     import methods  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m benchmarks.speed", description=__doc__)
     ap.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-size", type=int_in(1, 4096), default=32)
+    ap.add_argument("--rounds", type=int_in(1, 1000), default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--text-encoder", default="clip-vit-b16-random",
                     help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")

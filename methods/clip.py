@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
 from clip_lung.losses import image_class_loss
+from clip_lung.text import ENCODERS
 from methods.encoder import FEATURE_DIM
 from methods.registry import register
 from methods.text_guided import TextGuided
@@ -25,7 +27,10 @@ from methods.text_guided import TextGuided
 @register("clip")
 class CLIPBaseline(TextGuided):
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"init_temperature": "[0.01, inf)"}
+        CHOICES = {"text_encoder": ENCODERS}
+
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"
         init_temperature: float = 0.07

@@ -46,15 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
 from clip_lung.losses import attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
 from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, mlp
+from clip_lung.text import ENCODERS
 from methods.encoder import FEATURE_DIM
-from methods.registry import check_choice, register
+from methods.registry import register
 from methods.text_guided import TextGuided
-
-
-GROUP_REDUCTIONS = ("sum", "mean")
-CA_CLASSES = ("all", "own")
 
 
 @register("clip_lung")
@@ -64,7 +62,10 @@ class CLIPLung(TextGuided):
     version = 2
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"n_ctx": "[1, 32]", "alpha": "[0, inf)", "beta": "[0, inf)", "init_temperature": "[0.01, inf)"}
+        CHOICES = {"text_encoder": ENCODERS, "group_reduction": ("sum", "mean"), "ca_classes": ("all", "own")}
+
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"
         n_ctx: int = 4  # T, context tokens = channel groups
@@ -76,10 +77,6 @@ class CLIPLung(TextGuided):
         init_temperature: float = 0.07
         group_reduction: str = "sum"  # over the T groups in Eqs. 2-3: "sum" (printed) or "mean"
         ca_classes: str = "all"  # class features in Eq. 4: "all" K (printed) or the sample's "own"
-
-        def __post_init__(self):
-            check_choice("group_reduction", self.group_reduction, GROUP_REDUCTIONS)
-            check_choice("ca_classes", self.ca_classes, CA_CLASSES)
 
     def __init__(self, cfg: Config, info):
         super().__init__(cfg, info)

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
 from clip_lung.losses import image_class_loss
 from clip_lung.prompts import ClassPrompts, mlp
+from clip_lung.text import ENCODERS
 from methods.encoder import FEATURE_DIM
 from methods.registry import register
 from methods.text_guided import TextGuided
@@ -33,7 +35,10 @@ from methods.text_guided import TextGuided
 @register("cocoop")
 class CoCoOp(TextGuided):
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"n_ctx": "[1, 32]", "init_temperature": "[0.01, inf)"}
+        CHOICES = {"text_encoder": ENCODERS}
+
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"
         n_ctx: int = 4

@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
+from benchmarks.errors import UserError
 from methods.encoder import FEATURE_DIM, ImageEncoder
-from methods.registry import check_choice, register
+from methods.registry import register
 
 
 def cumulative_to_probs(c: torch.Tensor) -> torch.Tensor:
@@ -67,21 +69,24 @@ class OrdinalRegressionForest(nn.Module):
     version = 2  # 2: counting decision by default; 1: argmax of p
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"trees": "[1, 1024]", "depth": "[1, 12]", "units": "[1, inf)"}
+        CHOICES = {"decision": tuple(DECISIONS)}
+
         trees: int = 5
         depth: int = 5
         units: int = 256
         decision: str = "count"  # "count" of c_k > 0.5 (= median of p) or "argmax" of p
 
         def __post_init__(self):
-            check_choice("decision", self.decision, tuple(DECISIONS))
+            super().__post_init__()
+            if self.units < 2**self.depth - 1:
+                raise UserError(f"units={self.units} is out of range: corf needs units >= 2^depth - 1 = {2**self.depth - 1}")
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
         n_split = 2**cfg.depth - 1
-        if cfg.units < n_split:
-            raise ValueError(f"corf needs units >= 2^depth - 1 = {n_split}")
         self.encoder = ImageEncoder(info.in_channels)
         self.split_units = nn.Linear(FEATURE_DIM, cfg.units)
         # Each tree's fixed random subset of split units (drawn from the run's seeded RNG).

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
 from methods.encoder import FEATURE_DIM, ImageEncoder
-from methods.registry import check_choice, register
+from methods.registry import register
 
 
 @register("poisson")
@@ -37,12 +38,12 @@ class Poisson(nn.Module):
     version = 2  # 2: classes counted from 1 by default (the authors' code); 1: from 0
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"init_temperature": "(0.001, inf)"}  # tau = softplus(t) + 1e-3
+        CHOICES = {"first_class": (0, 1)}
+
         init_temperature: float = 1.0
         first_class: int = 1  # the count of the first class: 1 (authors' code) or 0
-
-        def __post_init__(self):
-            check_choice("first_class", self.first_class, (0, 1))
 
     def __init__(self, cfg: Config, info):
         super().__init__()

@@ -69,12 +69,6 @@ def register(name: str, config=None):
     return deco
 
 
-def check_choice(field: str, value, choices) -> None:
-    """A config field that takes one of a few words: one clear line otherwise."""
-    if value not in choices:
-        raise UserError(f"--set {field}={value!r}: choose one of {', '.join(map(repr, choices))}")
-
-
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
         raise UserError(f"unknown method {name!r}; known methods: {', '.join(sorted(REGISTRY))}")

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.config import Checked
 from methods.encoder import FEATURE_DIM, ImageEncoder
 from methods.registry import register
 
@@ -77,7 +78,9 @@ class UnsureDataModel(nn.Module):
     version = 2
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
+        RANGES = {"conservative_margin": "[0, inf)", "aggressive_margin": "[0, inf)"}
+
         conservative_margin: float = 0.5
         aggressive_margin: float = 0.5
         class_balanced: bool = True

@@ -1,0 +1,44 @@
+"""What every command line of the suite shares: a parser whose mistakes are one line, and range-checked numbers.
+
+A bad flag (unknown option, missing value, a number out of range) ends like every
+other user error: ``error: ...`` on one line and exit status 2, not argparse's
+usage dump. ``int_in(lo, hi)`` is an argparse ``type`` that says the valid range.
+"""
+from __future__ import annotations
+
+import argparse
+
+from benchmarks.errors import UserError
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (a UserError, turned into exit status 2 by ``cli_main``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written (module docstrings)."""
+
+
+def int_in(lo: int, hi: int | None = None):
+    """argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is out of range: valid [{lo}, {hi if hi is not None else 'inf'}]")
+        return v
+
+    parse.__name__ = "int"
+    return parse
