@@ -21,7 +21,6 @@ See benchmarks/interpret.py for the Grad-CAM target and the localisation score.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -30,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import interpret as ip
+from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
 from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
-from benchmarks.io import atomic_write_bytes, atomic_write_text
+from benchmarks.io import atomic_write_bytes, atomic_write_text, writable_dir
 from benchmarks.records import check_one_setting
 
 log = logging.getLogger("benchmarks.figures")
@@ -426,12 +426,12 @@ def _folds(text: str) -> list[int]:
     return folds
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m benchmarks.figures", description=__doc__)
     sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods (default: clip cocoop clip_lung)")
-    common.add_argument("--seed", type=int, default=0, help="the runs' seed (default 0)")
+    common.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="the runs' seed (default 0)")
     common.add_argument("--source", help="pick records of this source (phantom, lidc)")
     common.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
     common.add_argument("--text-encoder", help="pick records of this text encoder")
@@ -440,10 +440,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     common.add_argument("--out", default="results/figures", help="folder of the figures (default results/figures)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    one = argparse.ArgumentParser(add_help=False)
+    one = ArgumentParser(add_help=False)
     one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
-    one.add_argument("--fold", type=int, default=0, help="test fold 0-4 (default 0)")
-    layer = argparse.ArgumentParser(add_help=False)
+    one.add_argument("--fold", type=int_in(0, 4), default=0, help="test fold 0-4 (default 0)")
+    layer = ArgumentParser(add_help=False)
     layer.add_argument("--layer", default=ip.DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(ip.LAYERS)} "
                        f"(default {ip.DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
     sub.add_parser("tsne", parents=[common, one], help="t-SNE of test-fold image features",
@@ -453,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Grad-CAM for the predicted class, over the nodule's central axial slice with the readers' "
                                    "consensus contour. Rows are picked by rule: the hardest nodules every method gets right "
                                    "(smallest mean margin p(true) - max p(other)), then the most confidently wrong ones.")
-    g.add_argument("--nodules", type=int, default=4, help="number of rows (default 4)")
+    g.add_argument("--nodules", type=int_in(1, 64), default=4, help="number of rows (default 4)")
     g.add_argument("--ids", nargs="+", help="show these test nodules instead of the rule's")
     loc = sub.add_parser("localisation", parents=[common, layer], help="localisation score table",
                          description="Share of Grad-CAM mass inside the readers' consensus footprint, per method and fold, "
@@ -489,7 +489,7 @@ def main(argv=None):
         args.runs = Path(args.runs)
         if not args.runs.is_dir():
             raise UserError(f"--runs {args.runs} is not a folder")
-    args.out = Path(args.out)
+    args.out = writable_dir(args.out, "figures folder", "pick another with --out")
     args.setting = ip.Setting(args.source, args.profile, args.text_encoder, args.min_readers, args.seed)
     paths = {"tsne": cmd_tsne, "gradcam": cmd_gradcam, "localisation": cmd_localisation, "curves": cmd_curves}[args.command](args)
     if paths:

@@ -1,10 +1,12 @@
-"""Atomic file writes (a reader never sees a half-written file) and file hashes."""
+"""Atomic file writes (a reader never sees a half-written file), writable folders, file hashes."""
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from benchmarks.errors import UserError
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -16,11 +18,39 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then ``os.replace``."""
+def writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
+    """Make the folder ``path`` if needed and check that a file can be written in it.
+
+    Checked before any work starts, so a read-only folder, a file in its place or
+    a missing parent under a file ends in one line (``what`` names the folder,
+    ``hint`` how to pick another: its environment variable or flag), not in a
+    traceback after an epoch of training.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except FileExistsError:
+        raise UserError(f"cannot write to the {what} {path}: a file is in its place; {hint}") from None
+    except OSError as e:
+        raise UserError(f"cannot write to the {what} {path}: {e.strerror or e}; {hint}") from None
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then ``os.replace``.
+
+    A failure to write (a folder turned read-only, a full disk) is a UserError
+    naming the file; whatever the path held before is left as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
@@ -28,6 +58,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -94,12 +94,34 @@ def write_record(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True))
 
 
+# What tables, figures and reuse read from a record: one without them is damaged.
+REQUIRED = {"method": str, "dataset": str, "fold": int, "seed": int, "source": str, "profile": str,
+            "config_hash": str, "config": dict, "metrics": dict, "predictions": list}
+
+
+class DamagedRecord(ValueError):
+    """A record file that is not a complete record (truncated, binary, not an object, fields missing)."""
+
+
 def read_record(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """The record at ``path``; a :class:`DamagedRecord` when it is not a complete one."""
+    try:
+        rec = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DamagedRecord(f"not valid JSON ({type(e).__name__})") from None
+    if not isinstance(rec, dict):
+        raise DamagedRecord(f"a JSON {type(rec).__name__}, not an object")
+    missing = [k for k, t in REQUIRED.items() if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool)]
+    if missing:
+        raise DamagedRecord(f"missing or malformed fields: {', '.join(missing)}")
+    if not isinstance(rec["metrics"].get("accuracy"), (int, float)):
+        raise DamagedRecord("no accuracy in its metrics")
+    return rec
 
 
 def read_records(root: Path | None = None) -> list[dict]:
-    """Every record under the runs folder (unparseable files are skipped with a warning)."""
+    """Every record under the runs folder; damaged or unreadable files are skipped with a
+    warning that names them."""
     import logging  # noqa: PLC0415
 
     out = []
@@ -107,7 +129,7 @@ def read_records(root: Path | None = None) -> list[dict]:
         try:
             rec = read_record(p)
         except (OSError, ValueError) as e:
-            logging.getLogger(__name__).warning("skipping unreadable record %s (%s)", p, e)
+            logging.getLogger(__name__).warning("skipping %s: not a usable record (%s)", p, e)
             continue
         rec["_path"] = str(p)
         out.append(rec)

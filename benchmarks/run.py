@@ -9,7 +9,6 @@ run resumes from its last epoch checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -19,14 +18,15 @@ import time
 
 import numpy as np
 
+from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
 from benchmarks.config import apply_overrides, field_types
 from benchmarks.data.cache import check_source
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, N_FOLDS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError, cli_main
-from benchmarks.io import atomic_write_bytes
+from benchmarks.io import atomic_write_bytes, writable_dir
 from benchmarks.metrics import evaluate, summarize
 from benchmarks.profiles import PROFILES, get_profile
-from benchmarks.records import SCHEMA, RunSpec, git_commit, package_versions, read_record, write_record
+from benchmarks.records import RUNS_ENV, SCHEMA, RunSpec, git_commit, package_versions, read_record, runs_dir, write_record
 
 log = logging.getLogger("benchmarks.run")
 
@@ -66,8 +66,14 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
 
     path = spec.path(".json")
     if path.exists() and not force:
-        log.info("record exists, reused: %s", path)
-        return read_record(path)
+        try:
+            rec = read_record(path)
+            log.info("record exists, reused: %s", path)
+            return rec
+        except (OSError, ValueError) as e:  # damaged: keep it for inspection, compute the run again
+            bad = path.with_name(path.name + ".bad")
+            path.replace(bad)
+            log.warning("the record %s is damaged (%s); moved it to %s and running again", path, e, bad)
     dev = resolve_device(device)
     data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
     m = methods.get_method(spec.method)
@@ -184,12 +190,12 @@ def _list_methods() -> None:
             print(f"{'':18s} version {m.version}; --set {opts}" if opts else f"{'':18s} version {m.version}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--method", help="a registered method (see --list)")
     ap.add_argument("--dataset", help=f"one of {', '.join(PROTOCOLS)}")
     ap.add_argument("--fold", default="all", help="0-4 or all (default: all five, then mean ± std)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int_in(0, SEED_MAX), default=0)
     ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)} (default paper)")
     ap.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (prepared DICOM crops)")
     ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS)
@@ -221,6 +227,7 @@ def main(argv=None):
         raise UserError("--method and --dataset are required (or --list)")
     folds = _folds(args.fold)
     specs = [make_spec(args.method, args.dataset, f, args.seed, args.profile, args.source, args.min_readers, args.set) for f in folds]
+    writable_dir(runs_dir(), "runs folder", f"set ${RUNS_ENV} to a writable folder")
     records, paths = [], []
     for spec in specs:
         log.info("%s on %s fold %d (%s, %s)", spec.method, spec.dataset, spec.fold, spec.profile, spec.source)

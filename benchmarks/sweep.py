@@ -18,7 +18,6 @@ under ``results/sweeps/<id>/``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -29,10 +28,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import TABLES, cells
-from benchmarks.io import atomic_write_text
-from benchmarks.records import RunSpec, runs_dir
+from benchmarks.io import atomic_write_text, writable_dir
+from benchmarks.records import RunSpec, read_record, runs_dir
 
 EXECUTORS = ("slurm", "local", "debug")
 N_FOLDS = 5
@@ -45,11 +45,18 @@ def sweeps_dir() -> Path:
 def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2, sets=None,
            folds=None, methods=None) -> list[RunSpec]:
     """Every run of the tables, each once (``folds`` / ``methods`` restrict it, for pilots and tests)."""
+    import methods as registry  # noqa: PLC0415
     from benchmarks.run import make_spec  # noqa: PLC0415
 
     for t in tables:
         if t not in TABLES:
             raise UserError(f"unknown table {t}; choose from {', '.join(map(str, TABLES))}")
+    in_tables = {m for m, _ in cells(tables)}
+    for m in methods or []:
+        registry.get_method(m)  # an unknown name: one line listing the known ones
+        if m not in in_tables:
+            raise UserError(f"--methods {m}: not a method of table(s) {' '.join(map(str, tables))}; "
+                            f"their methods: {', '.join(sorted(in_tables))}")
     specs, seen = [], set()
     for method, dataset in cells(tables):
         if methods and method not in methods:
@@ -154,8 +161,17 @@ def make_executor(args, folder: Path):
     return ex
 
 
+def _has_record(path: Path) -> bool:
+    """A complete record at ``path`` (a damaged one counts as absent: its run is redone)."""
+    try:
+        read_record(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def _todo(specs: list[RunSpec], runs_root: Path) -> tuple[list[RunSpec], int]:
-    todo = [s for s in specs if not s.path(".json", runs_root).exists()]
+    todo = [s for s in specs if not _has_record(s.path(".json", runs_root))]
     return todo, len(specs) - len(todo)
 
 
@@ -266,25 +282,25 @@ def status(tables=(1, 2, 3)) -> dict:
 
 
 def _parser():
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="submit the runs of the tables that have no record yet")
     r.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3])
     r.add_argument("--executor", default="slurm", help="slurm (default), local or debug")
     r.add_argument("--profile", default="paper")
     r.add_argument("--source", default="phantom")
-    r.add_argument("--seeds", nargs="+", type=int, default=[0])
-    r.add_argument("--folds", nargs="+", type=int, default=None, help="only these folds (default: all five)")
+    r.add_argument("--seeds", nargs="+", type=int_in(0, SEED_MAX), default=[0])
+    r.add_argument("--folds", nargs="+", type=int_in(0, 4), default=None, help="only these folds (default: all five)")
     r.add_argument("--methods", nargs="+", default=None, help="only these methods of the tables")
     r.add_argument("--min-readers", type=int, default=2)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     r.add_argument("--device", default="auto")
     r.add_argument("--partition")
-    r.add_argument("--gpus-per-node", type=int, default=0)
-    r.add_argument("--cpus-per-task", type=int, default=4)
-    r.add_argument("--mem-gb", type=int, default=16)
-    r.add_argument("--timeout-min", type=int, default=240)
-    r.add_argument("--array-parallelism", type=int, default=64)
+    r.add_argument("--gpus-per-node", type=int_in(0, 64), default=0)
+    r.add_argument("--cpus-per-task", type=int_in(1, 4096), default=4)
+    r.add_argument("--mem-gb", type=int_in(1, 10**6), default=16)
+    r.add_argument("--timeout-min", type=int_in(1, 10**6), default=240)
+    r.add_argument("--array-parallelism", type=int_in(1, 10**6), default=64)
     r.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. account=abc")
     r.add_argument("--dry-run", action="store_true", help="print the matrix, submit nothing")
     r.add_argument("--json", action="store_true")
@@ -329,6 +345,8 @@ def main(argv=None):
     if not todo:
         print(f"nothing to run: all {len(specs)} runs have records")
         return
+    writable_dir(runs_root, "runs folder", "set $CLIPLUNG_RUNS to a writable folder")
+    writable_dir(sweeps_dir(), "sweeps folder", "set $CLIPLUNG_SWEEPS to a writable folder")
     sub_ = submit(todo, args, runs_root)
     man, jobs = sub_["manifest"], sub_["jobs"]
     ids = sorted({j.job_id.split("_")[0] for j in jobs})

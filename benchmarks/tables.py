@@ -18,7 +18,6 @@ and lists them, unless ``--source``, ``--profile``, ``--text-encoder`` or
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import defaultdict
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import ArgumentParser
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import ABLATION_LOSSES, DISPLAY, TABLES, cells
-from benchmarks.io import atomic_write_text
-from benchmarks.records import check_one_setting, filter_setting, read_records, runs_dir
+from benchmarks.io import atomic_write_text, writable_dir
+from benchmarks.records import RUNS_ENV, check_one_setting, filter_setting, read_records, runs_dir
 
 PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "clip_lung_miccai2023.json"
 N_FOLDS = 5
@@ -40,13 +40,13 @@ def _setting(rec: dict) -> tuple:
     return (rec["source"], rec["profile"], rec.get("text_encoder"), rec.get("min_readers"))
 
 
-def select(records: list[dict], tables, source=None, profile=None, text_encoder=None, min_readers=None) -> list[dict]:
+def select(records: list[dict], tables, source=None, profile=None, text_encoder=None, min_readers=None, runs: Path | None = None) -> list[dict]:
     """The records of the tables' cells in one setting; a UserError when the choice is ambiguous."""
     want = set(cells(tables))
     recs = [r for r in records if (r.get("method"), r.get("dataset")) in want]
     recs = filter_setting(recs, source, profile, text_encoder, min_readers)
     if not recs:
-        raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs_dir()} with these filters; "
+        raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
                         "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
     check_one_setting(recs)
     return recs
@@ -279,7 +279,7 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
 
 @cli_main
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.tables", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m benchmarks.tables", description=__doc__)
     ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
     ap.add_argument("--runs", default=None, help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
     ap.add_argument("--out", default="results/tables")
@@ -289,9 +289,13 @@ def main(argv=None):
     ap.add_argument("--min-readers", type=int)
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
     args = ap.parse_args(argv)
-    records = read_records(Path(args.runs) if args.runs else None)
-    recs = select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers)
-    paths = write_tables(args.tables, recs, Path(args.out), args.with_paper)
+    runs = Path(args.runs) if args.runs else runs_dir()
+    if not runs.is_dir():
+        raise UserError(f"no runs folder {runs}" + ("" if args.runs else f" (${RUNS_ENV})"))
+    out = writable_dir(args.out, "tables folder", "pick another with --out")
+    records = read_records(runs)
+    recs = select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+    paths = write_tables(args.tables, recs, out, args.with_paper)
     n_cells = len({(r["method"], r["dataset"]) for r in recs})
     print(f"{len(recs)} records in {n_cells} of {len(cells(args.tables))} cells -> " + ", ".join(str(p) for p in paths))
 

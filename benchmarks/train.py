@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.config import Checked
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes
 from benchmarks.metrics import evaluate
@@ -45,7 +46,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
+    RANGES = {"epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "momentum": "[0, 1)",
+              "weight_decay": "[0, inf)", "ema_decay": "[0, 1)", "train_limit": "[0, inf)", "eval_every": "[0, inf)",
+              "eval_batch_size": "[1, inf)"}
+
     epochs: int = 100
     batch_size: int = 32
     lr: float = 1e-3
@@ -120,6 +125,35 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
 
 
+CHECKPOINT_KEYS = ("tag", "epoch", "model", "opt", "sched", "ema", "history", "rng")
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    """The epoch checkpoint at ``path``, or None when there is none or it cannot be used.
+
+    Loaded with ``weights_only=True``: a checkpoint holds tensors and plain types
+    only, so nothing in the file can run code (a crafted pickle is refused, not
+    executed). A truncated, garbled or foreign file is moved aside to
+    ``<name>.bad`` with a warning, and the run starts again from epoch 0.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+            raise ValueError("not a checkpoint of this suite")
+        return state
+    except Exception as e:  # noqa: BLE001  truncated zip, refused pickle, wrong content: all mean "start again"
+        bad = path.with_name(path.name + ".bad")
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        try:
+            path.replace(bad)
+            log.warning("cannot use the checkpoint %s (%s); moved it to %s and starting from epoch 0", path, why, bad)
+        except OSError:
+            log.warning("cannot use the checkpoint %s (%s); starting from epoch 0", path, why)
+        return None
+
+
 def _ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for k, v in model.state_dict().items():
@@ -185,8 +219,8 @@ def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoi
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
     history: list[dict] = []
     start = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = load_checkpoint(checkpoint, device) if checkpoint is not None else None
+    if state is not None:
         if state.get("tag") == checkpoint_tag:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
