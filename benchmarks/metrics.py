@@ -24,15 +24,7 @@ index and Cohen's quadratic-weighted kappa.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    cohen_kappa_score,
-    confusion_matrix,
-    f1_score,
-    recall_score,
-    roc_auc_score,
-)
-
+from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
 RULES = ("argmax", "median")
 

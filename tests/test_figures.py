@@ -8,13 +8,7 @@ import pytest
 
 from benchmarks import figures
 from benchmarks.data.crop import crop, crop_mask
-from benchmarks.interpret import (
-    centre_map,
-    footprint,
-    localisation_score,
-    pick_nodules,
-    tsne_embed,
-)
+from benchmarks.interpret import centre_map, footprint, localisation_score, pick_nodules, tsne_embed
 
 METHODS = ("clip", "cocoop", "clip_lung")
 

@@ -1,17 +1,8 @@
 import numpy as np
 import pytest
 
-from benchmarks.data.protocols import (
-    CLASS_NAMES,
-    N_FOLDS,
-    PROTOCOLS,
-    class_of,
-    compute_folds,
-    fold_table,
-    labelled_folds,
-    protocol_hash,
-)
 from benchmarks.data.index import load_index
+from benchmarks.data.protocols import CLASS_NAMES, N_FOLDS, PROTOCOLS, class_of, compute_folds, fold_table, labelled_folds, protocol_hash
 
 
 @pytest.fixture(scope="module")
