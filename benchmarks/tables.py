@@ -1,7 +1,11 @@
 """python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
 
-Writes ``results/tables/table{1,2,3}.tex`` (booktabs) and ``.md``, plus
-``tables.json`` with every number. Each cell is the mean over the cell's
+Writes ``results/tables/table{1,2,3}.tex`` and ``.md``, plus ``tables.json`` with
+every number. The LaTeX needs the packages ``booktabs`` (rules), ``graphicx``
+(``\resizebox``) and ``amssymb`` (``\checkmark``): ``preamble.tex`` beside the
+tables loads them (``\input{preamble}`` in your document's preamble), and
+``tables.tex`` is a standalone document of all the tables written (``pdflatex
+tables.tex`` in that folder). Each cell is the mean over the cell's
 records (5 folds x seeds) with the sample standard deviation (ddof = 1);
 accuracy is shown as mean ± std, recall and F1 as means, as in the paper.
 The best mean of each column is bold; a cell with fewer than 5 folds is marked
@@ -258,6 +262,10 @@ def caption_for(t: int, recs: list[dict]) -> str:
             + " Paper: reported by Lei et al. (MICCAI 2023).")
 
 
+# What the generated LaTeX uses: rules, \resizebox, \checkmark.
+PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
+
+
 def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False) -> list[Path]:
     paper = json.loads(PAPER.read_text())
     data = build(records, tables)
@@ -270,6 +278,11 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
             p = out_dir / f"table{t}{suffix}"
             atomic_write_text(p, text)
             paths.append(p)
+    for name, text in (("preamble.tex", PREAMBLE),
+                       ("tables.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n"
+                        + "".join(f"\\input{{table{t}}}\n" for t in tables) + "\\end{document}\n")):
+        atomic_write_text(out_dir / name, text)
+        paths.append(out_dir / name)
     j = out_dir / "tables.json"
     atomic_write_text(j, json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(records[0]))),
                                      "tables": {str(t): data[t] for t in tables}}, indent=1, default=str))
