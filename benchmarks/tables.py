@@ -1,4 +1,4 @@
-"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
+r"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
 
 Writes ``results/tables/table{1,2,3}.tex`` and ``.md``, plus ``tables.json`` with
 every number. The LaTeX needs the packages ``booktabs`` (rules), ``graphicx``
