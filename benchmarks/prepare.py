@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import ArgumentParser, int_in
 from benchmarks.data import cache
 from benchmarks.data.index import ATTRIBUTES, INDEX_PATH, build_index, write_index
 from benchmarks.data.protocols import (
@@ -30,6 +30,7 @@ from benchmarks.data.protocols import (
     write_folds,
 )
 from benchmarks.errors import UserError, cli_main
+from benchmarks.io import writable_dir
 
 log = logging.getLogger("benchmarks.prepare")
 FIGURES = "results/figures"
@@ -179,11 +180,18 @@ def _crops(args) -> None:
         print(f"read {s['scans_read_now']} scans in {s['seconds']:.1f} s{rate} "
               f"({s['scans_done_before']} prepared before); cache holds {s['nodules_held']} of "
               f"{s['nodules_total']} nodules from {s['scans_held']} of {s['scans_total']} scans -> {s['folder']}")
+        if s["uneven_slice_scans"]:
+            shown = ", ".join(f"{u['scan_id']} ({u['max_departure_mm']:.2f} mm)" for u in s["uneven_slice_scans"])
+            print(f"unevenly spaced slices, cropped at their true z positions: scans {shown}")
         if s["skipped"]:
-            kinds = sorted({r["status"] for r in s["skipped"]})
-            pats = sorted({r["patient_id"] for r in s["skipped"]})
-            shown = ", ".join(pats[:20]) + (f", ... ({len(pats) - 20} more)" if len(pats) > 20 else "")
-            print(f"skipped {len(s['skipped'])} scans ({'/'.join(kinds)}) of {len(pats)} patients: {shown}")
+            # A partial download skips hundreds of scans as missing; the few
+            # unreadable ones (damaged files) are the ones to act on: every one
+            # is listed, with the file or folder to fetch again.
+            bad = [r for r in s["skipped"] if r["status"] != "missing"]
+            print(f"skipped {len(s['skipped'])} scans: {len(s['skipped']) - len(bad)} missing from the download, "
+                  f"{len(bad)} unreadable{':' if bad else ''}")
+            for r in bad:
+                print(f"  scan {r['scan_id']} ({r['patient_id']}) {r['why']}")
             print(f"  (every skipped scan and why: {s['folder']}/manifest.json; run again to retry them)")
         return
     folder = cache.cache_dir("phantom", phash)
@@ -195,22 +203,22 @@ def _crops(args) -> None:
         print(f"phantom cache is valid, reused: {folder}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules with at least this many readers (1-4, default 2)")
     p = sub.add_parser("index", help="re-cluster all scans into the committed nodule table and fold files")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int_in(1, 1024), default=None, help="processes (default: all cores)")
     p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom or lidc)")
     p.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (the DICOM download)")
     p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download (holds LIDC-IDRI-dddd/)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int_in(1, 1024), default=None, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="phantom: rebuild even if the cache is valid")
     p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("show", parents=[common], help="PNG grid of mid-slices")
-    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--per-class", type=int_in(1, 100), default=8)
     p.add_argument("--out", default=f"{FIGURES}/phantom_examples.png")
     p = sub.add_parser("reference", parents=[common], help="attribute-only logistic regression accuracy")
     p.add_argument("--json", action="store_true")
@@ -235,6 +243,7 @@ def main(argv=None):
         s = stats(args.min_readers)
         print(json.dumps(s, indent=1)) if args.json else _print_stats(s)
     elif args.cmd == "show":
+        writable_dir(Path(args.out).parent, "figures folder", "pick another file with --out")
         print(show(args.min_readers, args.per_class, args.out))
     elif args.cmd == "reference":
         r = reference(args.min_readers)

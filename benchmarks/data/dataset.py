@@ -9,15 +9,7 @@ import pandas as pd
 
 from benchmarks.data import cache
 from benchmarks.data.index import ATTRIBUTES
-from benchmarks.data.protocols import (
-    CLASS_NAMES,
-    DEFAULT_MIN_READERS,
-    check_fold,
-    fold_table,
-    get_protocol,
-    labelled_folds,
-    protocol_hash,
-)
+from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, check_fold, fold_table, get_protocol, labelled_folds, protocol_hash
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +71,8 @@ def load_fold(
 
     The phantom source builds its cache on first use (see ``benchmarks.data.cache``).
     The lidc source serves what ``prepare crops --source lidc`` prepared; nodules
-    whose scans were missing from the download are left out and counted in
-    ``FoldData.missing``.
+    whose scans were missing from the download or unreadable are left out and
+    counted in ``FoldData.missing`` (the warning tells the two apart).
     """
     p = get_protocol(protocol)
     check_fold(fold)
@@ -91,19 +83,21 @@ def load_fold(
     missing = {"train": 0, "test": 0}
     train_rows, test_rows = ft.train, ft.test
     if source == "lidc":
-        from benchmarks.data.lidc import lidc_volumes  # noqa: PLC0415
+        from benchmarks.data.lidc import describe_no_crop, lidc_volumes  # noqa: PLC0415
 
-        ids, vols, _ = lidc_volumes(table, phash)
+        ids, vols, man = lidc_volumes(table, phash)
         held = set(ids)
-        # Nodules of scans missing from the download have no crop: say so, per split.
+        # Nodules of scans missing from the download or unreadable have no crop:
+        # say so per split, and which scans to fetch again.
         train_rows = ft.train[ft.train["nodule_id"].isin(held)].reset_index(drop=True)
         test_rows = ft.test[ft.test["nodule_id"].isin(held)].reset_index(drop=True)
         missing = {"train": len(ft.train) - len(train_rows), "test": len(ft.test) - len(test_rows)}
         if missing["train"] or missing["test"]:
+            no_crop = {k: r[~r["nodule_id"].isin(held)] for k, r in (("train", ft.train), ("test", ft.test))}
             log.warning(
-                "%s fold %d, source lidc: %d of %d train and %d of %d test nodules have no CT crop "
-                "(their scans are missing from the download)",
+                "%s fold %d, source lidc: %d of %d train and %d of %d test nodules have no CT crop: %s",
                 p.name, ft.fold, missing["train"], len(ft.train), missing["test"], len(ft.test),
+                describe_no_crop(man, no_crop, cache.cache_dir("lidc", phash) / "manifest.json"),
             )
     else:
         ids, vols = cache.phantom_volumes(table, phash, progress=progress)
