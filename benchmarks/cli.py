@@ -42,3 +42,15 @@ def int_in(lo: int, hi: int | None = None):
 
     parse.__name__ = "int"
     return parse
+
+
+def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py|FOLDER",
+                        help="load methods/backbones from a plugin (repeatable; also $CLIPLUNG_PLUGINS)")
+
+
+def load_plugins(args) -> list[dict]:
+    """Load the ``--plugin`` (and ``$CLIPLUNG_PLUGINS``) plugins of a parsed command line."""
+    from benchmarks.plugins import load_all  # noqa: PLC0415
+
+    return load_all(getattr(args, "plugin", []) or [])

@@ -45,27 +45,42 @@ class RunSpec:
     train_config: dict
     protocol_hash: str
     method_version: int = 1  # the method's implementation version (``version`` on its class)
+    plugin: str | None = None  # "name@version" or "name#sha256" of the plugin the method comes from
 
     @property
     def key(self) -> str:
-        d = asdict(self)
-        if d["method_version"] == 1:
-            # Version 1 is what every record was before versions existed: leaving it out
-            # keeps those records' keys (and file names) valid.
-            del d["method_version"]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(_keyed(asdict(self)), sort_keys=True).encode()).hexdigest()
 
     @property
     def config_hash(self) -> str:
         """Hash of the resolved configs alone (same for every fold and seed of a cell)."""
-        return hashlib.sha256(json.dumps([self.method, self.method_config, self.train_config], sort_keys=True).encode()).hexdigest()
+        d = _keyed(asdict(self))
+        return hashlib.sha256(json.dumps([self.method, d["method_config"], self.train_config], sort_keys=True).encode()).hexdigest()
+
+    @property
+    def backbone(self) -> str:
+        return self.method_config.get("backbone", DEFAULT_BACKBONE)
 
     @property
     def stem(self) -> str:
-        return f"{self.method}_{self.dataset}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}_{self.key[:12]}"
+        bb = "" if self.backbone == DEFAULT_BACKBONE else f"_{self.backbone}"
+        return f"{self.method}_{self.dataset}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}{bb}_{self.key[:12]}"
 
     def path(self, suffix: str = ".json", root: Path | None = None) -> Path:
         return (root or runs_dir()) / f"{self.stem}{suffix}"
+
+
+# Fields added after the first records were written, at the value every earlier record
+# had: left out of the key and config hash, so those records keep their keys and names.
+DEFAULT_BACKBONE = "resnet18_2d"
+_LEGACY = {"method_version": 1, "plugin": None}
+_LEGACY_METHOD = {"backbone": DEFAULT_BACKBONE}
+
+
+def _keyed(d: dict) -> dict:
+    d = {k: v for k, v in d.items() if not (k in _LEGACY and v == _LEGACY[k])}
+    d["method_config"] = {k: v for k, v in d["method_config"].items() if not (k in _LEGACY_METHOD and v == _LEGACY_METHOD[k])}
+    return d
 
 
 def git_commit() -> dict:
@@ -188,16 +203,22 @@ def check_one_setting(recs: list[dict]) -> None:
                         + f"; pick one with {', '.join(mixed)}")
     by_cell = defaultdict(dict)
     for r in recs:
-        by_cell[(r["method"], r["dataset"])].setdefault(r["config_hash"] + str(r.get("protocol_hash")) + str(r.get("method_version", 1)), r)
-    for (m, d), variants in by_cell.items():
+        by_cell[(r["method"], r["dataset"], backbone_of(r))].setdefault(r["config_hash"] + str(r.get("protocol_hash")) + str(r.get("method_version", 1)), r)
+    for (m, d, _), variants in by_cell.items():
         if len(variants) > 1:
             raise UserError(f"the records of {m} on {d} differ in {describe_difference(list(variants.values()))}: "
                             "a cell averages one configuration over folds and seeds only; "
                             "move the records you do not want out of the runs folder")
 
 
+def backbone_of(rec: dict) -> str:
+    """The image encoder of a record (records from before backbones had the paper's)."""
+    return rec.get("backbone") or rec.get("config", {}).get("method", {}).get("backbone", DEFAULT_BACKBONE)
+
+
 def _flat_config(rec: dict) -> dict:
     out = {f"{part}.{k}": v for part, cfg in rec.get("config", {}).items() for k, v in cfg.items()}
+    out.setdefault("method.backbone", DEFAULT_BACKBONE)
     out["protocol_hash"] = rec.get("protocol_hash")
     out["method_version"] = rec.get("method_version", 1)
     return out

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins
 from benchmarks.config import apply_overrides, field_types
 from benchmarks.data.cache import check_source
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, N_FOLDS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
@@ -47,12 +47,25 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
     if own:
         mcfg = dataclasses.replace(mcfg, **own)
     cfgs = apply_overrides({"train": prof.train, "method": mcfg}, sets or [])
+    if hasattr(cfgs["method"], "backbone"):
+        from methods.backbones import BACKBONES  # noqa: PLC0415
+
+        if cfgs["method"].backbone not in BACKBONES:
+            raise UserError(f"--set backbone={cfgs['method'].backbone!r}: unknown backbone; known: {', '.join(sorted(BACKBONES))}")
     return RunSpec(
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
         train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
-        method_version=m.version,
+        method_version=m.version, plugin=plugin_id(m.origin),
     )
+
+
+def plugin_id(origin: dict | None) -> str | None:
+    """The identity of a plugin that enters the run key: "name@version" or "name#sha256[:16]"."""
+    if not origin:
+        return None
+    name = origin.get("distribution") or origin["plugin"]
+    return f"{name}@{origin['version']}" if origin.get("version") else f"{name}#{origin.get('sha256', '')[:16]}"
 
 
 def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True, keep_weights: bool = True) -> dict:
@@ -74,9 +87,12 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
             bad = path.with_name(path.name + ".bad")
             path.replace(bad)
             log.warning("the record %s is damaged (%s); moved it to %s and running again", path, e, bad)
+    m = methods.get_method(spec.method)
+    if plugin_id(m.origin) != spec.plugin:  # a sweep task whose plugin changed since it was submitted
+        raise UserError(f"{spec.method}: the plugin loaded here is {plugin_id(m.origin)}, the run was made for {spec.plugin}; "
+                        "submit it again")
     dev = resolve_device(device)
     data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
-    m = methods.get_method(spec.method)
     info = methods.DataInfo(
         num_classes=data.num_classes, class_names=data.class_names, attribute_names=data.attribute_names,
         class_counts=tuple(int((data.train.labels == k).sum()) for k in range(data.num_classes)),
@@ -111,6 +127,8 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
         "config": {"method": spec.method_config, "train": spec.train_config},
         "text_encoder": getattr(model, "text_encoder_name", None),
         "decision_rule": rule,
+        "backbone": spec.backbone,
+        "plugin_origin": m.origin,  # beside "plugin" (the identity in the key): where it was loaded from
         "data": {
             "class_names": list(data.class_names), "test_class_names": list(data.test_class_names),
             "n_train": len(data.train), "n_train_used": result["n_train_used"], "n_test": len(data.test),
@@ -205,6 +223,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--list", action="store_true", help="list the registered methods and variants")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_plugin_flag(ap)
     return ap
 
 
@@ -220,6 +239,7 @@ def _folds(text: str) -> list[int]:
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    load_plugins(args)
     if args.list:
         _list_methods()
         return

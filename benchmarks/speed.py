@@ -6,6 +6,10 @@ update) and one inference pass (eval mode, no gradient, forward + predict).
 Methods are timed in interleaved rounds (the order rotating each round) after
 a warm-up step, and the median over rounds is reported, so a noisy neighbour
 affects every method alike.
+
+``--backbones`` times the methods (default ``ce`` and ``clip_lung``) on each named
+image encoder (``all``: every registered one), as ``method@backbone``, with ratios
+to ``ce`` on the paper's backbone.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import statistics
 import time
 
-from benchmarks.cli import ArgumentParser, int_in
+from benchmarks.cli import ArgumentParser, add_plugin_flag, int_in, load_plugins
 from benchmarks.errors import UserError, cli_main
 
 
@@ -65,6 +69,9 @@ def time_text_encoder(name: str, n_prompts: int = 96, rounds: int = 3, device: s
 
 
 def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+    """Per name ("method" or "method@backbone"): median training-step and inference time."""
+    import dataclasses  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     import methods  # noqa: PLC0415
@@ -83,12 +90,9 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
     models, opts = {}, {}
     for n in names:
         torch.manual_seed(0)
-        m = methods.get_method(n)
-        cfg = m.config
-        if sets and n in sets:
-            import dataclasses  # noqa: PLC0415
-
-            cfg = dataclasses.replace(cfg, **sets[n])
+        method, _, backbone = n.partition("@")
+        m = methods.get_method(method)
+        cfg = dataclasses.replace(m.config, **(sets or {}).get(n, {}), **({"backbone": backbone} if backbone else {}))
         models[n] = m.cls(cfg, info).to(dev)
         opts[n] = torch.optim.SGD([p for p in models[n].parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
@@ -127,7 +131,7 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
             times[n]["train"].append(train_step(n))
             times[n]["infer"].append(infer(n))
     out = {"device": dev.type, "batch_size": batch_size, "rounds": rounds, "threads": torch.get_num_threads(), "methods": {}}
-    base = names[0] if "ce" not in names else "ce"
+    base = names[0]  # the caller puts ce first when it is timed
     t_ce = statistics.median(times[base]["train"])
     i_ce = statistics.median(times[base]["infer"])
     for n in names:
@@ -149,16 +153,27 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--text-encoder", default="clip-vit-b16-random",
                     help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")
+    ap.add_argument("--backbones", nargs="+", metavar="NAME", help="time the methods (default ce, clip_lung) on these backbones, or all")
     ap.add_argument("--json", action="store_true")
+    add_plugin_flag(ap)
     args = ap.parse_args(argv)
-    names = args.methods or sorted(methods.REGISTRY)
+    load_plugins(args)
+    from methods.backbones import BACKBONES, DEFAULT_BACKBONE  # noqa: PLC0415
+
+    names = args.methods or (["ce", "clip_lung"] if args.backbones else sorted(methods.REGISTRY))
     for n in names:
         methods.get_method(n)
-    if "ce" in names:
-        names = ["ce"] + [n for n in names if n != "ce"]
-    if args.rounds < 1 or args.batch_size < 1:
-        raise UserError("--rounds and --batch-size must be positive")
-    sets = {n: {"text_encoder": args.text_encoder} for n in names if hasattr(methods.get_method(n).config, "text_encoder")}
+    if args.backbones:
+        bbs = sorted(BACKBONES) if args.backbones == ["all"] else args.backbones
+        for b in bbs:
+            if b not in BACKBONES:
+                raise UserError(f"unknown backbone {b!r}; known backbones: {', '.join(sorted(BACKBONES))}")
+        bbs = [DEFAULT_BACKBONE] + [b for b in bbs if b != DEFAULT_BACKBONE]  # ratios to the paper's backbone
+        names = [f"{n}@{b}" for b in bbs for n in names]
+    first = "ce@" + DEFAULT_BACKBONE if args.backbones else "ce"
+    if first in names:
+        names = [first] + [n for n in names if n != first]
+    sets = {n: {"text_encoder": args.text_encoder} for n in names if hasattr(methods.get_method(n.partition("@")[0]).config, "text_encoder")}
     res = time_methods(names, args.batch_size, args.rounds, args.device, sets)
     res["text_encoder"] = args.text_encoder
     if sets:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
 
@@ -18,16 +18,16 @@ from methods.registry import register
 class CrossEntropy(nn.Module):
     @dataclass(frozen=True)
     class Config:
-        pass
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.head = nn.Linear(self.encoder.dim, info.num_classes)
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         return {"features": feat, "logits": self.head(feat)}  # logits (B, K)
 
     def loss(self, out: dict, batch: dict) -> dict:

@@ -19,7 +19,7 @@ from torch import nn
 from benchmarks.config import Checked
 from clip_lung.losses import image_class_loss
 from clip_lung.text import ENCODERS
-from methods.encoder import FEATURE_DIM
+from methods.backbones import DEFAULT_BACKBONE
 from methods.registry import register
 from methods.text_guided import TextGuided
 
@@ -34,14 +34,15 @@ class CLIPBaseline(TextGuided):
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"
         init_temperature: float = 0.07
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__(cfg, info)
         self.class_texts = tuple(f"a nodule image of {c}." for c in info.class_names)
-        self.proj = nn.Linear(FEATURE_DIM, self.text.encoder.dim)
+        self.proj = nn.Linear(self.encoder.dim, self.text.encoder.dim)
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         out = {"features": feat, "logits": self.head(feat)}
         if self.training:
             out["image_text"] = self.proj(feat)[:, None, :]  # (B, 1, d)

@@ -3,6 +3,8 @@
 Channel-wise conditional prompts (CCP, Sec. 2.3):
     layer4 (B, 512, 4, 4) -> 1x1 conv -> (B, T d/16, 4, 4) -> T channel groups,
     each flattened: F_t in R^d, F (B, T, d);
+    (on another backbone, its map (B, C, h, w) -> (B, T d/(h w), h, w): groups of
+    d/(h w) channels x h w positions, still F_t in R^d; r3d_18 gives 2 x 2);
     context network h (d -> d/16 -> width, one hidden layer, shared by the groups);
     prompt token t = l_t + h(F_t);  C_k = g([SOS] (l_t + h(F_t))_t {class_k} . [EOT])  (B, K, d).
 Attributes (Sec. 2.2): the paper's eight words (subtlety, internal structure,
@@ -47,10 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
+from benchmarks.errors import UserError
 from clip_lung.losses import attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
 from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, mlp
 from clip_lung.text import ENCODERS
-from methods.encoder import FEATURE_DIM
+from methods.backbones import DEFAULT_BACKBONE
 from methods.registry import register
 from methods.text_guided import TextGuided
 
@@ -77,28 +80,32 @@ class CLIPLung(TextGuided):
         init_temperature: float = 0.07
         group_reduction: str = "sum"  # over the T groups in Eqs. 2-3: "sum" (printed) or "mean"
         ca_classes: str = "all"  # class features in Eq. 4: "all" K (printed) or the sample's "own"
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__(cfg, info)
         d, width = self.text.encoder.dim, self.text.encoder.width
-        if d % 16:
-            raise ValueError(f"text feature size {d} must be a multiple of 16 (4x4 layer4 map)")
-        self.ccp = nn.Conv2d(FEATURE_DIM, cfg.n_ctx * d // 16, kernel_size=1)
+        self.map_hw = tuple(self.encoder.map_hw)
+        positions = self.map_hw[0] * self.map_hw[1]
+        if d % positions:
+            raise UserError(f"clip_lung: the text feature size {d} must be a multiple of the {cfg.backbone} map's "
+                            f"{positions} positions ({self.map_hw[0]} x {self.map_hw[1]})")
+        self.ccp = nn.Conv2d(self.encoder.dim, cfg.n_ctx * d // positions, kernel_size=1)
         self.context_net = mlp(d, d // 16, width)  # h
         self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
         if tuple(info.attribute_names) and len(info.attribute_names) != len(ATTRIBUTE_WORDS):
             raise ValueError(f"clip_lung expects the {len(ATTRIBUTE_WORDS)} attributes {ATTRIBUTE_WORDS}")
 
     def forward(self, batch: dict) -> dict:
-        fmap = self.encoder.feature_map(batch["image"])  # (B, 512, 4, 4)
-        feat = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)  # (B, 512)
+        fmap = self.encoder.feature_map(batch["image"])  # (B, C, h, w), (B, 512, 4, 4) by default
+        feat = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)  # (B, C)
         out = {"features": feat, "logits": self.head(feat)}
         if not self.training:
             return out  # inference: image encoder + linear head only
         b = fmap.shape[0]
-        # (B, T, d): T groups of d/16 channels x 16 positions. The 4x4 pooling is the
-        # identity on 32^3 crops and lets smaller test inputs through.
-        groups = self.ccp(F.adaptive_avg_pool2d(fmap, 4)).reshape(b, self.cfg.n_ctx, -1)
+        # (B, T, d): T groups of d/(h w) channels x h w positions. The pooling to the map's
+        # size on a 32^3 crop is the identity there and lets smaller test inputs through.
+        groups = self.ccp(F.adaptive_avg_pool2d(fmap, self.map_hw)).reshape(b, self.cfg.n_ctx, -1)
         out["groups"] = groups
         if self.cfg.use_ic or self.cfg.use_ca:
             out["class_text"] = self.prompts.features(self.context_net(groups))  # (B, K, d)

@@ -27,7 +27,7 @@ from benchmarks.config import Checked
 from clip_lung.losses import image_class_loss
 from clip_lung.prompts import ClassPrompts, mlp
 from clip_lung.text import ENCODERS
-from methods.encoder import FEATURE_DIM
+from methods.backbones import DEFAULT_BACKBONE
 from methods.registry import register
 from methods.text_guided import TextGuided
 
@@ -43,16 +43,17 @@ class CoCoOp(TextGuided):
         text_weights: str = "openai"
         n_ctx: int = 4
         init_temperature: float = 0.07
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__(cfg, info)
         d, width = self.text.encoder.dim, self.text.encoder.width
-        self.proj = nn.Linear(FEATURE_DIM, d)
+        self.proj = nn.Linear(self.encoder.dim, d)
         self.meta_net = mlp(d, d // 16, width)
         self.prompts = ClassPrompts(self.text, info.class_names, cfg.n_ctx)
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         out = {"features": feat, "logits": self.head(feat)}
         if self.training:
             z = self.proj(feat)  # (B, d)

@@ -39,7 +39,7 @@ from torch import nn
 
 from benchmarks.config import Checked
 from benchmarks.errors import UserError
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
 
@@ -77,6 +77,7 @@ class OrdinalRegressionForest(nn.Module):
         depth: int = 5
         units: int = 256
         decision: str = "count"  # "count" of c_k > 0.5 (= median of p) or "argmax" of p
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
         def __post_init__(self):
             super().__post_init__()
@@ -87,8 +88,8 @@ class OrdinalRegressionForest(nn.Module):
         super().__init__()
         self.cfg = cfg
         n_split = 2**cfg.depth - 1
-        self.encoder = ImageEncoder(info.in_channels)
-        self.split_units = nn.Linear(FEATURE_DIM, cfg.units)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.split_units = nn.Linear(self.encoder.dim, cfg.units)
         # Each tree's fixed random subset of split units (drawn from the run's seeded RNG).
         subsets = torch.stack([torch.randperm(cfg.units)[:n_split] for _ in range(cfg.trees)])
         self.register_buffer("subsets", subsets)  # (T, 2^D - 1)
@@ -104,7 +105,7 @@ class OrdinalRegressionForest(nn.Module):
         return torch.exp(torch.cumsum(F.logsigmoid(self.leaf_logits), dim=-1))
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         u = self.split_units(feat)  # (B, U)
         d = torch.sigmoid(u[:, self.subsets])  # (B, T, 2^D - 1)
         mu = routing(d, self.cfg.depth)  # (B, T, L)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
 
@@ -34,16 +34,16 @@ def stick_breaking_log_probs(g: torch.Tensor) -> torch.Tensor:
 class NeuronStickBreaking(nn.Module):
     @dataclass(frozen=True)
     class Config:
-        pass
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes - 1)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.head = nn.Linear(self.encoder.dim, info.num_classes - 1)
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         return {"features": feat, "log_probs": stick_breaking_log_probs(self.head(feat))}  # (B, K)
 
     def loss(self, out: dict, batch: dict) -> dict:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
 
@@ -44,12 +44,13 @@ class Poisson(nn.Module):
 
         init_temperature: float = 1.0
         first_class: int = 1  # the count of the first class: 1 (authors' code) or 0
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, 1)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.head = nn.Linear(self.encoder.dim, 1)
         k = torch.arange(info.num_classes, dtype=torch.float32) + cfg.first_class
         self.register_buffer("k", k)  # (K,) the class counts c
         self.register_buffer("log_k_factorial", torch.lgamma(k + 1))  # (K,)
@@ -61,7 +62,7 @@ class Poisson(nn.Module):
         return F.softplus(self.raw_tau) + 1e-3
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         lam = F.softplus(self.head(feat)) + 1e-4  # (B, 1)
         logits = self.k * torch.log(lam) - lam - self.log_k_factorial  # (B, K)
         return {"features": feat, "lambda": lam.squeeze(1), "logits": logits / self.tau()}

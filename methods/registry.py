@@ -11,15 +11,41 @@ A method is an ``nn.Module`` class with
                                    turn the probabilities into a class
 Optionally ``version`` (int, default 1): the implementation version, raised whenever
 the maths changes so that records of the old maths are never reused (it enters
-every run key). Register it with ``@register("name")``; a variant is another name over the same
-class with another config: ``register("name_variant", Config(...))(Class)``.
+every run key). The image encoder is ``methods.backbones.build_backbone(cfg.backbone)``
+(a ``backbone`` field in the Config, default "resnet18_2d", makes every backbone
+available). Register it with ``@register("name")``; a variant is another name over
+the same class with another config: ``register("name_variant", Config(...))(Class)``.
+
+Methods from outside the package come in as plugins (``benchmarks.plugins``): a
+method registered while a plugin is imported carries that plugin's name and
+version (or file hash) as its ``origin``, and :func:`check_interface` refuses
+one that breaks the interface above.
 """
 from __future__ import annotations
 
 import dataclasses
+import typing
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from benchmarks.errors import UserError
+
+_LOADING: list[dict] = []  # the plugin being imported (innermost last)
+
+
+def current_plugin() -> dict | None:
+    """{"plugin": name, "version" or "sha256": ...} of the plugin being imported, else None."""
+    return dict(_LOADING[-1]) if _LOADING else None
+
+
+@contextmanager
+def loading_plugin(origin: dict):
+    """Tag everything registered inside the block with ``origin``."""
+    _LOADING.append(origin)
+    try:
+        yield
+    finally:
+        _LOADING.pop()
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,7 @@ class Method:
     name: str
     cls: type
     config: object  # an instance of cls.Config
+    origin: dict | None = None  # the plugin that registered it (None: built in)
 
     @property
     def version(self) -> int:
@@ -63,10 +90,38 @@ def register(name: str, config=None):
             raise TypeError(f"config of {name!r} must be a {cls.__name__}.Config")
         if "_registered_as" not in cls.__dict__:
             cls._registered_as = name
-        REGISTRY[name] = Method(name, cls, cfg)
+        REGISTRY[name] = Method(name, cls, cfg, current_plugin())
         return cls
 
     return deco
+
+
+def check_interface(m: Method) -> str | None:
+    """What is wrong with method ``m`` against the interface above, or None."""
+    from torch import nn  # noqa: PLC0415
+
+    from benchmarks.train import TrainConfig  # noqa: PLC0415
+
+    if not (isinstance(m.cls, type) and issubclass(m.cls, nn.Module)):
+        return "it is not a torch.nn.Module class"
+    cfg_cls = getattr(m.cls, "Config", None)
+    if not (isinstance(cfg_cls, type) and dataclasses.is_dataclass(cfg_cls)):
+        return "its Config is not a dataclass"
+    if not cfg_cls.__dataclass_params__.frozen:
+        return "its Config dataclass is not frozen (@dataclass(frozen=True))"
+    if m.cls.forward is nn.Module.forward:
+        return "it has no forward() method"
+    for fn in ("loss", "predict"):
+        if not callable(getattr(m.cls, fn, None)):
+            return f"it has no {fn}() method"
+    try:
+        typing.get_type_hints(cfg_cls)
+    except Exception as e:  # noqa: BLE001  an annotation that cannot be resolved breaks --set
+        return f"its Config's type annotations cannot be resolved ({e})"
+    shadow = {f.name for f in dataclasses.fields(cfg_cls)} & {f.name for f in dataclasses.fields(TrainConfig)}
+    if shadow:
+        return f"its Config field(s) {', '.join(sorted(shadow))} shadow the training config's"
+    return None
 
 
 def get_method(name: str) -> Method:

@@ -5,7 +5,7 @@ the image encoder with the linear head that makes every prediction (inference
 never runs the text encoder), and the learnable temperature of the alignment
 losses. Subclasses add their projections and prompt learners after
 ``super().__init__`` and write ``forward`` and ``loss``; their Config needs
-``text_encoder``, ``text_weights`` and ``init_temperature``.
+``text_encoder``, ``text_weights``, ``init_temperature`` and ``backbone``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from clip_lung.losses import LearnableTemperature
 from clip_lung.prompts import TextBranch
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import build_backbone
 
 
 class TextGuided(nn.Module):
@@ -21,8 +21,8 @@ class TextGuided(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.text = TextBranch(cfg.text_encoder, cfg.text_weights)
-        self.encoder = ImageEncoder(info.in_channels)
-        self.head = nn.Linear(FEATURE_DIM, info.num_classes)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.head = nn.Linear(self.encoder.dim, info.num_classes)
         # No random draw: building it here keeps every subclass's initialisation as before.
         self.temperature = LearnableTemperature(cfg.init_temperature)
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
-from methods.encoder import FEATURE_DIM, ImageEncoder
+from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
 
@@ -84,13 +84,14 @@ class UnsureDataModel(nn.Module):
         conservative_margin: float = 0.5
         aggressive_margin: float = 0.5
         class_balanced: bool = True
+        backbone: str = DEFAULT_BACKBONE  # image encoder (methods/backbones.py)
 
     def __init__(self, cfg: Config, info):
         super().__init__()
         self.cfg = cfg
         k = info.num_classes
-        self.encoder = ImageEncoder(info.in_channels)
-        self.score = nn.Linear(FEATURE_DIM, 1)
+        self.encoder = build_backbone(cfg.backbone, info.in_channels)
+        self.score = nn.Linear(self.encoder.dim, 1)
         self.first_threshold = nn.Parameter(torch.tensor(-1.0 if k > 2 else 0.0))
         self.raw_gaps = nn.Parameter(torch.full((k - 2,), 0.5413))  # softplus -> 1.0 apart
         counts = torch.tensor(info.class_counts, dtype=torch.float32).clamp(min=1)
@@ -104,7 +105,7 @@ class UnsureDataModel(nn.Module):
         return torch.cat([self.first_threshold[None], self.first_threshold + torch.cumsum(gaps, 0)])
 
     def forward(self, batch: dict) -> dict:
-        feat = self.encoder(batch["image"])  # (B, 512)
+        feat = self.encoder(batch["image"])  # (B, C)
         return {"features": feat, "score": self.score(feat).squeeze(1)}  # score (B,)
 
     def loss(self, out: dict, batch: dict) -> dict:

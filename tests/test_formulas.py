@@ -66,6 +66,8 @@ class NoImageEncoder(torch.nn.Module):
     head chosen features (``stub_encoder``), and building 11M parameters some 40 times would be
     most of this file's run time. The text-guided methods keep the real encoder."""
 
+    dim = 512  # what the heads read
+
     def __init__(self, in_channels: int = 32):
         super().__init__()
 
@@ -76,7 +78,7 @@ class NoImageEncoder(torch.nn.Module):
 @pytest.fixture(autouse=True)
 def no_image_encoder(monkeypatch):
     for module in (ce, corf, nsb, poisson, udm):
-        monkeypatch.setattr(module, "ImageEncoder", NoImageEncoder)
+        monkeypatch.setattr(module, "build_backbone", lambda name, in_channels=32: NoImageEncoder(in_channels))
 
 
 def stub_encoder(model, feats: torch.Tensor) -> dict:

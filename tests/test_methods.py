@@ -10,7 +10,7 @@ import methods
 from benchmarks.errors import UserError
 from methods import REGISTRY, DataInfo
 from methods.corf import routing
-from methods.encoder import ImageEncoder
+from methods.backbones import BACKBONES, build_backbone
 from methods.registry import register
 
 ATTRS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture")
@@ -42,7 +42,7 @@ def batch(k, n=6, size=32, seed=0):
 
 
 def test_encoder_is_torchvision_resnet18_with_32_channel_stem():
-    enc = ImageEncoder()
+    enc = build_backbone("resnet18_2d")
     assert enc.net.conv1.in_channels == 32 and enc.net.conv1.kernel_size == (3, 3) and enc.net.conv1.stride == (1, 1)
     assert isinstance(enc.net.maxpool, torch.nn.Identity)
     assert [len(getattr(enc.net, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
@@ -59,7 +59,7 @@ def test_registry_rejects_duplicates_and_unknown_names():
 
 def test_every_method_module_is_imported_and_registers():
     here = Path(methods.__file__).parent
-    modules = {p.stem for p in here.glob("*.py")} - {"__init__", "registry", "encoder", "text_guided"}
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__", "registry", "backbones", "text_guided"}
     registered = {m.cls.__module__.split(".")[-1] for m in REGISTRY.values()}
     assert modules <= registered, f"method files not registered: {modules - registered}"
     assert {"ce", "poisson", "nsb", "udm", "corf", "clip", "cocoop", "clip_lung"} <= set(REGISTRY)
@@ -196,3 +196,42 @@ def test_corf_routing_and_probabilities_match_brute_force():
     want = np.stack([1 - c[:, 0], c[:, 0] - c[:, 1], c[:, 1]], 1)
     np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
     assert math.isclose(float(out["tree_cumulative"].mean(1).sub(out["cumulative"]).abs().max().detach()), 0.0, abs_tol=1e-7)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_backbones_give_their_map_and_pooled_feature(backbone):
+    torch.manual_seed(0)
+    enc = build_backbone(backbone)
+    x = torch.rand(2, 32, 32, 32)
+    fmap = enc.feature_map(x)
+    assert fmap.shape == (2, enc.dim, *enc.map_hw)
+    torch.testing.assert_close(enc(x), fmap.mean((2, 3)))
+
+
+def test_multi_view_backbone_sees_the_three_orientations():
+    # The same trunk on the axial, coronal and sagittal stacks: a cube and its transpose
+    # across two axes give the same features (the three views are permuted among themselves).
+    torch.manual_seed(0)
+    enc = build_backbone("mv3_resnet18").eval()
+    x = torch.rand(1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), enc(x.permute(0, 2, 3, 1)), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", sorted(set(BACKBONES) - {"resnet18_2d"}))
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_method_trains_on_every_backbone(name, backbone):
+    import dataclasses
+
+    torch.manual_seed(0)
+    m = REGISTRY[name]
+    cfg = dataclasses.replace(m.config, backbone=backbone, **({"text_encoder": "tiny-random"} if hasattr(m.config, "text_encoder") else {}))
+    model = m.cls(cfg, info(3))
+    b = batch(3, n=2)
+    terms = model.loss(model(b), b)
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"]) and all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        p = model.predict(model(b))
+    torch.testing.assert_close(p.sum(1), torch.ones(2), atol=1e-5, rtol=0)
