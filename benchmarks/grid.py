@@ -24,6 +24,11 @@ DISPLAY = {
 }
 
 
+# Beyond the paper: CE against CLIP-Lung on each image encoder (``tables --backbones``,
+# ``sweep run --backbones``). The paper reports one such pair: MV-DAR on LIDC-A.
+BACKBONE_TABLE = {"methods": ("ce", "clip_lung"), "datasets": ("LIDC-A", "LIDC-B", "LIDC-C")}
+
+
 def cells(tables) -> list[tuple[str, str]]:
     """(method, dataset) cells of the given tables, each once, in table order."""
     out: list[tuple[str, str]] = []

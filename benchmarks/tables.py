@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser
+from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins
 from benchmarks.errors import UserError, cli_main
-from benchmarks.grid import ABLATION_LOSSES, DISPLAY, TABLES, cells
+from benchmarks.grid import ABLATION_LOSSES, BACKBONE_TABLE, DISPLAY, TABLES, cells
+
+PAPER_METHODS = {m for t in TABLES.values() for m in t["methods"]}
 from benchmarks.io import atomic_write_text, writable_dir
-from benchmarks.records import RUNS_ENV, check_one_setting, filter_setting, read_records, runs_dir
+from benchmarks.records import DEFAULT_BACKBONE, RUNS_ENV, backbone_of, check_one_setting, filter_setting, read_records, runs_dir
 
 PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "clip_lung_miccai2023.json"
 N_FOLDS = 5
@@ -44,10 +46,19 @@ def _setting(rec: dict) -> tuple:
     return (rec["source"], rec["profile"], rec.get("text_encoder"), rec.get("min_readers"))
 
 
+def extra_method(method: str) -> bool:
+    """A method outside the paper's tables (a plugin's, or any other registered one): shown as
+    rows below the paper's in Tables 1-2."""
+    return method not in PAPER_METHODS
+
+
 def select(records: list[dict], tables, source=None, profile=None, text_encoder=None, min_readers=None, runs: Path | None = None) -> list[dict]:
-    """The records of the tables' cells in one setting; a UserError when the choice is ambiguous."""
+    """The records of the tables' cells (and of other methods on the datasets of Tables 1-2) in
+    one setting, on the paper's backbone; a UserError when the choice is ambiguous."""
     want = set(cells(tables))
-    recs = [r for r in records if (r.get("method"), r.get("dataset")) in want]
+    extra_ds = {ds for t in tables if t in (1, 2) for ds in TABLES[t]["datasets"]}
+    recs = [r for r in records if backbone_of(r) == DEFAULT_BACKBONE
+            and ((r.get("method"), r.get("dataset")) in want or (extra_method(r.get("method")) and r.get("dataset") in extra_ds))]
     recs = filter_setting(recs, source, profile, text_encoder, min_readers)
     if not recs:
         raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
@@ -89,16 +100,18 @@ def paired_difference(recs: list[dict], ref: list[dict]) -> dict | None:
 
 
 def build(records: list[dict], tables) -> dict:
-    """Every number of the requested tables: {table: {dataset: {method: stats}}}."""
+    """Every number of the requested tables: {table: {dataset: {method: stats}}}, the paper's
+    methods first, then (Tables 1-2) the other methods found in the records, by name."""
     by_cell = defaultdict(list)
     for r in records:
         by_cell[(r["method"], r["dataset"])].append(r)
     out = {}
     for t in tables:
         out[t] = {}
+        extras = sorted({m for m, ds in by_cell if extra_method(m) and ds in TABLES[t]["datasets"]}) if t in (1, 2) else []
         for ds in TABLES[t]["datasets"]:
             out[t][ds] = {}
-            for m in TABLES[t]["methods"]:
+            for m in (*TABLES[t]["methods"], *extras):
                 recs = by_cell.get((m, ds), [])
                 entry = cell_stats(recs) if recs else None
                 if entry is not None and t in (1, 2) and m != "clip_lung":
@@ -145,6 +158,15 @@ def _paper_row(paper, key, t, ds, m, classes):
     return row
 
 
+def display(method: str) -> str:
+    """The row label: the paper's name, or a method's own name marked as not in the paper."""
+    return DISPLAY[method] if method in DISPLAY else f"{method} (not in the paper)"
+
+
+def _first_extra(methods) -> str | None:
+    return next((m for m in methods if extra_method(m)), None)
+
+
 def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool) -> tuple[str, str]:
     """Tables 1 and 2 as (LaTeX, Markdown)."""
     classes = CLASS_ORDER[t]
@@ -156,9 +178,9 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool) -
         md.append(f"**{ds}**\n")
         md.append("| " + " | ".join(head) + " |")
         md.append("|" + "---|" * len(head))
-        for m in TABLES[t]["methods"]:
+        for m in table[ds]:
             e = table[ds][m]
-            row = [DISPLAY[m], _fmt(e, "accuracy", _best(table, ds, "accuracy"), False, True)]
+            row = [display(m), _fmt(e, "accuracy", _best(table, ds, "accuracy"), False, True)]
             for c in classes:
                 for k in ("recall", "f1"):
                     row.append(_fmt(e, f"{k}.{c}", _best(table, ds, f"{k}.{c}"), False))
@@ -190,8 +212,10 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool) -
         sub += [""] + ["Recall", "F1"] * len(classes) + [""]
     tex.append(" & ".join(sub) + r" \\")
     tex.append(r"\midrule")
-    for m in TABLES[t]["methods"]:
-        row = [_tex_escape(DISPLAY[m])]
+    for m in table[dsets[0]]:
+        if m == _first_extra(table[dsets[0]]):
+            tex.append(r"\midrule")
+        row = [_tex_escape(display(m))]
         prow = [r"\quad\textit{paper}"]
         has_paper = False
         for ds in dsets:
@@ -290,6 +314,85 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
     return paths
 
 
+# ---------------------------------------------------------------- CE vs CLIP-Lung per backbone
+def select_backbones(records: list[dict], source=None, profile=None, text_encoder=None, min_readers=None, runs: Path | None = None) -> list[dict]:
+    """The records of CE and CLIP-Lung on LIDC-A/B/C, every backbone, one setting."""
+    recs = [r for r in records if r.get("method") in BACKBONE_TABLE["methods"] and r.get("dataset") in BACKBONE_TABLE["datasets"]]
+    recs = filter_setting(recs, source, profile, text_encoder, min_readers)
+    if not recs:
+        raise UserError(f"no records of {' or '.join(BACKBONE_TABLE['methods'])} in {runs or runs_dir()} with these filters; "
+                        "run them with `python -m benchmarks.sweep run --backbones ...`")
+    check_one_setting(recs)
+    return recs
+
+
+def build_backbones(records: list[dict]) -> dict:
+    """{backbone: {dataset: {"ce": stats, "clip_lung": stats, "gain": paired CLIP-Lung - CE}}}, the paper's backbone first."""
+    by = defaultdict(list)
+    for r in records:
+        by[(backbone_of(r), r["dataset"], r["method"])].append(r)
+    names = sorted({b for b, _, _ in by}, key=lambda b: (b != DEFAULT_BACKBONE, b))
+    out = {}
+    for b in names:
+        out[b] = {}
+        for ds in BACKBONE_TABLE["datasets"]:
+            ce, cl = by.get((b, ds, "ce"), []), by.get((b, ds, "clip_lung"), [])
+            out[b][ds] = {"ce": cell_stats(ce) if ce else None, "clip_lung": cell_stats(cl) if cl else None,
+                          "gain": paired_difference(cl, ce)}
+    return out
+
+
+def render_backbones(data: dict, paper: dict, caption: str) -> tuple[str, str]:
+    """One row per backbone; per dataset: CE, CLIP-Lung (accuracy mean ± std) and the paired gain."""
+    dsets = BACKBONE_TABLE["datasets"]
+    md = ["| Backbone | " + " | ".join(f"{ds} CE | {ds} CLIP-Lung | {ds} gain [95% CI]" for ds in dsets) + " |",
+          "|---|" + "---|---|---|" * len(dsets)]
+    tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(caption)}}}", r"\label{tab:backbones}",
+           r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{l{'ccc' * len(dsets)}}}", r"\toprule",
+           " & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{ds}}}" for ds in dsets) + r" \\",
+           "".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(len(dsets))),
+           "Backbone & " + " & ".join(r"CE & CLIP-Lung & Gain" for _ in dsets) + r" \\", r"\midrule"]
+    for b, row in data.items():
+        cells_md, cells_tex = [], []
+        for ds in dsets:
+            e = row[ds]
+            for latex, out in ((False, cells_md), (True, cells_tex)):
+                out += [_fmt(e["ce"], "accuracy", None, latex, True), _fmt(e["clip_lung"], "accuracy", None, latex, True), _fmt_diff(e["gain"], latex)]
+        md.append(f"| {b} | " + " | ".join(cells_md) + " |")
+        tex.append(_tex_escape(b) + " & " + " & ".join(cells_tex) + r" \\")
+    tb = paper.get("text_branch")
+    if tb:
+        i = dsets.index(tb["dataset"])
+        vals = ["", "", ""] * len(dsets)
+        vals[3 * i: 3 * i + 3] = [f"{tb['without']:.1f}", f"{tb['with']:.1f}", f"+{tb['with'] - tb['without']:.1f}"]
+        md.append(f"| *paper: {tb['backbone']}* | " + " | ".join(f"*{v}*" if v else "" for v in vals) + " |")
+        tex.append(r"\textit{paper: " + _tex_escape(tb["backbone"]) + "} & " + " & ".join(rf"\textit{{{v}}}" if v else "" for v in vals) + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    return "\n".join(tex) + "\n", "\n".join(md) + "\n"
+
+
+def write_backbones(records: list[dict], out_dir: Path) -> list[Path]:
+    paper = json.loads(PAPER.read_text())
+    data = build_backbones(records)
+    r0 = records[0]
+    enc = sorted({r["text_encoder"] for r in records if r.get("text_encoder")})
+    cap = (f"CE and CLIP-Lung on each image encoder (ours: source {r0['source']}, profile {r0['profile']}"
+           + (f", text encoder {', '.join(enc)}" if enc else "") + f", at least {r0.get('min_readers')} readers). "
+           "Accuracy mean ± sample standard deviation over folds and seeds, in %; gain: paired accuracy difference "
+           "CLIP-Lung minus CE over the same folds, mean [95% t-interval]; † fewer than 5 folds; — missing. "
+           "Paper: the text branch on MV-DAR, reported by Lei et al. (MICCAI 2023) for LIDC-A only.")
+    tex, md = render_backbones(data, paper, cap)
+    paths = []
+    for name, text in (("backbones.tex", tex), ("backbones.md", f"### CE vs CLIP-Lung per backbone\n\n{cap}\n\n{md}"),
+                       ("preamble.tex", PREAMBLE),
+                       ("backbones_doc.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n\\input{backbones}\n\\end{document}\n"),
+                       ("backbones.json", json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(r0))),
+                                                      "backbones": data}, indent=1, default=str))):
+        atomic_write_text(out_dir / name, text)
+        paths.append(out_dir / name)
+    return paths
+
+
 @cli_main
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.tables", description=__doc__)
@@ -301,12 +404,20 @@ def main(argv=None):
     ap.add_argument("--text-encoder")
     ap.add_argument("--min-readers", type=int)
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
+    ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones.{tex,md,json})")
+    add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    load_plugins(args)
     runs = Path(args.runs) if args.runs else runs_dir()
     if not runs.is_dir():
         raise UserError(f"no runs folder {runs}" + ("" if args.runs else f" (${RUNS_ENV})"))
     out = writable_dir(args.out, "tables folder", "pick another with --out")
     records = read_records(runs)
+    if args.backbones:
+        recs = select_backbones(records, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+        paths = write_backbones(recs, out)
+        print(f"{len(recs)} records of {len({backbone_of(r) for r in recs})} backbones -> " + ", ".join(str(p) for p in paths))
+        return
     recs = select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
     paths = write_tables(args.tables, recs, out, args.with_paper)
     n_cells = len({(r["method"], r["dataset"]) for r in recs})

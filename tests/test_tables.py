@@ -127,3 +127,50 @@ def test_latex_compiles(tmp_path, recs):
     assert p.returncode == 0, p.stdout[-2000:]
     assert (out / "tables.pdf").exists()
     assert r"\usepackage{amssymb}" in (out / "preamble.tex").read_text()
+
+
+def test_methods_outside_the_paper_are_rows_below_it(tmp_path, recs):
+    # A plugin's method (not in the registry here) on LIDC-C: its own row, marked, with the
+    # paired difference to CLIP-Lung like every other row.
+    coral = [dict(record("ce", "LIDC-C", f, a), method="coral", config_hash="coral-cfg") for f, a in enumerate([0.9, 0.9, 0.9, 0.9, 0.95])]
+    runs = write(tmp_path, recs + coral)
+    chosen = select(read_records(runs), [2])
+    data = build(chosen, [2])
+    assert list(data[2]["LIDC-C"])[-1] == "coral"
+    assert data[2]["LIDC-C"]["coral"]["vs_clip_lung"]["mean"] == pytest.approx(np.mean([5, 4, 3, 0, 4]))
+    write_tables([2], chosen, tmp_path / "t")
+    md = (tmp_path / "t" / "table2.md").read_text()
+    assert "| coral (not in the paper) | **91.0 ± 2.2** |" in md
+    tex = (tmp_path / "t" / "table2.tex").read_text()
+    assert r"coral (not in the paper)" in tex and tex.count(r"\midrule") == 2  # a rule above the extra rows
+    # Not on Table 3, which ablates CLIP-Lung.
+    assert "coral" not in "".join(build(chosen, [3])[3]["LIDC-C"])
+
+
+def test_backbone_table_pairs_ce_and_clip_lung_per_backbone(tmp_path):
+    from benchmarks.tables import build_backbones, select_backbones, write_backbones
+
+    recs = []
+    for b, (ce, cl) in {"resnet18_2d": (0.80, 0.84), "r3d_18": (0.70, 0.71)}.items():
+        for f in range(5):
+            for m, acc in (("ce", ce + f / 100), ("clip_lung", cl + f / 50)):
+                r = record(m, "LIDC-A", f, acc, enc="minilm-l6")
+                r.update(backbone=b, config_hash=f"{m}-{b}", config={"method": {"backbone": b}, "train": {}})
+                recs.append(r)
+    runs = write(tmp_path, recs)
+    chosen = select_backbones(read_records(runs))
+    data = build_backbones(chosen)
+    assert list(data) == ["resnet18_2d", "r3d_18"]  # the paper's first
+    gain = data["r3d_18"]["LIDC-A"]["gain"]
+    assert gain["mean"] == pytest.approx(np.mean([1 + f for f in range(5)]))  # (0.71 + f/50) - (0.70 + f/100), in points
+    assert data["r3d_18"]["LIDC-B"]["ce"] is None
+    out = tmp_path / "t"
+    out.mkdir()
+    write_backbones(chosen, out)
+    md = (out / "backbones.md").read_text()
+    assert "| r3d_18 | 72.0 ± 1.6 | 75.0 ± 3.2 | +3.0 [" in md and "*paper: MV-DAR [12]* | *57.3* | *58.9* | *+1.6*" in md
+    # The main tables keep to the paper's backbone: an r3d_18 record does not enter them.
+    assert {r.get("backbone") for r in select(read_records(runs), [1])} == {"resnet18_2d"}
+    if shutil.which("pdflatex"):
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "backbones_doc.tex"], cwd=out, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout[-2000:]
