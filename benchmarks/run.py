@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -68,25 +69,46 @@ def plugin_id(origin: dict | None) -> str | None:
     return f"{name}@{origin['version']}" if origin.get("version") else f"{name}#{origin.get('sha256', '')[:16]}"
 
 
-def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True, keep_weights: bool = True) -> dict:
-    """Run (or reuse) one spec; returns its record. Pure function of the spec: the same
-    call runs in-process, in a subprocess or as a Slurm task."""
+def existing_record(spec: RunSpec) -> dict | None:
+    """The spec's record when it exists and is whole; a damaged one is moved aside (None)."""
+    path = spec.path(".json")
+    if not path.exists():
+        return None
+    try:
+        rec = read_record(path)
+        log.info("record exists, reused: %s", path)
+        return rec
+    except (OSError, ValueError) as e:  # damaged: keep it for inspection, compute the run again
+        bad = path.with_name(path.name + ".bad")
+        path.replace(bad)
+        log.warning("the record %s is damaged (%s); moved it to %s and running again", path, e, bad)
+        return None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A run ready to train: its data, its freshly seeded model, and where it checkpoints."""
+
+    spec: RunSpec
+    method: object  # methods.registry.Method
+    data: object  # benchmarks.data.FoldData
+    info: object  # methods.DataInfo
+    model: object  # torch.nn.Module
+    train: object  # TrainConfig
+    device: object  # torch.device
+    ckpt: Path
+    t0: float = 0.0
+
+
+def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True) -> Prepared:
+    """Load the spec's fold and build its model from the run's seed (the global RNG is left
+    where the model's construction leaves it: training continues from there)."""
     import torch  # noqa: PLC0415
 
     import methods  # noqa: PLC0415
     from benchmarks.data import load_fold  # noqa: PLC0415
-    from benchmarks.train import Diverged, TrainConfig, fit, resolve_device  # noqa: PLC0415
+    from benchmarks.train import TrainConfig, resolve_device  # noqa: PLC0415
 
-    path = spec.path(".json")
-    if path.exists() and not force:
-        try:
-            rec = read_record(path)
-            log.info("record exists, reused: %s", path)
-            return rec
-        except (OSError, ValueError) as e:  # damaged: keep it for inspection, compute the run again
-            bad = path.with_name(path.name + ".bad")
-            path.replace(bad)
-            log.warning("the record %s is damaged (%s); moved it to %s and running again", path, e, bad)
     m = methods.get_method(spec.method)
     if plugin_id(m.origin) != spec.plugin:  # a sweep task whose plugin changed since it was submitted
         raise UserError(f"{spec.method}: the plugin loaded here is {plugin_id(m.origin)}, the run was made for {spec.plugin}; "
@@ -105,30 +127,34 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
     ckpt = spec.path(".ckpt")
     if force and ckpt.exists():
         ckpt.unlink()
-    t0 = time.perf_counter()
-    try:
-        result = fit(model, data, tcfg, spec.seed, dev, checkpoint=ckpt, checkpoint_tag=spec.key, progress=progress)
-    except Diverged:
-        ckpt.unlink(missing_ok=True)  # resuming a diverging run would only diverge again
-        raise
+    return Prepared(spec, m, data, info, model, tcfg, dev, ckpt, time.perf_counter())
+
+
+def finish_run(p: Prepared, result: dict, keep_weights: bool = True) -> dict:
+    """Metrics, record and final weights of a trained run (nothing written if it diverged)."""
+    import torch  # noqa: PLC0415
+
+    from benchmarks.train import Diverged  # noqa: PLC0415
+
+    spec, data, tcfg, dev = p.spec, p.data, p.train, p.device
     probs = result["probs"]
     if not np.isfinite(probs).all():
-        ckpt.unlink(missing_ok=True)
+        p.ckpt.unlink(missing_ok=True)
         raise Diverged(f"{spec.method} on {spec.dataset} fold {spec.fold}: the test probabilities are not finite after "
                        f"{tcfg.epochs} epochs (lr {tcfg.lr}); no record written; {Diverged.advice}")
-    rule = getattr(model, "decision_rule", "argmax")
+    rule = getattr(p.model, "decision_rule", "argmax")
     metrics = evaluate(probs, data.test.labels, data.class_names, data.test_class_names, rule)
     record = {
         "schema": SCHEMA,
         "key": spec.key,
         "config_hash": spec.config_hash,
         **{k: v for k, v in dataclasses.asdict(spec).items() if k not in ("method_config", "train_config")},
-        "variant_of": m.variant_of,
+        "variant_of": p.method.variant_of,
         "config": {"method": spec.method_config, "train": spec.train_config},
-        "text_encoder": getattr(model, "text_encoder_name", None),
+        "text_encoder": getattr(p.model, "text_encoder_name", None),
         "decision_rule": rule,
         "backbone": spec.backbone,
-        "plugin_origin": m.origin,  # beside "plugin" (the identity in the key): where it was loaded from
+        "plugin_origin": p.method.origin,  # beside "plugin" (the identity in the key): where it was loaded from
         "data": {
             "class_names": list(data.class_names), "test_class_names": list(data.test_class_names),
             "n_train": len(data.train), "n_train_used": result["n_train_used"], "n_test": len(data.test),
@@ -139,11 +165,11 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
         "device": {"type": dev.type, "name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                    "threads": torch.get_num_threads()},
         "timing": {"seconds_per_epoch": result["seconds_per_epoch"], "eval_seconds": result["eval_seconds"],
-                   "total_seconds": time.perf_counter() - t0},
+                   "total_seconds": time.perf_counter() - p.t0, **({"packed_with": result["packed_with"]} if "packed_with" in result else {})},
         "history": result["history"],
         "metrics": metrics,
         "predictions": [
-            {"id": str(i), "label": int(y), "probs": [round(float(p), 6) for p in row]}
+            {"id": str(i), "label": int(y), "probs": [round(float(q), 6) for q in row]}
             for i, y, row in zip(data.test.nodule_ids, data.test.labels, probs)
         ],
         "weights": spec.path(".pt").name if keep_weights else None,
@@ -151,12 +177,29 @@ def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: 
     }
     if keep_weights:
         buf = io.BytesIO()
-        torch.save({"method": spec.method, "method_config": spec.method_config, "info": dataclasses.asdict(info),
+        torch.save({"method": spec.method, "method_config": spec.method_config, "info": dataclasses.asdict(p.info),
                     "state_dict": result["state_dict"]}, buf)
         atomic_write_bytes(spec.path(".pt"), buf.getvalue())
-    write_record(path, record)
-    ckpt.unlink(missing_ok=True)
+    write_record(spec.path(".json"), record)
+    p.ckpt.unlink(missing_ok=True)
     return record
+
+
+def run_one(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True, keep_weights: bool = True) -> dict:
+    """Run (or reuse) one spec; returns its record. Pure function of the spec: the same
+    call runs in-process, in a subprocess or as a Slurm task."""
+    from benchmarks.train import Diverged, fit  # noqa: PLC0415
+
+    rec = None if force else existing_record(spec)
+    if rec is not None:
+        return rec
+    p = prepare_run(spec, device, force, progress)
+    try:
+        result = fit(p.model, p.data, p.train, spec.seed, p.device, checkpoint=p.ckpt, checkpoint_tag=spec.key, progress=progress)
+    except Diverged:
+        p.ckpt.unlink(missing_ok=True)  # resuming a diverging run would only diverge again
+        raise
+    return finish_run(p, result, keep_weights)
 
 
 def _fmt(v: dict) -> str:
@@ -203,7 +246,8 @@ def _list_methods() -> None:
         else:
             doc = (sys.modules[m.cls.__module__].__doc__ or "").strip().split("\n\n")[0]
             title = " ".join(doc.split())
-            print(f"{name:18s} {title[:100] + ('...' if len(title) > 100 else '')}")
+            origin = f" [plugin {m.origin['plugin']}]" if m.origin else ""
+            print(f"{name:18s} {title[:100] + ('...' if len(title) > 100 else '')}{origin}")
             opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(m.config).items())
             print(f"{'':18s} version {m.version}; --set {opts}" if opts else f"{'':18s} version {m.version}")
 
