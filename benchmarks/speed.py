@@ -7,6 +7,12 @@ Methods are timed in interleaved rounds (the order rotating each round) after
 a warm-up step, and the median over rounds is reported, so a noisy neighbour
 affects every method alike.
 
+``--pack N`` also times each method's training step alone and packed (N runs
+of it, built from seeds 0..N-1, stepped in turn in one process as
+``benchmarks.pack`` does), as seconds per run and step, and projects the full
+sweep of Tables 1-3 (180 runs, 100 epochs, the steps of each dataset's
+training split) from the measured per-step times: alone, and packed.
+
 ``--backbones`` times the methods (default ``ce`` and ``clip_lung``) on each named
 image encoder (``all``: every registered one), as ``method@backbone``, with ratios
 to ``ce`` on the paper's backbone.
@@ -142,6 +148,89 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
     return out
 
 
+def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+    """Per method: median seconds of one training step alone, and per run of a round of ``pack``
+    runs stepped in turn (each its own model, optimiser and seed), measured in alternation."""
+    import dataclasses  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    import methods  # noqa: PLC0415
+    from benchmarks.train import resolve_device  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    g = torch.Generator().manual_seed(0)
+    info = methods.DataInfo(3, ("benign", "unsure", "malignant"), tuple(f"a{i}" for i in range(8)), (411, 827, 265))
+    batch = {"image": torch.rand(batch_size, 32, 32, 32, generator=g).to(dev),
+             "label": torch.randint(0, 3, (batch_size,), generator=g).to(dev),
+             "attributes": (1 + 4 * torch.rand(batch_size, 8, generator=g)).to(dev)}
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(model, opt):
+        loss = model.loss(model(batch), batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    out = {}
+    for n in names:
+        method, _, backbone = n.partition("@")
+        m = methods.get_method(method)
+        cfg = dataclasses.replace(m.config, **(sets or {}).get(n, {}), **({"backbone": backbone} if backbone else {}))
+        runs = []
+        for seed in range(pack):
+            torch.manual_seed(seed)
+            model = m.cls(cfg, info).to(dev).train()
+            runs.append((model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)))
+        for r in runs:  # warm-up
+            step(*r)
+        alone, packed = [], []
+        for _ in range(rounds):
+            sync()
+            t = time.perf_counter()
+            step(*runs[0])
+            sync()
+            alone.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for r in runs:
+                step(*r)
+            sync()
+            packed.append((time.perf_counter() - t) / pack)
+        a, b = statistics.median(alone), statistics.median(packed)
+        out[n] = {"alone_step_s": round(a, 4), "packed_step_s_per_run": round(b, 4), "packed_over_alone": round(b / a, 3)}
+        del runs
+    return {"device": dev.type, "batch_size": batch_size, "rounds": rounds, "pack": pack, "methods": out}
+
+
+def project_sweep(step_s: dict[str, float], tables=(1, 2, 3), epochs: int = 100, batch_size: int = 32, seeds: int = 1) -> dict:
+    """Training time of the whole sweep from per-step times: sum over its runs of epochs x
+    steps an epoch (each dataset's mean training-fold size) x the method's step time.
+    Evaluation and start-up are not included."""
+    import math  # noqa: PLC0415
+
+    from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, N_FOLDS, get_protocol, labelled_folds  # noqa: PLC0415
+    from benchmarks.grid import cells  # noqa: PLC0415
+
+    table = labelled_folds(DEFAULT_MIN_READERS)
+    steps = {}
+    for _, ds in cells(tables):
+        if ds not in steps:
+            train = [CLASS_NAMES.index(c) for c in get_protocol(ds).train_classes]
+            rows = table[table["label"].isin(train)]
+            steps[ds] = math.ceil(len(rows) * (N_FOLDS - 1) / N_FOLDS / batch_size)
+    total, missing = 0.0, set()
+    for method, ds in cells(tables):
+        if method not in step_s:
+            missing.add(method)
+            continue
+        total += seeds * N_FOLDS * epochs * steps[ds] * step_s[method]
+    return {"hours": round(total / 3600, 3), "minutes": round(total / 60, 1), "steps_per_epoch": steps, "runs": seeds * N_FOLDS * len(cells(tables)),
+            "methods_not_timed": sorted(missing)}
+
+
 @cli_main
 def main(argv=None):
     import methods  # noqa: PLC0415
@@ -154,6 +243,7 @@ def main(argv=None):
     ap.add_argument("--text-encoder", default="clip-vit-b16-random",
                     help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")
     ap.add_argument("--backbones", nargs="+", metavar="NAME", help="time the methods (default ce, clip_lung) on these backbones, or all")
+    ap.add_argument("--pack", type=int_in(2, 64), help="also time N runs packed in one process and project the full sweep")
     ap.add_argument("--json", action="store_true")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
@@ -174,6 +264,24 @@ def main(argv=None):
     if first in names:
         names = [first] + [n for n in names if n != first]
     sets = {n: {"text_encoder": args.text_encoder} for n in names if hasattr(methods.get_method(n.partition("@")[0]).config, "text_encoder")}
+    if args.pack:
+        res = time_packs(names, args.pack, args.batch_size, args.rounds, args.device, sets)
+        res["projected_sweep"] = {
+            "alone": project_sweep({n: v["alone_step_s"] for n, v in res["methods"].items()}, batch_size=args.batch_size),
+            "packed": project_sweep({n: v["packed_step_s_per_run"] for n, v in res["methods"].items()}, batch_size=args.batch_size),
+        }
+        if args.json:
+            print(json.dumps(res, indent=1))
+            return
+        from tabulate import tabulate  # noqa: PLC0415
+
+        print(f"device {res['device']}, batch {res['batch_size']}, median of {res['rounds']} rounds, packs of {res['pack']}")
+        print(tabulate([[n, v["alone_step_s"], v["packed_step_s_per_run"], v["packed_over_alone"]] for n, v in res["methods"].items()],
+                       headers=["method", "step alone (s)", "step packed, per run (s)", "packed / alone"]))
+        for k, v in res["projected_sweep"].items():
+            print(f"full sweep of Tables 1-3 ({v['runs']} runs, training only), {k}: {v['hours']} h"
+                  + (f" (not timed: {', '.join(v['methods_not_timed'])})" if v["methods_not_timed"] else ""))
+        return
     res = time_methods(names, args.batch_size, args.rounds, args.device, sets)
     res["text_encoder"] = args.text_encoder
     if sets:
