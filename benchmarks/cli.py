@@ -54,3 +54,20 @@ def load_plugins(args) -> list[dict]:
     from benchmarks.plugins import load_all  # noqa: PLC0415
 
     return load_all(getattr(args, "plugin", []) or [])
+
+
+def lazy_import(name: str):
+    """The module ``name``, loaded on first attribute access (a command's ``--help`` then does
+    not pay for torch)."""
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module

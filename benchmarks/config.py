@@ -1,4 +1,4 @@
-"""Configuration overrides from the command line (``--set key=value``) and value checks.
+"""The training config, overrides from the command line (``--set key=value``) and value checks.
 
 Values are parsed with ``ast.literal_eval`` (``lr=0.01``, ``augment=False``,
 ``text_encoder='minilm-l6'``; a bare word is taken as a string), checked
@@ -129,3 +129,22 @@ def apply_overrides(configs: dict[str, object], sets: list[str]) -> dict[str, ob
         except UserError as e:
             raise UserError(f"--set {e}") from None
     return configs
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Checked):
+    RANGES = {"epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "momentum": "[0, 1)",
+              "weight_decay": "[0, inf)", "ema_decay": "[0, 1)", "train_limit": "[0, inf)", "eval_every": "[0, inf)",
+              "eval_batch_size": "[1, inf)"}
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    augment: bool = True
+    ema_decay: float = 0.0  # 0: off; the official release evaluated an EMA with 0.999
+    train_limit: int = 0  # 0: every training nodule; n: a stratified subset of n (quick, smoke)
+    eval_every: int = 0  # add test metrics to the history every n epochs (curves only)
+    eval_batch_size: int = 128
+    amp: bool = False  # bfloat16 autocast on CUDA (slower for these small models: benchmarks/train.py); ignored on the CPU

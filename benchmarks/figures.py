@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import interpret as ip
-from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
+from benchmarks.cli import SEED_MAX, ArgumentParser, int_in, lazy_import
 from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
@@ -37,6 +36,10 @@ from benchmarks.io import atomic_write_bytes, atomic_write_text, writable_dir
 from benchmarks.records import check_one_setting
 
 log = logging.getLogger("benchmarks.figures")
+ip = lazy_import("benchmarks.interpret")  # torch: loaded when a figure is drawn, not for --help
+# interpret.LAYERS and DEFAULT_LAYER, spelled out for the parser (a test keeps them equal).
+LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
+DEFAULT_LAYER = "layer4"
 
 DEFAULT_METHODS = ("clip", "cocoop", "clip_lung")
 CLASS_COLOURS = {"benign": "#1b9e77", "unsure": "#7570b3", "malignant": "#d95f02"}
@@ -444,8 +447,8 @@ def _parser() -> ArgumentParser:
     one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
     one.add_argument("--fold", type=int_in(0, 4), default=0, help="test fold 0-4 (default 0)")
     layer = ArgumentParser(add_help=False)
-    layer.add_argument("--layer", default=ip.DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(ip.LAYERS)} "
-                       f"(default {ip.DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
+    layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(LAYER_NAMES)} "
+                       f"(default {DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
     sub.add_parser("tsne", parents=[common, one], help="t-SNE of test-fold image features",
                    description="t-SNE (scikit-learn, PCA init) of the pooled image features of a test fold, one panel per method; "
                                "points coloured by true class, misclassified nodules marked x.")

@@ -24,7 +24,6 @@ index and Cohen's quadratic-weighted kappa.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
 RULES = ("argmax", "median")
 
@@ -45,6 +44,8 @@ def decide(probs: np.ndarray, class_names, test_class_names, rule: str = "argmax
 def evaluate(probs, labels, class_names, test_class_names, rule: str = "argmax") -> dict:
     """Metrics of one test split. ``labels`` index ``class_names``; ``probs`` is (N, K);
     ``rule`` the decision rule (``decide``)."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score, roc_auc_score  # noqa: PLC0415
+
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     pred = decide(probs, class_names, test_class_names, rule)

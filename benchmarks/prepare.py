@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser, int_in
-from benchmarks.data import cache
-from benchmarks.data.index import ATTRIBUTES, INDEX_PATH, build_index, write_index
+from benchmarks.cli import ArgumentParser, int_in, lazy_import
 from benchmarks.data.protocols import (
     CLASS_NAMES,
     DEFAULT_MIN_READERS,
@@ -31,6 +29,10 @@ from benchmarks.data.protocols import (
 )
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import writable_dir
+
+# pandas, pylidc and the renderer load when a command needs them, not for --help.
+cache = lazy_import("benchmarks.data.cache")
+index = lazy_import("benchmarks.data.index")
 
 log = logging.getLogger("benchmarks.prepare")
 FIGURES = "results/figures"
@@ -110,7 +112,7 @@ def reference(min_readers: int = DEFAULT_MIN_READERS) -> dict:
     from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
 
     table = labelled_folds(min_readers)
-    feats = list(ATTRIBUTES) + ["diameter_mm"]
+    feats = list(index.ATTRIBUTES) + ["diameter_mm"]
     out = {"min_readers": min_readers, "features": feats, "protocols": {}}
     for name, p in PROTOCOLS.items():
         accs = []
@@ -232,11 +234,11 @@ def main(argv=None):
         raise UserError(f"--min-readers must be one of {', '.join(map(str, MIN_READERS_CHOICES))}, got {args.min_readers}")
     if args.cmd == "index":
         t0 = time.perf_counter()
-        df = build_index(workers=args.workers)
-        write_index(df)
+        df = index.build_index(workers=args.workers)
+        index.write_index(df)
         paths = write_folds(df)
         print(f"{len(df)} nodules in {df['patient_id'].nunique()} patients from {df['scan_id'].nunique()} scans, "
-              f"{time.perf_counter() - t0:.0f} s -> {INDEX_PATH}; folds -> {', '.join(p.name for p in paths)}")
+              f"{time.perf_counter() - t0:.0f} s -> {index.INDEX_PATH}; folds -> {', '.join(p.name for p in paths)}")
     elif args.cmd == "crops":
         _crops(args)
     elif args.cmd == "stats":

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmarks.config import TrainConfig
 from benchmarks.errors import UserError
-from benchmarks.train import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import numpy as np
 
 from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins
 from benchmarks.config import apply_overrides, field_types
-from benchmarks.data.cache import check_source
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, N_FOLDS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import atomic_write_bytes, writable_dir
@@ -36,6 +35,7 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
               min_readers: int = DEFAULT_MIN_READERS, sets: list[str] | None = None) -> RunSpec:
     """Resolve every config of a run (registry defaults, profile, ``--set``) into a spec."""
     import methods  # noqa: PLC0415
+    from benchmarks.data.cache import check_source  # noqa: PLC0415
 
     m = methods.get_method(method)
     get_protocol(dataset)

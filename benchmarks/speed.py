@@ -233,8 +233,6 @@ def project_sweep(step_s: dict[str, float], tables=(1, 2, 3), epochs: int = 100,
 
 @cli_main
 def main(argv=None):
-    import methods  # noqa: PLC0415
-
     ap = ArgumentParser(prog="python -m benchmarks.speed", description=__doc__)
     ap.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
     ap.add_argument("--batch-size", type=int_in(1, 4096), default=32)
@@ -247,6 +245,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    import methods  # noqa: PLC0415  (torch: after the arguments are read)
+
     load_plugins(args)
     from methods.backbones import BACKBONES, DEFAULT_BACKBONE  # noqa: PLC0415
 

@@ -31,37 +31,17 @@ import io
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.config import Checked
+from benchmarks.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes
 from benchmarks.metrics import evaluate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig(Checked):
-    RANGES = {"epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "momentum": "[0, 1)",
-              "weight_decay": "[0, inf)", "ema_decay": "[0, 1)", "train_limit": "[0, inf)", "eval_every": "[0, inf)",
-              "eval_batch_size": "[1, inf)"}
-
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    augment: bool = True
-    ema_decay: float = 0.0  # 0: off; the official release evaluated an EMA with 0.999
-    train_limit: int = 0  # 0: every training nodule; n: a stratified subset of n (quick, smoke)
-    eval_every: int = 0  # add test metrics to the history every n epochs (curves only)
-    eval_batch_size: int = 128
-    amp: bool = False  # bfloat16 autocast on CUDA (slower for these small models, see above); ignored on the CPU
 
 
 class Diverged(UserError):

@@ -25,13 +25,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from benchmarks.data.index import DATA_DIR, INDEX_PATH, load_index
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLASS_NAMES = ("benign", "unsure", "malignant")
 BENIGN_BELOW = 2.5
@@ -88,6 +90,8 @@ def eligible(index: pd.DataFrame, min_readers: int) -> pd.DataFrame:
 
 
 def folds_path(min_readers: int) -> Path:
+    from benchmarks.data.index import DATA_DIR  # noqa: PLC0415  (pandas and pylidc: loaded when needed, not for --help)
+
     return DATA_DIR / f"folds_min{min_readers}.csv"
 
 
@@ -100,6 +104,8 @@ def compute_folds(index: pd.DataFrame, min_readers: int) -> pd.DataFrame:
     fold = np.full(len(nod), -1)
     for k, (_, test) in enumerate(skf.split(nod, nod["label"], groups=nod["patient_id"])):
         fold[test] = k
+    import pandas as pd  # noqa: PLC0415
+
     return pd.DataFrame({"nodule_id": nod["nodule_id"], "fold": fold})
 
 
@@ -116,6 +122,8 @@ def load_folds(min_readers: int) -> pd.DataFrame:
     path = folds_path(check_min_readers(min_readers))
     if not path.exists():
         raise UserError(f"fold file {path} is missing; run `python -m benchmarks.prepare index`")
+    import pandas as pd  # noqa: PLC0415
+
     return pd.read_csv(path)
 
 
@@ -135,6 +143,8 @@ def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
         "protocols": {k: [p.train_classes, p.test_classes] for k, p in PROTOCOLS.items()},
     }
     h = hashlib.sha256(json.dumps(rule, sort_keys=True).encode())
+    from benchmarks.data.index import INDEX_PATH  # noqa: PLC0415
+
     h.update(sha256_file(INDEX_PATH).encode())
     h.update(sha256_file(folds_path(min_readers)).encode())
     return h.hexdigest()
@@ -152,6 +162,8 @@ class FoldTable:
 
 def labelled_folds(min_readers: int = DEFAULT_MIN_READERS) -> pd.DataFrame:
     """Eligible nodules with their 3-class label and fold."""
+    from benchmarks.data.index import load_index  # noqa: PLC0415
+
     nod = eligible(load_index(), min_readers)
     folds = load_folds(min_readers)
     merged = nod.merge(folds, on="nodule_id", how="left", validate="one_to_one")
