@@ -24,8 +24,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions kept as written (module docstrings)."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions kept as written (module docstrings); every flag's default shown (those
+    that have one: not for switches and optional values)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or "(default" in (action.help or ""):
+            return action.help
+        default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{action.help} (default: {default})"
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -71,3 +78,37 @@ def lazy_import(name: str):
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+N_FOLDS = 5
+
+
+def add_folds_seeds(parser: argparse.ArgumentParser, folds_default=("all",), seeds=True) -> None:
+    """``--folds`` and ``--seeds`` (lists; ``--fold`` and ``--seed`` are the same flags), as in
+    every command."""
+    parser.add_argument("--folds", "--fold", nargs="+", default=list(folds_default), metavar="FOLD",
+                        help=f"test folds 0-{N_FOLDS - 1} (or all; 0,1 works too)")
+    if seeds:
+        parser.add_argument("--seeds", "--seed", nargs="+", type=int_in(0, SEED_MAX), default=[0], metavar="SEED",
+                            help="training seeds (each run's initialisation, order and augmentation)")
+
+
+def parse_folds(values) -> list[int]:
+    """["all"] | ["0", "3"] | ["0,3"] -> sorted distinct folds; a UserError names a bad one."""
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if part == "all":
+                out += range(N_FOLDS)
+            elif part:
+                try:
+                    f = int(part)
+                except ValueError:
+                    raise UserError(f"--folds: {part!r} is not a fold; folds are 0-{N_FOLDS - 1} or all") from None
+                if not 0 <= f < N_FOLDS:
+                    raise UserError(f"--folds: fold {f} does not exist; folds are 0-{N_FOLDS - 1}")
+                out.append(f)
+    if not out:
+        raise UserError("--folds: name at least one fold")
+    return sorted(set(out))

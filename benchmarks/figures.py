@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, int_in, lazy_import
-from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_folds_seeds, int_in, lazy_import, parse_folds
+from benchmarks.data.protocols import PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
 from benchmarks.io import atomic_write_bytes, atomic_write_text, writable_dir
@@ -416,39 +416,26 @@ def cmd_curves(args) -> list[Path]:
 
 
 # ------------------------------------------------------------------ CLI
-def _folds(text: str) -> list[int]:
-    if text == "all":
-        return list(range(N_FOLDS))
-    try:
-        folds = sorted({int(x) for x in text.split(",")})
-    except ValueError:
-        raise UserError(f"--folds must be all or a comma-separated list of 0-{N_FOLDS - 1}, got {text!r}") from None
-    bad = [f for f in folds if not 0 <= f < N_FOLDS]
-    if bad:
-        raise UserError(f"fold {bad[0]} does not exist; folds are 0-{N_FOLDS - 1}")
-    return folds
-
-
 def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.figures", description=__doc__)
     sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
     common = ArgumentParser(add_help=False)
-    common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods (default: clip cocoop clip_lung)")
-    common.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="the runs' seed (default 0)")
+    common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods")
+    common.add_argument("--seeds", "--seed", nargs=1, type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="the runs' seed (one)")
     common.add_argument("--source", help="pick records of this source (phantom, lidc)")
     common.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
     common.add_argument("--text-encoder", help="pick records of this text encoder")
     common.add_argument("--min-readers", type=int, help="pick records of this label rule")
     common.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
     common.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    common.add_argument("--out", default="results/figures", help="folder of the figures (default results/figures)")
+    common.add_argument("--out", default="results/figures", help="folder of the figures")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     one = ArgumentParser(add_help=False)
     one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
-    one.add_argument("--fold", type=int_in(0, 4), default=0, help="test fold 0-4 (default 0)")
+    one.add_argument("--folds", "--fold", nargs=1, default=["0"], metavar="FOLD", help="the test fold (one, 0-4)")
     layer = ArgumentParser(add_help=False)
     layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"Grad-CAM layer: one of {', '.join(LAYER_NAMES)} "
-                       f"(default {DEFAULT_LAYER}, the last convolutional block: a 4 x 4 map on a 32 x 32 crop)")
+                       f"({DEFAULT_LAYER}: the last convolutional block, a 4 x 4 map on a 32 x 32 crop)")
     sub.add_parser("tsne", parents=[common, one], help="t-SNE of test-fold image features",
                    description="t-SNE (scikit-learn, PCA init) of the pooled image features of a test fold, one panel per method; "
                                "points coloured by true class, misclassified nodules marked x.")
@@ -456,19 +443,19 @@ def _parser() -> ArgumentParser:
                        description="Grad-CAM for the predicted class, over the nodule's central axial slice with the readers' "
                                    "consensus contour. Rows are picked by rule: the hardest nodules every method gets right "
                                    "(smallest mean margin p(true) - max p(other)), then the most confidently wrong ones.")
-    g.add_argument("--nodules", type=int_in(1, 64), default=4, help="number of rows (default 4)")
+    g.add_argument("--nodules", type=int_in(1, 64), default=4, help="number of rows")
     g.add_argument("--ids", nargs="+", help="show these test nodules instead of the rule's")
     loc = sub.add_parser("localisation", parents=[common, layer], help="localisation score table",
                          description="Share of Grad-CAM mass inside the readers' consensus footprint, per method and fold, "
                                      "with a centre-biased and a uniform reference map.")
     loc.add_argument("--dataset", nargs="+", required=True, help=f"one or more of {', '.join(PROTOCOLS)}")
-    loc.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    add_folds_seeds(loc, seeds=False)
     loc.add_argument("--tables", action="store_true", help="write localisation_<datasets>_<layer>.{md,tex,json} under --tables-out")
-    loc.add_argument("--tables-out", default="results/tables", help="folder of --tables (default results/tables)")
+    loc.add_argument("--tables-out", default="results/tables", help="folder of --tables")
     cur = sub.add_parser("curves", parents=[common], help="training curves from records",
                          description="Loss terms per epoch (and test metrics where the runs recorded them, --set eval_every=N).")
     cur.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
-    cur.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    add_folds_seeds(cur, seeds=False)
     return ap
 
 
@@ -482,10 +469,12 @@ def main(argv=None):
         raise UserError("name a figure: tsne, gradcam, localisation or curves (see --help)")
     for ds in args.dataset if isinstance(args.dataset, list) else [args.dataset]:
         get_protocol(ds)
-    if hasattr(args, "fold") and not 0 <= args.fold < N_FOLDS:
-        raise UserError(f"fold {args.fold} does not exist; folds are 0-{N_FOLDS - 1}")
-    if hasattr(args, "folds"):
-        args.folds = _folds(args.folds)
+    args.folds = parse_folds(args.folds)
+    if args.command in ("tsne", "gradcam"):
+        if len(args.folds) > 1:
+            raise UserError(f"{args.command} draws one test fold; got {len(args.folds)}")
+        args.fold = args.folds[0]
+    args.seed = args.seeds[0]
     if len(set(args.methods)) != len(args.methods):
         raise UserError("--methods names a method twice")
     if args.runs:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins
+from benchmarks.cli import ArgumentParser, add_folds_seeds, add_plugin_flag, load_plugins, parse_folds
 from benchmarks.config import apply_overrides, field_types
-from benchmarks.data.protocols import DEFAULT_MIN_READERS, N_FOLDS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
+from benchmarks.data.protocols import DEFAULT_MIN_READERS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import atomic_write_bytes, writable_dir
 from benchmarks.metrics import evaluate, summarize
@@ -213,7 +213,7 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     rows = []
     for r in records:
         m = r["metrics"]
-        row = [r["fold"], f"{100 * m['accuracy']:.1f}"]
+        row = [r["fold"] if len({x["seed"] for x in records}) == 1 else f"{r['fold']} (seed {r['seed']})", f"{100 * m['accuracy']:.1f}"]
         for c in test_classes:
             row += [f"{100 * m['recall'][c]:.1f}", f"{100 * m['f1'][c]:.1f}"]
         row.append(f"{m.get('auc', float('nan')):.3f}" if "auc" in m else f"{m.get('qwk', float('nan')):.3f}")
@@ -232,7 +232,7 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     print(f"{method} on {dataset}  (profile {profile}, source {source}" + (f", text encoder {enc}" if enc else "") + ")")
     print(tabulate(rows, headers=headers, disable_numparse=True))
     if len(records) > 1:
-        print("± is the sample standard deviation over folds")
+        print("± is the sample standard deviation over " + ("folds" if len({r["seed"] for r in records}) == 1 else "folds and seeds"))
 
 
 def _list_methods() -> None:
@@ -256,13 +256,13 @@ def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     ap.add_argument("--method", help="a registered method (see --list)")
     ap.add_argument("--dataset", help=f"one of {', '.join(PROTOCOLS)}")
-    ap.add_argument("--fold", default="all", help="0-4 or all (default: all five, then mean ± std)")
-    ap.add_argument("--seed", type=int_in(0, SEED_MAX), default=0)
-    ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)} (default paper)")
-    ap.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (prepared DICOM crops)")
-    ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS)
+    add_folds_seeds(ap)
+    ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    ap.add_argument("--source", default="phantom", help="phantom (offline, rendered from the annotations) or lidc (prepared CT crops)")
+    ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules annotated by at least this many readers (1-4)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    ap.add_argument("--pack", action="store_true", help="train the runs together in one process, stepped in turn (same records)")
     ap.add_argument("--force", action="store_true", help="recompute even if the record exists")
     ap.add_argument("--list", action="store_true", help="list the registered methods and variants")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -271,13 +271,9 @@ def _parser() -> ArgumentParser:
     return ap
 
 
-def _folds(text: str) -> list[int]:
-    if text == "all":
-        return list(range(N_FOLDS))
-    try:
-        return [check_fold(int(text))]
-    except ValueError:
-        raise UserError(f"--fold must be 0-{N_FOLDS - 1} or all, got {text!r}") from None
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
 
 
 @cli_main
@@ -289,19 +285,42 @@ def main(argv=None):
         return
     if not args.method or not args.dataset:
         raise UserError("--method and --dataset are required (or --list)")
-    folds = _folds(args.fold)
-    specs = [make_spec(args.method, args.dataset, f, args.seed, args.profile, args.source, args.min_readers, args.set) for f in folds]
+    folds = parse_folds(args.folds)
+    specs = [make_spec(args.method, args.dataset, f, s, args.profile, args.source, args.min_readers, args.set)
+             for s in args.seeds for f in folds]
     writable_dir(runs_dir(), "runs folder", f"set ${RUNS_ENV} to a writable folder")
-    records, paths = [], []
-    for spec in specs:
-        log.info("%s on %s fold %d (%s, %s)", spec.method, spec.dataset, spec.fold, spec.profile, spec.source)
-        records.append(run_one(spec, device=args.device, force=args.force, progress=not args.quiet))
-        paths.append(str(spec.path(".json")))
+    t0 = time.perf_counter()
+    if args.pack:
+        from benchmarks.pack import run_pack  # noqa: PLC0415
+
+        log.info("%d runs of %s on %s in one pack (%s, %s)", len(specs), args.method, args.dataset, args.profile, args.source)
+        records = run_pack(specs, device=args.device, force=args.force, progress=not args.quiet)
+        failed = [(s, r) for s, r in zip(specs, records) if isinstance(r, BaseException)]
+        if failed:
+            s, e = failed[0]
+            if isinstance(e, UserError):
+                raise UserError(f"{len(failed)} of {len(specs)} runs failed; {s.stem}: {e}")
+            raise e
+    else:
+        records = []
+        for i, spec in enumerate(specs):
+            seed = f", seed {spec.seed}" if len(args.seeds) > 1 else ""
+            log.info("%s on %s, fold %d (%d of %d%s; %s, %s)", spec.method, spec.dataset, spec.fold, i + 1, len(specs), seed,
+                     spec.profile, spec.source)
+            t = time.perf_counter()
+            rec = run_one(spec, device=args.device, force=args.force, progress=not args.quiet)
+            records.append(rec)
+            took = time.perf_counter() - t
+            left = (time.perf_counter() - t0) / (i + 1) * (len(specs) - i - 1)
+            log.info("fold %d done (%d of %d): accuracy %.1f, %s%s", spec.fold, i + 1, len(specs), 100 * rec["metrics"]["accuracy"],
+                     _duration(took), f"; about {_duration(left)} left" if i + 1 < len(specs) else "")
+    paths = [str(s.path(".json")) for s in specs]
     if args.json:
         out = {
             "method": args.method, "dataset": args.dataset, "profile": args.profile, "source": args.source,
             "text_encoder": records[0].get("text_encoder"), "records": paths,
-            "folds": {r["fold"]: r["metrics"] for r in records},
+            "folds": {r["fold"]: r["metrics"] for r in records if r["seed"] == args.seeds[0]},
+            "runs": [{"fold": r["fold"], "seed": r["seed"], "metrics": r["metrics"]} for r in records],
         }
         if len(records) > 1:
             out["summary"] = summarize([r["metrics"] for r in records])
@@ -309,7 +328,6 @@ def main(argv=None):
     else:
         _print_summary(args.method, args.dataset, args.profile, args.source, records)
         print("records: " + ", ".join(paths))
-
 
 if __name__ == "__main__":
     main()
