@@ -87,6 +87,9 @@ MailProg=/bin/true
 ReturnToService=2
 JobRequeue=1
 MinJobAge=600
+# submitit ignores a task's SIGTERM (it checkpoints on the time-out signal instead): scancel and
+# scontrol requeue then wait KillWait before SIGKILL. 5 s, not the default 30, keeps the tests short.
+KillWait=5
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
