@@ -112,3 +112,39 @@ def parse_folds(values) -> list[int]:
     if not out:
         raise UserError("--folds: name at least one fold")
     return sorted(set(out))
+
+
+COMMANDS = {
+    "run": ("benchmarks.run", "train and evaluate one method on one dataset, fold by fold"),
+    "sweep": ("benchmarks.sweep", "the runs of Tables 1-3 on Slurm or locally; their status"),
+    "tables": ("benchmarks.tables", "Tables 1-3 (LaTeX, Markdown) from run records"),
+    "figures": ("benchmarks.figures", "t-SNE, Grad-CAM, localisation, curves, results at one glance"),
+    "report": ("benchmarks.report", "one page (Markdown, HTML) of a setting's results"),
+    "prepare": ("benchmarks.prepare", "nodule index, crop caches, statistics"),
+    "speed": ("benchmarks.speed", "training-step and inference cost of every method"),
+    "device-check": ("benchmarks.device_check", "the GPU measurements of the README in one command"),
+}
+
+
+def main(argv=None) -> None:
+    """``cliplung COMMAND ...``: the same commands as ``python -m benchmarks.COMMAND``."""
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from benchmarks.errors import cli_main  # noqa: PLC0415
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        module, _ = COMMANDS[argv[0]]
+        return importlib.import_module(module).main(argv[1:])
+    return cli_main(_usage)(argv)
+
+
+def _usage(argv) -> None:
+    """The list of commands (``cliplung``, ``cliplung --help``); an unknown one is a UserError."""
+    if argv and argv[0] not in ("-h", "--help"):
+        raise UserError(f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
+    width = max(map(len, COMMANDS))
+    lines = ["usage: cliplung COMMAND [options]    (cliplung COMMAND --help for each)", "", "commands:"]
+    lines += [f"  {name:{width}s}  {what}" for name, (_, what) in COMMANDS.items()]
+    print("\n".join(lines))

@@ -416,9 +416,72 @@ def cmd_curves(args) -> list[Path]:
 
 
 # ------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------ results at one glance
+def draw_tables(recs: list[dict], tables, paper: dict):
+    """A panel per (table, dataset): each method's accuracy over its records (dot: mean; bar:
+    min to max over folds and seeds; small ticks: each record) and the paper's (diamond: mean;
+    bar: mean +- its reported std). Returns the figure."""
+    from benchmarks import tables as tb  # noqa: PLC0415
+
+    plt = _plt()
+    data = tb.build(recs, tables)
+    by = {}
+    for r in recs:
+        by.setdefault((r["method"], r["dataset"]), []).append(100 * r["metrics"]["accuracy"])
+    panels = [(t, ds) for t in tables for ds in tb.TABLES[t]["datasets"]]
+    rows = max(len(data[t][ds]) for t, ds in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.38 * rows + 1.6), squeeze=False)
+    labelled = set()  # each legend entry once
+
+    def label(what):
+        if what in labelled:
+            return None
+        labelled.add(what)
+        return what
+
+    for ax, (t, ds) in zip(axes[0], panels):
+        names = list(data[t][ds])[::-1]  # the paper's first row on top
+        for y, m in enumerate(names):
+            accs = by.get((m, ds), [])
+            if accs:
+                ax.plot([min(accs), max(accs)], [y, y], color="#1f77b4", lw=2, solid_capstyle="butt")
+                ax.plot(accs, [y] * len(accs), "|", color="#1f77b4", ms=6)
+                ax.plot([np.mean(accs)], [y], "o", color="#1f77b4", ms=5, label=label("ours"))
+            ref = paper.get(f"table{t}", {}).get(ds, {}).get(m)
+            if ref:
+                mean, std = ref["accuracy"]
+                ax.errorbar([mean], [y - 0.25], xerr=[std], fmt="D", color="#d62728", ms=4, capsize=2, label=label("paper"))
+        ax.set_yticks(range(len(names)), [tb.display(m).replace(" (not in the paper)", "*") for m in names], fontsize=7)
+        ax.set_title(f"Table {t}: {ds}", fontsize=9)
+        ax.set_xlabel("accuracy (%)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="lower left")
+    r0 = recs[0]
+    enc = sorted({r["text_encoder"] for r in recs if r.get("text_encoder")})
+    fig.suptitle(f"Accuracy per method and dataset: ours (profile {r0['profile']}, source {r0['source']}"
+                 + (f", text encoder {', '.join(enc)}" if enc else "") + ")\ndot: mean, bar: min-max over folds, ticks: each fold; "
+                 "paper: diamond, mean +- std; * not in the paper", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cmd_tables(args) -> list[Path]:
+    from benchmarks import tables as tb  # noqa: PLC0415
+    from benchmarks.records import read_records, runs_dir  # noqa: PLC0415
+
+    runs = args.runs or runs_dir()
+    recs = tb.select(read_records(runs), args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+    fig = draw_tables(recs, args.tables, json.loads(tb.PAPER.read_text()))
+    r0 = recs[0]
+    stem = f"tables{''.join(map(str, args.tables))}_{r0['profile']}_{r0['source']}"
+    return save_figure(fig, args.out, stem)
+
+
 def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.figures", description=__doc__)
-    sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves}")
+    sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves,tables}")
     common = ArgumentParser(add_help=False)
     common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods")
     common.add_argument("--seeds", "--seed", nargs=1, type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="the runs' seed (one)")
@@ -456,6 +519,15 @@ def _parser() -> ArgumentParser:
                          description="Loss terms per epoch (and test metrics where the runs recorded them, --set eval_every=N).")
     cur.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
     add_folds_seeds(cur, seeds=False)
+    tab = sub.add_parser("tables", help="results at one glance: accuracy per method and dataset beside the paper's",
+                         description="A panel per table and dataset: each method's accuracy over its records (mean, min-max over "
+                                     "folds) beside the paper's reported mean +- std; from run records only.")
+    tab.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    for flag, what in (("--source", "phantom, lidc"), ("--profile", "paper, quick, smoke"), ("--text-encoder", "a text encoder's name")):
+        tab.add_argument(flag, help=f"pick records of this {flag[2:].replace('-', ' ')} ({what})")
+    tab.add_argument("--min-readers", type=int, help="pick records of this label rule")
+    tab.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    tab.add_argument("--out", default="results/figures", help="folder of the figures")
     return ap
 
 
@@ -466,7 +538,15 @@ def main(argv=None):
     ap = _parser()
     args = ap.parse_args(argv)
     if not args.command:
-        raise UserError("name a figure: tsne, gradcam, localisation or curves (see --help)")
+        raise UserError("name a figure: tsne, gradcam, localisation, curves or tables (see --help)")
+    if args.runs:
+        args.runs = Path(args.runs)
+        if not args.runs.is_dir():
+            raise UserError(f"--runs {args.runs} is not a folder")
+    if args.command == "tables":
+        args.out = writable_dir(args.out, "figures folder", "pick another with --out")
+        print("wrote " + ", ".join(str(p) for p in cmd_tables(args)))
+        return
     for ds in args.dataset if isinstance(args.dataset, list) else [args.dataset]:
         get_protocol(ds)
     args.folds = parse_folds(args.folds)
@@ -477,10 +557,6 @@ def main(argv=None):
     args.seed = args.seeds[0]
     if len(set(args.methods)) != len(args.methods):
         raise UserError("--methods names a method twice")
-    if args.runs:
-        args.runs = Path(args.runs)
-        if not args.runs.is_dir():
-            raise UserError(f"--runs {args.runs} is not a folder")
     args.out = writable_dir(args.out, "figures folder", "pick another with --out")
     args.setting = ip.Setting(args.source, args.profile, args.text_encoder, args.min_readers, args.seed)
     paths = {"tsne": cmd_tsne, "gradcam": cmd_gradcam, "localisation": cmd_localisation, "curves": cmd_curves}[args.command](args)

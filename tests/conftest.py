@@ -34,3 +34,13 @@ def phantom_env(tmp_path_factory):
         else:
             os.environ[k] = v
     cache._MEMO.clear()
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(phantom_env):
+    """Smoke records (and weights) of CLIP, CoCoOp and CLIP-Lung on LIDC-B fold 0, in the session's runs folder."""
+    from benchmarks.run import make_spec, run_one
+
+    for m in ("clip", "cocoop", "clip_lung"):
+        run_one(make_spec(m, "LIDC-B", 0, profile="smoke"), progress=False)
+    return phantom_env / "runs"

@@ -139,15 +139,6 @@ def test_nodules_are_picked_by_the_rule():
 
 
 # ------------------------------------------------------------------ the commands on smoke records
-@pytest.fixture(scope="module")
-def smoke_runs(phantom_env):
-    from benchmarks.run import make_spec, run_one
-
-    for m in METHODS:
-        run_one(make_spec(m, "LIDC-B", 0, profile="smoke"), progress=False)
-    return phantom_env / "runs"
-
-
 def _main(capsys, *argv):
     with pytest.raises(SystemExit) as e:
         figures.main(list(argv))

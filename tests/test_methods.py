@@ -9,8 +9,8 @@ import torch
 import methods
 from benchmarks.errors import UserError
 from methods import REGISTRY, DataInfo
-from methods.corf import routing
 from methods.backbones import BACKBONES, build_backbone
+from methods.corf import routing
 from methods.registry import register
 
 ATTRS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture")

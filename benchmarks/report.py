@@ -1,0 +1,209 @@
+"""python -m benchmarks.report: one page of results, from run records only.
+
+  python -m benchmarks.report --profile quick            # results/report/report.md and report.html
+
+The page says the setting first (source, profile, text encoder, label rule,
+seeds, how many records, the code's commits, devices and package versions;
+for the phantom source, that its numbers check the pipeline and are not
+results), then Tables 1-3 with the paper's numbers under ours, the one-glance
+figure (``figures tables``), CE against CLIP-Lung per backbone where such
+records exist, and the interpretability figures of the same setting found in
+the figures folder (with the command for each one that is missing). The
+Markdown links its images; the HTML holds them inline, so it opens from disk
+without a server.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins
+from benchmarks.errors import UserError, cli_main
+from benchmarks.io import atomic_write_text, writable_dir
+
+PHANTOM_WARNING = ("These numbers come from the phantom source (CT-like volumes rendered from the readers' annotations): "
+                   "they check the pipeline; they are not results about CT scans.")
+
+
+def setting_lines(recs: list[dict]) -> list[str]:
+    """The facts a reader needs before any number: one bullet each."""
+    r0 = recs[0]
+    enc = sorted({r["text_encoder"] for r in recs if r.get("text_encoder")})
+    commits = sorted({(r.get("git") or {}).get("commit") or "unknown" for r in recs})
+    dirty = sum(1 for r in recs if (r.get("git") or {}).get("dirty"))
+    devices = sorted({(r.get("device") or {}).get("name", "?") for r in recs})
+    versions = {}
+    for r in recs:
+        for k, v in (r.get("versions") or {}).items():
+            versions.setdefault(k, set()).add(v)
+    return [
+        f"source **{r0['source']}**, profile **{r0['profile']}**, text encoder {', '.join(enc) or 'none'}, "
+        f"nodules with at least {r0.get('min_readers')} readers",
+        f"{len(recs)} run records; seeds {', '.join(map(str, sorted({r['seed'] for r in recs})))}",
+        f"code: commit{'s' if len(commits) > 1 else ''} {', '.join(c[:12] for c in commits)}"
+        + (f" ({dirty} records from a working tree with uncommitted changes)" if dirty else ""),
+        f"devices: {', '.join(devices)}",
+        "packages: " + ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in sorted(versions.items())),
+    ]
+
+
+def interpretability(figures: Path, profile: str, source: str) -> tuple[list[Path], list[str]]:
+    """The t-SNE, Grad-CAM and curve PNGs of this setting in ``figures``, and a line for each kind that is missing."""
+    found, missing = [], []
+    for kind, cmd in (("tsne", "tsne --dataset LIDC-B"), ("gradcam", "gradcam --dataset LIDC-B"), ("curves", "curves --dataset LIDC-B")):
+        hits = sorted(p for p in figures.glob(f"{kind}_*_{profile}_{source}*.png"))
+        if hits:
+            found += hits
+        else:
+            missing.append(f"no {kind} figure of this setting yet: `python -m benchmarks.figures {cmd} --profile {profile} --source {source}`")
+    return found, missing
+
+
+def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict]) -> tuple[str, list[Path]]:
+    """The page in Markdown (images linked relative to ``out``) and the images it shows."""
+    from benchmarks import figures as fg  # noqa: PLC0415
+    from benchmarks import tables as tb  # noqa: PLC0415
+
+    r0 = recs[0]
+    paper = json.loads(tb.PAPER.read_text())
+    data = tb.build(recs, tables)
+    lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
+    if r0["source"] == "phantom":
+        lines += [f"> **{PHANTOM_WARNING}**", ""]
+    if r0["profile"] != "paper":
+        lines += [f"> The `{r0['profile']}` profile trains briefly: a check that everything runs, not the paper's schedule.", ""]
+    lines += ["## Setting", ""] + [f"- {x}" for x in setting_lines(recs)] + [""]
+    glance = fg.save_figure(fg.draw_tables(recs, tables, paper), out, "tables_at_a_glance")[0]
+    images = [glance]
+    lines += ["## At a glance", "", f"![accuracy per method and dataset beside the paper's]({glance.name})", ""]
+    for t in tables:
+        cap = tb.caption_for(t, recs)
+        _, md = tb.render_3(data, paper, cap, False) if t == 3 else tb.render_12(t, data, paper, cap, False)
+        lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
+    if backbones:
+        bdata = tb.build_backbones(backbones)
+        _, md = tb.render_backbones(bdata, paper, "CE and CLIP-Lung per backbone")
+        lines += ["## CE vs CLIP-Lung per backbone", "", md.strip(), ""]
+    found, missing = interpretability(figures, r0["profile"], r0["source"])
+    lines += ["## Interpretability", ""]
+    for p in found:
+        images.append(p)
+        lines += [f"![{p.stem}]({_relative(p, out)})", ""]
+    lines += [f"- {m}" for m in missing] + [""]
+    return "\n".join(lines), images
+
+
+def _relative(p: Path, base: Path) -> str:
+    import os  # noqa: PLC0415
+
+    return os.path.relpath(p.resolve(), base.resolve())
+
+
+_INLINE = [(re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"), (re.compile(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])"), r"<em>\1</em>"),
+           (re.compile(r"`([^`]+)`"), r"<code>\1</code>")]
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    for pat, rep in _INLINE:
+        out = pat.sub(rep, out)
+    return out
+
+
+def to_html(markdown: str, images: dict[str, Path], title: str) -> str:
+    """The page's Markdown (headings, paragraphs, quotes, bullets, pipe tables, images) as one
+    HTML document with the images inline (data: URIs)."""
+    body, table, items = [], [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|?(\s*-+\s*\|)+\s*-*\s*", r)]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            body.append("<table>")
+            body.append("<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in cells[0]) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append("</table>")
+            table.clear()
+        if items:
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.splitlines():
+        img = re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip())
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        if img:
+            path = images[img.group(2)]
+            data = base64.b64encode(path.read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(img.group(1))}" src="data:image/png;base64,{data}"></figure>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("> "):
+            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:90%}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%}blockquote{border-left:4px solid #d62728;margin:1em 0;padding:.3em 1em;background:#fff5f5}"
+             "code{background:#f3f3f3;padding:0 3px}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict] | None = None) -> list[Path]:
+    md, images = build_markdown(recs, tables, out, figures, backbones or [])
+    by_link = {_relative(p, out) if p.parent.resolve() != out.resolve() else p.name: p for p in images}
+    title = md.splitlines()[0].lstrip("# ")
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", to_html(md, by_link, title))
+    return [out / "report.md", out / "report.html"]
+
+
+@cli_main
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    ap.add_argument("--source", help="pick records of this source (phantom, lidc)")
+    ap.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
+    ap.add_argument("--text-encoder", help="pick records of this text encoder")
+    ap.add_argument("--min-readers", type=int, help="pick records of this label rule")
+    ap.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    ap.add_argument("--figures", default="results/figures", help="where to look for the interpretability figures")
+    ap.add_argument("--out", default="results/report", help="folder of report.md, report.html and the figure")
+    add_plugin_flag(ap)
+    args = ap.parse_args(argv)
+    load_plugins(args)
+    from benchmarks import tables as tb  # noqa: PLC0415
+    from benchmarks.records import read_records, runs_dir  # noqa: PLC0415
+
+    runs = Path(args.runs) if args.runs else runs_dir()
+    if not runs.is_dir():
+        raise UserError(f"no runs folder {runs}")
+    out = writable_dir(args.out, "report folder", "pick another with --out")
+    records = read_records(runs)
+    recs = tb.select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+    r0 = recs[0]
+    try:
+        backbones = [r for r in tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs)
+                     if tb.backbone_of(r) != tb.DEFAULT_BACKBONE]
+        backbones = tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs) if backbones else []
+    except UserError:
+        backbones = []
+    paths = write_report(recs, args.tables, out, Path(args.figures), backbones)
+    if r0["source"] == "phantom":
+        print(f"warning: {PHANTOM_WARNING}")
+    print(f"{len(recs)} records -> " + ", ".join(map(str, paths)))
+
+
+if __name__ == "__main__":
+    main()
