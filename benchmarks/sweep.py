@@ -49,11 +49,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, int_in
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins
 from benchmarks.errors import UserError, cli_main
-from benchmarks.grid import TABLES, cells
+from benchmarks.grid import BACKBONE_TABLE, TABLES, cells
 from benchmarks.io import atomic_write_text, writable_dir
-from benchmarks.records import RunSpec, read_record, runs_dir
+from benchmarks.records import DEFAULT_BACKBONE, RunSpec, read_record, runs_dir
 
 log = logging.getLogger("benchmarks.sweep")
 
@@ -70,27 +70,37 @@ def sweeps_dir() -> Path:
 
 
 def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2, sets=None,
-           folds=None, methods=None) -> list[RunSpec]:
-    """Every run of the tables, each once (``folds`` / ``methods`` restrict it, for pilots and tests)."""
+           folds=None, methods=None, backbones=None) -> list[RunSpec]:
+    """Every run of the tables, each once.
+
+    ``methods`` restricts the tables' methods; a registered method that is not in the
+    tables (a plugin's, say) is added on every dataset of the named tables, with the
+    same folds, seeds and profile. ``backbones`` adds the runs of the backbone table
+    (CE and CLIP-Lung on LIDC-A/B/C with ``backbone=`` each name). ``folds`` restricts
+    the folds (pilots, tests).
+    """
     import methods as registry  # noqa: PLC0415
     from benchmarks.run import make_spec  # noqa: PLC0415
+    from methods.backbones import BACKBONES  # noqa: PLC0415
 
     for t in tables:
         if t not in TABLES:
             raise UserError(f"unknown table {t}; choose from {', '.join(map(str, TABLES))}")
-    in_tables = {m for m, _ in cells(tables)}
     for m in methods or []:
         registry.get_method(m)  # an unknown name: one line listing the known ones
-        if m not in in_tables:
-            raise UserError(f"--methods {m}: not a method of table(s) {' '.join(map(str, tables))}; "
-                            f"their methods: {', '.join(sorted(in_tables))}")
+    for b in backbones or []:
+        if b not in BACKBONES:
+            raise UserError(f"--backbones {b}: unknown backbone; known backbones: {', '.join(sorted(BACKBONES))}")
+    in_tables = {m for m, _ in cells(tables)}
+    datasets = list(dict.fromkeys(ds for t in tables for ds in TABLES[t]["datasets"]))
+    grid = [(m, ds, ()) for m, ds in cells(tables) if not methods or m in methods]
+    grid += [(m, ds, ()) for m in (methods or []) if m not in in_tables for ds in datasets]
+    grid += [(m, ds, (f"backbone={b!r}",)) for b in (backbones or []) for m in BACKBONE_TABLE["methods"] for ds in BACKBONE_TABLE["datasets"]]
     specs, seen = [], set()
-    for method, dataset in cells(tables):
-        if methods and method not in methods:
-            continue
+    for method, dataset, extra in grid:
         for seed in seeds:
             for fold in (folds if folds is not None else range(N_FOLDS)):
-                s = make_spec(method, dataset, fold, seed, profile, source, min_readers, sets)
+                s = make_spec(method, dataset, fold, seed, profile, source, min_readers, [*(sets or []), *extra])
                 if s.key not in seen:
                     seen.add(s.key)
                     specs.append(s)
@@ -98,29 +108,43 @@ def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2,
 
 
 class RunTask:
-    """The picklable task a Slurm array element (or local process) runs: one RunSpec.
+    """The picklable task a Slurm array element (or local process) runs: one RunSpec, or a pack
+    of them (``--runs-per-task``), trained together by ``benchmarks.pack``.
 
     Subclasses submitit's Checkpointable (see :func:`_task`): on time-out or
-    preemption the same call is resubmitted, and ``run_one`` resumes from the
-    run's epoch checkpoint.
+    preemption the same call is resubmitted, and every run resumes from its
+    epoch checkpoint. The task loads the plugins the submitting command had.
     """
 
-    def __init__(self, runs_root: str, cache_root: str | None, device: str = "auto"):
+    def __init__(self, runs_root: str, cache_root: str | None, device: str = "auto", plugins=()):
         self.runs_root = runs_root
         self.cache_root = cache_root
         self.device = device
+        self.plugins = list(plugins)
 
-    def __call__(self, spec: dict) -> str:
+    def __call__(self, spec) -> str:
         os.environ["CLIPLUNG_RUNS"] = self.runs_root
         if self.cache_root:
             os.environ["CLIPLUNG_CACHE"] = self.cache_root
         from benchmarks.errors import setup_logging  # noqa: PLC0415
+        from benchmarks.plugins import load_all  # noqa: PLC0415
         from benchmarks.run import run_one  # noqa: PLC0415
 
         setup_logging()  # the task's log shows the epochs and a resume
-        s = RunSpec(**spec)
-        run_one(s, device=self.device, progress=False)
-        return str(s.path(".json", Path(self.runs_root)))
+        load_all(getattr(self, "plugins", []))
+        if isinstance(spec, dict):
+            s = RunSpec(**spec)
+            run_one(s, device=self.device, progress=False)
+            return str(s.path(".json", Path(self.runs_root)))
+        from benchmarks.pack import run_pack  # noqa: PLC0415
+
+        specs = [RunSpec(**d) for d in spec]
+        out = run_pack(specs, device=self.device)
+        failed = [(s, r) for s, r in zip(specs, out) if isinstance(r, BaseException)]
+        if failed:  # the task fails (its runs with records are done all the same): one line naming each failed run
+            raise UserError(f"{len(failed)} of {len(specs)} runs of this pack failed: "
+                            + "; ".join(f"{s.stem}: {str(e).splitlines()[-1] if str(e) else type(e).__name__}" for s, e in failed))
+        return ",".join(str(s.path(".json", Path(self.runs_root))) for s in specs)
 
 
 def _checkpointable_class():
@@ -142,12 +166,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _task(runs_root, cache_root, device):
+def _task(runs_root, cache_root, device, plugins=()):
     # The class of the importable module, also when this file runs as ``__main__`` (python -m): the
     # task pickles it by reference, and the array task finds it by importing benchmarks.sweep.
     from benchmarks import sweep  # noqa: PLC0415
 
-    return sweep._checkpointable_class()(runs_root, cache_root, device)
+    return sweep._checkpointable_class()(runs_root, cache_root, device, plugins)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,17 +304,39 @@ def _new_sweep_folder() -> Path:
     raise UserError(f"cannot make a new sweep folder under {sweeps_dir()}: {base}-1 to -999 exist")
 
 
+def runs_per_task(args) -> int:
+    """``--runs-per-task``, or its default: packs of 4 on GPU tasks (small runs leave a GPU mostly
+    idle), one run per task otherwise."""
+    if args.runs_per_task:
+        return args.runs_per_task
+    return 4 if args.gpus_per_node or args.device.startswith("cuda") else 1
+
+
+def _packs(specs: list[RunSpec], n: int) -> list[list[RunSpec]]:
+    """Groups of at most ``n`` runs, those of one dataset together (they share a training split size)."""
+    by_ds: dict[str, list[RunSpec]] = {}
+    for s in specs:
+        by_ds.setdefault(s.dataset, []).append(s)
+    return [group[i:i + n] for group in by_ds.values() for i in range(0, len(group), n)]
+
+
 def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
+    from benchmarks.plugins import spec_list  # noqa: PLC0415
+
     folder = _new_sweep_folder()
     sweep_id, logs = folder.name, folder / "logs"
     printed = io.StringIO()
+    per_task = runs_per_task(args)
+    packs = _packs(specs, per_task) if per_task > 1 else [[s] for s in specs]
+    plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in spec_list()]
     try:
         ex = make_executor(args, logs)
         cache = os.environ.get("CLIPLUNG_CACHE")
-        task = _task(str(runs_root.resolve()), str(Path(cache).resolve()) if cache else None, args.device)
+        task = _task(str(runs_root.resolve()), str(Path(cache).resolve()) if cache else None, args.device, plugins)
+        items = [asdict(p[0]) if len(p) == 1 else [asdict(s) for s in p] for p in packs]
         # submitit prints sbatch's stderr itself before raising: we keep it, to quote it in our one line.
         with contextlib.redirect_stderr(printed):
-            jobs = ex.map_array(task, [asdict(s) for s in specs])
+            jobs = ex.map_array(task, items)
     except UserError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -303,8 +349,9 @@ def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
     manifest = {
         "id": sweep_id, "executor": args.executor, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "submitted_at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-        "runs_dir": str(runs_root.resolve()), "logs": str(logs),
-        "jobs": [{"job_id": j.job_id, **_describe(s)} for j, s in zip(jobs, specs)],
+        "runs_dir": str(runs_root.resolve()), "logs": str(logs), "plugins": plugins, "runs_per_task": per_task,
+        "jobs": [{"job_id": j.job_id, **_describe(s)} for j, p in zip(jobs, packs) for s in p],
+        "tasks": len(jobs),
     }
     atomic_write_text(folder / "sweep.json", json.dumps(manifest, indent=1))
     return {"manifest": manifest, "jobs": jobs, "path": folder / "sweep.json"}
@@ -532,10 +579,10 @@ def status(specs: list[RunSpec], tables, runs_root: Path | None = None) -> dict:
     missing, every run's state, and the failed runs with their error line."""
     runs_root = runs_root or runs_dir()
     runs = run_states(specs, runs_root)
-    wanted = {(s.method, s.dataset) for s in specs}
-    cellmap = {f"{m}/{d}": dict.fromkeys(STATES, 0) for m, d in cells(tables) if (m, d) in wanted}
-    for st in runs:
-        cellmap[f"{st['method']}/{st['dataset']}"][st["state"]] += 1
+    cellmap = {}  # in the matrix's order: the tables' cells, added methods, then backbones
+    for s, st in zip(specs, runs):
+        name = f"{s.method}/{s.dataset}" + ("" if s.backbone == DEFAULT_BACKBONE else f"@{s.backbone}")
+        cellmap.setdefault(name, dict.fromkeys(STATES, 0))[st["state"]] += 1
     totals = {k: sum(v[k] for v in cellmap.values()) for k in STATES}
     return {"cells": cellmap, "totals": totals, "runs": runs, "failed": [r for r in runs if r["state"] == "failed"],
             "sweeps": len(manifests(runs_root)), "runs_dir": str(runs_root)}
@@ -546,26 +593,33 @@ def status(specs: list[RunSpec], tables, runs_root: Path | None = None) -> dict:
 
 def _setting(args) -> dict:
     return {"profile": args.profile, "source": args.source, "seeds": args.seeds, "min_readers": args.min_readers,
-            "overrides": list(args.set), "tables": args.tables, "methods": args.methods, "folds": args.folds}
+            "overrides": list(args.set), "tables": args.tables, "methods": args.methods, "folds": args.folds,
+            "backbones": args.backbones}
 
 
 def _setting_line(args) -> str:
     s = (f"setting: profile {args.profile}, source {args.source}, seeds {' '.join(map(str, args.seeds))}, "
-         f"min readers {args.min_readers}, overrides {' '.join(args.set) or 'none'}; tables {' '.join(map(str, args.tables))}")
+         f"min readers {args.min_readers}, overrides {' '.join(args.set) or 'none'}; tables {' '.join(map(str, args.tables)) or 'none'}")
     if args.methods:
         s += f"; methods {' '.join(args.methods)}"
     if args.folds is not None:
         s += f"; folds {' '.join(map(str, args.folds))}"
+    if args.backbones:
+        s += f"; backbones {' '.join(args.backbones)}"
     return s
 
 
 def _add_setting_flags(p) -> None:
-    p.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--tables", nargs="+", type=int, default=None, help="which of the paper's tables (default: 1 2 3, none with --backbones)")
     p.add_argument("--profile", default="paper")
     p.add_argument("--source", default="phantom")
     p.add_argument("--seeds", nargs="+", type=int_in(0, SEED_MAX), default=[0])
     p.add_argument("--folds", nargs="+", type=int_in(0, 4), default=None, help="only these folds (default: all five)")
-    p.add_argument("--methods", nargs="+", default=None, help="only these methods of the tables")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="only these methods of the tables; other registered methods are added on the tables' datasets")
+    p.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
+                   help="the backbone table's runs (CE and CLIP-Lung on LIDC-A/B/C) on these backbones; alone unless --tables is given")
+    add_plugin_flag(p)
     p.add_argument("--min-readers", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     p.add_argument("--json", action="store_true")
@@ -583,7 +637,9 @@ def _parser():
     r.add_argument("--cpus-per-task", type=int_in(1, 4096), default=4)
     r.add_argument("--mem-gb", type=int_in(1, 10**6), default=16)
     r.add_argument("--timeout-min", type=int_in(1, 10**6), default=240)
-    r.add_argument("--array-parallelism", type=int_in(1, 10**6), default=64)
+    r.add_argument("--array-parallelism", type=int_in(1, 10**6), default=64, help="tasks running at once")
+    r.add_argument("--runs-per-task", type=int_in(1, 64), default=None,
+                   help="runs packed into each task, trained together (default: 4 with GPUs, else 1)")
     r.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. account=abc")
     r.add_argument("--dry-run", action="store_true", help="print the matrix, submit nothing")
     r.add_argument("--wait", action="store_true", help="wait for the jobs to finish")
@@ -612,8 +668,11 @@ def _in_sweeps(states: list[dict]) -> str:
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    load_plugins(args)
+    if args.tables is None:
+        args.tables = [] if args.backbones else [1, 2, 3]
     if args.cmd == "status":
-        specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods)
+        specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones)
         st = status(specs, args.tables)
         if args.json:
             print(json.dumps({"setting": _setting(args), **st}, indent=1))
@@ -623,7 +682,7 @@ def main(argv=None):
     if args.executor not in EXECUTORS:
         raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
     runs_root = runs_dir()
-    specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods)
+    specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones)
     if not args.dry_run:
         writable_dir(runs_root, "runs folder", "set $CLIPLUNG_RUNS to a writable folder")
         writable_dir(sweeps_dir(), "sweeps folder", "set $CLIPLUNG_SWEEPS to a writable folder")
@@ -641,7 +700,8 @@ def main(argv=None):
             if args.json:
                 print(json.dumps(out, indent=1))
             else:
-                print(f"{len(specs)} runs in tables {' '.join(map(str, args.tables))}: {n_done} recorded, "
+                print(f"{len(specs)} runs in the matrix (tables {' '.join(map(str, args.tables)) or 'none'}"
+                      + (f", backbones {' '.join(args.backbones)}" if args.backbones else "") + f"): {n_done} recorded, "
                       f"{len(busy)} queued or running, {len(todo)} to run")
             return
         if busy:

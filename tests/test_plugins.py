@@ -161,3 +161,28 @@ def test_the_coral_example_registers_through_its_entry_point():
         pytest.skip("examples/coral is not installed here (CI installs it: pip install ./examples/coral)")
     m = methods.get_method("coral")
     assert m.origin["distribution"] == "cliplung-coral" and m.origin["plugin"].startswith("coral (entry point")
+
+
+@pytest.mark.slow
+def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
+    """ce, clip_lung, coral (the installed example) and a method file outside the repo, fold 0 of
+    Table 1, smoke, through the local executor in packs of two; then Table 1 has their rows."""
+    try:
+        methods.get_method("coral")
+        extra = ["coral"]
+    except UserError:
+        extra = []  # examples/coral is not installed here (CI installs it)
+    plugin = write(tmp_path / "smoothed.py", METHOD.format(name="smoothed"))
+    env = {RUNS_ENV: str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    p = cli("benchmarks.sweep", "run", "--plugin", str(plugin), "--tables", "1", "--methods", "ce", "clip_lung", *extra, "smoothed",
+            "--folds", "0", "--profile", "smoke", "--executor", "local", "--cpus-per-task", "1", "--runs-per-task", "2", env=env, timeout=1200)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    man = json.loads(next((tmp_path / "sweeps").glob("*/sweep.json")).read_text())
+    assert man["plugins"] == [str(plugin)] and man["tasks"] == -(-(3 + len(extra)) // 2)  # packs of two
+    st = cli("benchmarks.sweep", "status", "--plugin", str(plugin), "--tables", "1", "--methods", "ce", "clip_lung", *extra, "smoothed",
+             "--folds", "0", "--profile", "smoke", "--json", env=env)
+    assert json.loads(st.stdout)["totals"]["done"] == 3 + len(extra), st.stderr[-2000:]
+    t = cli("benchmarks.tables", "--tables", "1", "--profile", "smoke", "--out", str(tmp_path / "tables"), env=env)
+    assert t.returncode == 0, t.stderr[-2000:]
+    md = (tmp_path / "tables" / "table1.md").read_text()
+    assert "| smoothed (not in the paper) |" in md and all(f"| {m} (not in the paper) |" in md for m in extra)

@@ -155,3 +155,15 @@ def test_slurm_bad_partition_and_gpus(tmp_path):
     # submitit prints sbatch's stderr itself; we quote it in ours: one line, which names sbatch's reason.
     assert len(p.stderr.strip().splitlines()) == 1 and "sbatch: error:" in p.stderr, p.stderr
     assert not any((tmp_path / "sweeps").glob("*/sweep.json"))  # nothing half-submitted
+
+
+def test_matrix_adds_other_methods_and_backbones():
+    specs = matrix([1], methods=["ce", "nsb", "clip_lung_ic"], folds=[0])
+    # ce and nsb are Table 1's; clip_lung_ic is not, so it joins on Table 1's dataset.
+    assert sorted((s.method, s.dataset) for s in specs) == [("ce", "LIDC-A"), ("clip_lung_ic", "LIDC-A"), ("nsb", "LIDC-A")]
+    bb = matrix([], backbones=["resnet18_2d", "r3d_18"], folds=[0])
+    assert len(bb) == 2 * 2 * 3 and {s.backbone for s in bb} == {"resnet18_2d", "r3d_18"}
+    # The paper's backbone is the plain Table 1-2 run: the same key, run once.
+    assert {s.key for s in bb if s.backbone == "resnet18_2d" and s.method == "ce" and s.dataset == "LIDC-A"} == \
+        {s.key for s in matrix([1], methods=["ce"], folds=[0])}
+    assert all("r3d_18" in s.stem for s in bb if s.backbone == "r3d_18")
