@@ -148,3 +148,13 @@ def _usage(argv) -> None:
     lines = ["usage: cliplung COMMAND [options]    (cliplung COMMAND --help for each)", "", "commands:"]
     lines += [f"  {name:{width}s}  {what}" for name, (_, what) in COMMANDS.items()]
     print("\n".join(lines))
+
+
+def warn_phantom(profile: str, source: str) -> None:
+    """One line on stderr when a paper-profile run, sweep or table uses the phantom source: its
+    numbers check the pipeline, they are not results about CT scans."""
+    import sys  # noqa: PLC0415
+
+    if profile == "paper" and source == "phantom":
+        print("warning: the paper profile on the phantom source (volumes rendered from the readers' annotations): "
+              "a check of the pipeline, not results; use --source lidc for the real CT scans", file=sys.stderr)

@@ -241,7 +241,7 @@ def localisation(args) -> dict:
     found = {ds: ip.find_records(args.methods, ds, args.folds, args.setting, args.runs) for ds in args.dataset}
     all_recs = [r for f in found.values() for r in f.values()]
     check_one_setting(all_recs)  # each dataset's records are of one setting; across datasets too
-    out = {"setting": ip.setting_of(all_recs), "layer": args.layer, "dilate_px": ip.DILATE_PX, "folds": args.folds, "datasets": {}}
+    out = {"setting": ip.setting_of(all_recs), "profile": all_recs[0]["profile"], "source": all_recs[0]["source"], "layer": args.layer, "dilate_px": ip.DILATE_PX, "folds": args.folds, "datasets": {}}
     masks_by_id: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(args.dataset) * len(args.folds) * len(args.methods), desc="localisation", disable=args.quiet)
     for ds, recs in found.items():
@@ -345,7 +345,7 @@ def cmd_localisation(args) -> list[Path]:
         return []
     out = Path(args.tables_out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"localisation_{'_'.join(args.dataset)}_{args.layer}{_methods_tag(args.methods)}"
+    stem = f"localisation_{'_'.join(args.dataset)}_{args.layer}_{res['profile']}_{res['source']}{_methods_tag(args.methods)}"
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.json"]
     atomic_write_text(paths[0], f"### Localisation\n\n{caption}\n\n{md}")
     atomic_write_text(paths[1], tex)
@@ -513,7 +513,7 @@ def _parser() -> ArgumentParser:
                                      "with a centre-biased and a uniform reference map.")
     loc.add_argument("--dataset", nargs="+", required=True, help=f"one or more of {', '.join(PROTOCOLS)}")
     add_folds_seeds(loc, seeds=False)
-    loc.add_argument("--tables", action="store_true", help="write localisation_<datasets>_<layer>.{md,tex,json} under --tables-out")
+    loc.add_argument("--tables", action="store_true", help="write localisation_<datasets>_<layer>_<profile>_<source>.{md,tex,json} under --tables-out")
     loc.add_argument("--tables-out", default="results/tables", help="folder of --tables")
     cur = sub.add_parser("curves", parents=[common], help="training curves from records",
                          description="Loss terms per epoch (and test metrics where the runs recorded them, --set eval_every=N).")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser, add_folds_seeds, add_plugin_flag, load_plugins, parse_folds
+from benchmarks.cli import ArgumentParser, add_folds_seeds, add_plugin_flag, load_plugins, parse_folds, warn_phantom
 from benchmarks.config import apply_overrides, field_types
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, PROTOCOLS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError, cli_main
@@ -289,6 +289,7 @@ def main(argv=None):
     specs = [make_spec(args.method, args.dataset, f, s, args.profile, args.source, args.min_readers, args.set)
              for s in args.seeds for f in folds]
     writable_dir(runs_dir(), "runs folder", f"set ${RUNS_ENV} to a writable folder")
+    warn_phantom(args.profile, args.source)
     t0 = time.perf_counter()
     if args.pack:
         from benchmarks.pack import run_pack  # noqa: PLC0415

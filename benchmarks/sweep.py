@@ -49,7 +49,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins, warn_phantom
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import BACKBONE_TABLE, TABLES, cells
 from benchmarks.io import atomic_write_text, writable_dir
@@ -683,6 +683,7 @@ def main(argv=None):
         raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
     runs_root = runs_dir()
     specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones)
+    warn_phantom(args.profile, args.source)
     if not args.dry_run:
         writable_dir(runs_root, "runs folder", "set $CLIPLUNG_RUNS to a writable folder")
         writable_dir(sweeps_dir(), "sweeps folder", "set $CLIPLUNG_SWEEPS to a writable folder")

@@ -1,11 +1,14 @@
 r"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
 
-Writes ``results/tables/table{1,2,3}.tex`` and ``.md``, plus ``tables.json`` with
-every number. The LaTeX needs the packages ``booktabs`` (rules), ``graphicx``
-(``\resizebox``) and ``amssymb`` (``\checkmark``): ``preamble.tex`` beside the
-tables loads them (``\input{preamble}`` in your document's preamble), and
-``tables.tex`` is a standalone document of all the tables written (``pdflatex
-tables.tex`` in that folder). Each cell is the mean over the cell's
+Writes ``results/tables/table{1,2,3}_<profile>_<source>.tex`` and ``.md``, plus
+``tables_<profile>_<source>.json`` with every number: the file names, like the
+captions, say which data and schedule made them. The LaTeX needs the packages
+``booktabs`` (rules), ``graphicx`` (``\resizebox``) and ``amssymb``
+(``\checkmark``): ``preamble.tex`` beside the tables loads them
+(``\input{preamble}`` in your document's preamble), and
+``tables_<profile>_<source>.tex`` is a standalone document of all the tables
+written (``pdflatex`` it in that folder). Tables of the ``paper`` profile on the
+``phantom`` source also print a warning line: their numbers are not results. Each cell is the mean over the cell's
 records (5 folds x seeds) with the sample standard deviation (ddof = 1);
 accuracy is shown as mean ± std, recall and F1 as means, as in the paper.
 The best mean of each column is bold; a cell with fewer than 5 folds is marked
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins
+from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins, warn_phantom
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import ABLATION_LOSSES, BACKBONE_TABLE, DISPLAY, TABLES, cells
 
@@ -291,24 +294,30 @@ def caption_for(t: int, recs: list[dict]) -> str:
 PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
 
 
+def setting_tag(records: list[dict]) -> str:
+    """'<profile>_<source>' of one setting's records: in every file name the tables make."""
+    return f"{records[0]['profile']}_{records[0]['source']}"
+
+
 def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False) -> list[Path]:
     paper = json.loads(PAPER.read_text())
     data = build(records, tables)
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
+    tag = setting_tag(records)
     for t in tables:
         cap = caption_for(t, records)
         tex, md = render_3(data, paper, cap, with_paper) if t == 3 else render_12(t, data, paper, cap, with_paper)
         for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
-            p = out_dir / f"table{t}{suffix}"
+            p = out_dir / f"table{t}_{tag}{suffix}"
             atomic_write_text(p, text)
             paths.append(p)
     for name, text in (("preamble.tex", PREAMBLE),
-                       ("tables.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n"
-                        + "".join(f"\\input{{table{t}}}\n" for t in tables) + "\\end{document}\n")):
+                       (f"tables_{tag}.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n"
+                        + "".join(f"\\input{{table{t}_{tag}}}\n" for t in tables) + "\\end{document}\n")):
         atomic_write_text(out_dir / name, text)
         paths.append(out_dir / name)
-    j = out_dir / "tables.json"
+    j = out_dir / f"tables_{tag}.json"
     atomic_write_text(j, json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(records[0]))),
                                      "tables": {str(t): data[t] for t in tables}}, indent=1, default=str))
     paths.append(j)
@@ -384,10 +393,12 @@ def write_backbones(records: list[dict], out_dir: Path) -> list[Path]:
            "Paper: the text branch on MV-DAR, reported by Lei et al. (MICCAI 2023) for LIDC-A only.")
     tex, md = render_backbones(data, paper, cap)
     paths = []
-    for name, text in (("backbones.tex", tex), ("backbones.md", f"### CE vs CLIP-Lung per backbone\n\n{cap}\n\n{md}"),
+    tag = setting_tag(records)
+    for name, text in ((f"backbones_{tag}.tex", tex), (f"backbones_{tag}.md", f"### CE vs CLIP-Lung per backbone\n\n{cap}\n\n{md}"),
                        ("preamble.tex", PREAMBLE),
-                       ("backbones_doc.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n\\input{backbones}\n\\end{document}\n"),
-                       ("backbones.json", json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(r0))),
+                       (f"backbones_{tag}_doc.tex",
+                        f"\\documentclass{{article}}\n\\input{{preamble}}\n\\begin{{document}}\n\\input{{backbones_{tag}}}\n\\end{{document}}\n"),
+                       (f"backbones_{tag}.json", json.dumps({"setting": dict(zip(("source", "profile", "text_encoder", "min_readers"), _setting(r0))),
                                                       "backbones": data}, indent=1, default=str))):
         atomic_write_text(out_dir / name, text)
         paths.append(out_dir / name)
@@ -416,10 +427,12 @@ def main(argv=None):
     records = read_records(runs)
     if args.backbones:
         recs = select_backbones(records, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+        warn_phantom(recs[0]["profile"], recs[0]["source"])
         paths = write_backbones(recs, out)
         print(f"{len(recs)} records of {len({backbone_of(r) for r in recs})} backbones -> " + ", ".join(str(p) for p in paths))
         return
     recs = select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+    warn_phantom(recs[0]["profile"], recs[0]["source"])
     paths = write_tables(args.tables, recs, out, args.with_paper)
     n_cells = len({(r["method"], r["dataset"]) for r in recs})
     print(f"{len(recs)} records in {n_cells} of {len(cells(args.tables))} cells -> " + ", ".join(str(p) for p in paths))

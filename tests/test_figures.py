@@ -162,10 +162,10 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
             p = out / f"{stem}.{fmt}"
             assert p.exists() and p.stat().st_size > 10_000, p
     assert not list(out.glob("*.tmp*"))
-    md = (tables / "localisation_LIDC-B_layer4.md").read_text()
+    md = (tables / "localisation_LIDC-B_layer4_smoke_phantom.md").read_text()
     for name in ("CLIP", "CoCoOp", "CLIP-Lung", "centre-biased", "uniform", "profile smoke, source phantom"):
         assert name in md and name in printed
-    res = json.loads((tables / "localisation_LIDC-B_layer4.json").read_text())
+    res = json.loads((tables / "localisation_LIDC-B_layer4_smoke_phantom.json").read_text())
     row = res["datasets"]["LIDC-B"]
     for k in (*METHODS, "centre", "uniform"):
         v = row[k]["folds"]["0"]
@@ -174,7 +174,7 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
     if shutil.which("pdflatex"):
         doc = tmp_path / "doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                       f"\\input{{{tables / 'localisation_LIDC-B_layer4.tex'}}}\n\\end{{document}}\n")
+                       f"\\input{{{tables / 'localisation_LIDC-B_layer4_smoke_phantom.tex'}}}\n\\end{{document}}\n")
         p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:]
 

@@ -184,5 +184,5 @@ def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
     assert json.loads(st.stdout)["totals"]["done"] == 3 + len(extra), st.stderr[-2000:]
     t = cli("benchmarks.tables", "--tables", "1", "--profile", "smoke", "--out", str(tmp_path / "tables"), env=env)
     assert t.returncode == 0, t.stderr[-2000:]
-    md = (tmp_path / "tables" / "table1.md").read_text()
+    md = (tmp_path / "tables" / "table1_smoke_phantom.md").read_text()
     assert "| smoothed (not in the paper) |" in md and all(f"| {m} (not in the paper) |" in md for m in extra)

@@ -59,7 +59,7 @@ def test_local_sweep_then_status_and_tables(phantom_env, tmp_path):
     t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
                        capture_output=True, text=True)
     assert t.returncode == 0, t.stderr
-    assert "ce" in (tmp_path / "tables" / "table2.md").read_text().lower()
+    assert "ce" in (tmp_path / "tables" / "table2_smoke_phantom.md").read_text().lower()
 
 
 def _slurm_up() -> bool:

@@ -55,16 +55,16 @@ def test_hand_computed_mean_std_bold_and_marks(tmp_path, recs):
     diff = data[2]["LIDC-C"]["ce"]["vs_clip_lung"]
     assert diff["mean"] == pytest.approx(d.mean()) and diff["low"] == pytest.approx(d.mean() - half)
     paths = write_tables([2], chosen, tmp_path / "tables")
-    md = (tmp_path / "tables" / "table2.md").read_text()
+    md = (tmp_path / "tables" / "table2_smoke_phantom.md").read_text()
     assert "| CE Loss | 84.0 ± 3.2 |" in md  # sample std of 80..88 = 3.16
     assert "**87.8 ± 2.6**" in md  # CLIP-Lung's accuracy is the best: bold
     assert "| NSB | 50.0 ± 0.0† |" in md  # 3 folds: marked
     assert "| Poisson | — |" in md  # missing
     assert "*89.5 ± 0.4*" in md  # the paper's CLIP-Lung on LIDC-C beside ours
     assert "−3.8 [" in md
-    tex = (tmp_path / "tables" / "table2.tex").read_text()
+    tex = (tmp_path / "tables" / "table2_smoke_phantom.tex").read_text()
     assert r"\toprule" in tex and r"\textbf{87.8 $\pm$ 2.6}" in tex and "$^\\dagger$" in tex
-    assert {p.name for p in paths} >= {"table2.tex", "table2.md", "tables.json"}
+    assert {p.name for p in paths} >= {"table2_smoke_phantom.tex", "table2_smoke_phantom.md", "tables_smoke_phantom.json"}
 
 
 def test_mixed_settings_are_refused(tmp_path, recs):
@@ -111,7 +111,7 @@ def test_table3_check_marks(tmp_path):
     recs = [record(m, d, f, 0.6 if m == "clip_lung" else 0.5) for m in ("clip_lung", "clip_lung_ic") for d in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(5)]
     runs = write(tmp_path, recs)
     write_tables([3], select(read_records(runs), [3]), tmp_path / "t")
-    md = (tmp_path / "t" / "table3.md").read_text()
+    md = (tmp_path / "t" / "table3_smoke_phantom.md").read_text()
     assert "| ✓ |  |  | 50.0 ± 0.0 |" in md and "| ✓ | ✓ | ✓ | **60.0 ± 0.0** |" in md and "| — |" in md
 
 
@@ -123,9 +123,9 @@ def test_latex_compiles(tmp_path, recs):
     out = tmp_path / "tables"
     write_tables([1, 2, 3], select(read_records(runs), [1, 2, 3]), out, with_paper=True)
     # The standalone document written beside the tables, with the preamble it documents.
-    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"], cwd=out, capture_output=True, text=True)
+    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables_smoke_phantom.tex"], cwd=out, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-2000:]
-    assert (out / "tables.pdf").exists()
+    assert (out / "tables_smoke_phantom.pdf").exists()
     assert r"\usepackage{amssymb}" in (out / "preamble.tex").read_text()
 
 
@@ -139,9 +139,9 @@ def test_methods_outside_the_paper_are_rows_below_it(tmp_path, recs):
     assert list(data[2]["LIDC-C"])[-1] == "coral"
     assert data[2]["LIDC-C"]["coral"]["vs_clip_lung"]["mean"] == pytest.approx(np.mean([5, 4, 3, 0, 4]))
     write_tables([2], chosen, tmp_path / "t")
-    md = (tmp_path / "t" / "table2.md").read_text()
+    md = (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
     assert "| coral (not in the paper) | **91.0 ± 2.2** |" in md
-    tex = (tmp_path / "t" / "table2.tex").read_text()
+    tex = (tmp_path / "t" / "table2_smoke_phantom.tex").read_text()
     assert r"coral (not in the paper)" in tex and tex.count(r"\midrule") == 2  # a rule above the extra rows
     # Not on Table 3, which ablates CLIP-Lung.
     assert "coral" not in "".join(build(chosen, [3])[3]["LIDC-C"])
@@ -167,10 +167,22 @@ def test_backbone_table_pairs_ce_and_clip_lung_per_backbone(tmp_path):
     out = tmp_path / "t"
     out.mkdir()
     write_backbones(chosen, out)
-    md = (out / "backbones.md").read_text()
+    md = (out / "backbones_smoke_phantom.md").read_text()
     assert "| r3d_18 | 72.0 ± 1.6 | 75.0 ± 3.2 | +3.0 [" in md and "*paper: MV-DAR [12]* | *57.3* | *58.9* | *+1.6*" in md
     # The main tables keep to the paper's backbone: an r3d_18 record does not enter them.
     assert {r.get("backbone") for r in select(read_records(runs), [1])} == {"resnet18_2d"}
     if shutil.which("pdflatex"):
-        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "backbones_doc.tex"], cwd=out, capture_output=True, text=True)
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "backbones_smoke_phantom_doc.tex"], cwd=out, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:]
+
+
+def test_paper_profile_on_the_phantom_source_warns(tmp_path, recs, capsys):
+    from benchmarks.tables import main
+
+    runs = write(tmp_path, [dict(r, profile="paper") for r in recs])
+    main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert err.count("warning: the paper profile on the phantom source") == 1
+    assert (tmp_path / "t" / "table2_paper_phantom.md").exists()
+    main(["--tables", "2", "--runs", str(write(tmp_path / "q", recs)), "--out", str(tmp_path / "t")])  # smoke: no warning
+    assert "warning" not in capsys.readouterr().err
