@@ -250,6 +250,7 @@ def test_read_only_folders_exit_2_before_any_work(tmp_path):
         "tables folder": ("benchmarks.tables", ["--runs", str(runs), "--out", str(ro / "t")], {RUNS_ENV: str(runs)}),
         "figures folder": ("benchmarks.figures", ["tsne", "--dataset", "LIDC-B", "--out", str(ro / "f")], {}),
         "figures folder ": ("benchmarks.prepare", ["show", "--out", str(ro / "s" / "x.png")], {}),
+        "report folder": ("benchmarks.report", ["--runs", str(runs), "--out", str(ro / "r")], {}),
         "sweeps folder": ("benchmarks.sweep", ["run", "--tables", "2", "--methods", "ce", "--folds", "0", *smoke, "--executor", "local"],
                           {"CLIPLUNG_SWEEPS": str(ro / "sweeps")}),
     }
