@@ -158,3 +158,25 @@ def warn_phantom(profile: str, source: str) -> None:
     if profile == "paper" and source == "phantom":
         print("warning: the paper profile on the phantom source (volumes rendered from the readers' annotations): "
               "a check of the pipeline, not results; use --source lidc for the real CT scans", file=sys.stderr)
+
+
+def add_setting_filters(parser: argparse.ArgumentParser, runs: bool = True) -> None:
+    """The flags that pick the records of one setting (tables, figures, report)."""
+    parser.add_argument("--source", help="pick records of this source (phantom, lidc)")
+    parser.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
+    parser.add_argument("--text-encoder", help="pick records of this text encoder")
+    parser.add_argument("--min-readers", type=int, help="pick records of this label rule (minimum readers)")
+    if runs:
+        parser.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+
+
+def runs_folder(args):
+    """``--runs`` or the runs folder of the environment, which must exist: one line otherwise."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from benchmarks.records import RUNS_ENV, runs_dir  # noqa: PLC0415
+
+    runs = Path(args.runs) if getattr(args, "runs", None) else runs_dir()
+    if not runs.is_dir():
+        raise UserError(f"no runs folder {runs}" + ("" if getattr(args, "runs", None) else f" (${RUNS_ENV})"))
+    return runs

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_folds_seeds, int_in, lazy_import, parse_folds
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_folds_seeds, add_setting_filters, int_in, lazy_import, parse_folds
 from benchmarks.data.protocols import PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
@@ -485,11 +485,7 @@ def _parser() -> ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods")
     common.add_argument("--seeds", "--seed", nargs=1, type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="the runs' seed (one)")
-    common.add_argument("--source", help="pick records of this source (phantom, lidc)")
-    common.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
-    common.add_argument("--text-encoder", help="pick records of this text encoder")
-    common.add_argument("--min-readers", type=int, help="pick records of this label rule")
-    common.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    add_setting_filters(common)
     common.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     common.add_argument("--out", default="results/figures", help="folder of the figures")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -523,10 +519,7 @@ def _parser() -> ArgumentParser:
                          description="A panel per table and dataset: each method's accuracy over its records (mean, min-max over "
                                      "folds) beside the paper's reported mean +- std; from run records only.")
     tab.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
-    for flag, what in (("--source", "phantom, lidc"), ("--profile", "paper, quick, smoke"), ("--text-encoder", "a text encoder's name")):
-        tab.add_argument(flag, help=f"pick records of this {flag[2:].replace('-', ' ')} ({what})")
-    tab.add_argument("--min-readers", type=int, help="pick records of this label rule")
-    tab.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    add_setting_filters(tab)
     tab.add_argument("--out", default="results/figures", help="folder of the figures")
     return ap
 

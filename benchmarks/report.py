@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins
+from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, load_plugins, runs_folder
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import atomic_write_text, writable_dir
 
@@ -173,31 +173,25 @@ def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: 
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
-    ap.add_argument("--source", help="pick records of this source (phantom, lidc)")
-    ap.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
-    ap.add_argument("--text-encoder", help="pick records of this text encoder")
-    ap.add_argument("--min-readers", type=int, help="pick records of this label rule")
-    ap.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+    add_setting_filters(ap)
     ap.add_argument("--figures", default="results/figures", help="where to look for the interpretability figures")
     ap.add_argument("--out", default="results/report", help="folder of report.md, report.html and the figure")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)
     from benchmarks import tables as tb  # noqa: PLC0415
-    from benchmarks.records import read_records, runs_dir  # noqa: PLC0415
+    from benchmarks.records import read_records  # noqa: PLC0415
 
-    runs = Path(args.runs) if args.runs else runs_dir()
-    if not runs.is_dir():
-        raise UserError(f"no runs folder {runs}")
+    runs = runs_folder(args)
     out = writable_dir(args.out, "report folder", "pick another with --out")
     records = read_records(runs)
     recs = tb.select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
     r0 = recs[0]
-    try:
-        backbones = [r for r in tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs)
-                     if tb.backbone_of(r) != tb.DEFAULT_BACKBONE]
-        backbones = tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs) if backbones else []
+    try:  # CE vs CLIP-Lung per backbone, when records of another backbone than the paper's exist
+        backbones = tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs)
     except UserError:
+        backbones = []
+    if all(tb.backbone_of(r) == tb.DEFAULT_BACKBONE for r in backbones):
         backbones = []
     paths = write_report(recs, args.tables, out, Path(args.figures), backbones)
     if r0["source"] == "phantom":

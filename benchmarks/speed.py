@@ -74,10 +74,8 @@ def time_text_encoder(name: str, n_prompts: int = 96, rounds: int = 3, device: s
     return out
 
 
-def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
-    """Per name ("method" or "method@backbone"): median training-step and inference time."""
-    import dataclasses  # noqa: PLC0415
-
+def _setup(batch_size: int, device: str):
+    """(device, DataInfo of a 3-class protocol, a seeded batch of crops on the device): what every timing uses."""
     import torch  # noqa: PLC0415
 
     import methods  # noqa: PLC0415
@@ -93,12 +91,29 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
         "label": torch.randint(0, 3, (batch_size,), generator=g).to(dev),
         "attributes": (1 + 4 * torch.rand(batch_size, 8, generator=g)).to(dev),
     }
+    return dev, info, batch
+
+
+def _config(name: str, sets: dict | None):
+    """The registered method of "method" or "method@backbone" and its config for timing."""
+    import dataclasses  # noqa: PLC0415
+
+    import methods  # noqa: PLC0415
+
+    method, _, backbone = name.partition("@")
+    m = methods.get_method(method)
+    return m, dataclasses.replace(m.config, **(sets or {}).get(name, {}), **({"backbone": backbone} if backbone else {}))
+
+
+def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+    """Per name ("method" or "method@backbone"): median training-step and inference time."""
+    import torch  # noqa: PLC0415
+
+    dev, info, batch = _setup(batch_size, device)
     models, opts = {}, {}
     for n in names:
         torch.manual_seed(0)
-        method, _, backbone = n.partition("@")
-        m = methods.get_method(method)
-        cfg = dataclasses.replace(m.config, **(sets or {}).get(n, {}), **({"backbone": backbone} if backbone else {}))
+        m, cfg = _config(n, sets)
         models[n] = m.cls(cfg, info).to(dev)
         opts[n] = torch.optim.SGD([p for p in models[n].parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
@@ -151,19 +166,9 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
 def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
     """Per method: median seconds of one training step alone, and per run of a round of ``pack``
     runs stepped in turn (each its own model, optimiser and seed), measured in alternation."""
-    import dataclasses  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
-    import methods  # noqa: PLC0415
-    from benchmarks.train import resolve_device  # noqa: PLC0415
-
-    dev = resolve_device(device)
-    g = torch.Generator().manual_seed(0)
-    info = methods.DataInfo(3, ("benign", "unsure", "malignant"), tuple(f"a{i}" for i in range(8)), (411, 827, 265))
-    batch = {"image": torch.rand(batch_size, 32, 32, 32, generator=g).to(dev),
-             "label": torch.randint(0, 3, (batch_size,), generator=g).to(dev),
-             "attributes": (1 + 4 * torch.rand(batch_size, 8, generator=g)).to(dev)}
+    dev, info, batch = _setup(batch_size, device)
 
     def sync():
         if dev.type == "cuda":
@@ -177,9 +182,7 @@ def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 
 
     out = {}
     for n in names:
-        method, _, backbone = n.partition("@")
-        m = methods.get_method(method)
-        cfg = dataclasses.replace(m.config, **(sets or {}).get(n, {}), **({"backbone": backbone} if backbone else {}))
+        m, cfg = _config(n, sets)
         runs = []
         for seed in range(pack):
             torch.manual_seed(seed)
@@ -267,8 +270,8 @@ def main(argv=None):
     if args.pack:
         res = time_packs(names, args.pack, args.batch_size, args.rounds, args.device, sets)
         res["projected_sweep"] = {
-            "alone": project_sweep({n: v["alone_step_s"] for n, v in res["methods"].items()}, batch_size=args.batch_size),
-            "packed": project_sweep({n: v["packed_step_s_per_run"] for n, v in res["methods"].items()}, batch_size=args.batch_size),
+            "alone": project_sweep({n: v["alone_step_s"] for n, v in res["methods"].items()}),
+            "packed": project_sweep({n: v["packed_step_s_per_run"] for n, v in res["methods"].items()}),
         }
         if args.json:
             print(json.dumps(res, indent=1))

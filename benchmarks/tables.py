@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, load_plugins, warn_phantom
+from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, load_plugins, runs_folder, warn_phantom
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import ABLATION_LOSSES, BACKBONE_TABLE, DISPLAY, TABLES, cells
 
 PAPER_METHODS = {m for t in TABLES.values() for m in t["methods"]}
 from benchmarks.io import atomic_write_text, writable_dir
-from benchmarks.records import DEFAULT_BACKBONE, RUNS_ENV, backbone_of, check_one_setting, filter_setting, read_records, runs_dir
+from benchmarks.records import DEFAULT_BACKBONE, backbone_of, check_one_setting, filter_setting, read_records, runs_dir
 
 # The paper's reported numbers, typed from it: package data, so that an installed wheel has them too.
 PAPER = Path(__file__).resolve().parent / "reported" / "clip_lung_miccai2023.json"
@@ -63,10 +63,17 @@ def select(records: list[dict], tables, source=None, profile=None, text_encoder=
     extra_ds = {ds for t in tables if t in (1, 2) for ds in TABLES[t]["datasets"]}
     recs = [r for r in records if backbone_of(r) == DEFAULT_BACKBONE
             and ((r.get("method"), r.get("dataset")) in want or (extra_method(r.get("method")) and r.get("dataset") in extra_ds))]
-    recs = filter_setting(recs, source, profile, text_encoder, min_readers)
-    if not recs:
-        raise UserError(f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
+    return _one_setting(recs, (source, profile, text_encoder, min_readers),
+                        f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
                         "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
+
+
+def _one_setting(recs: list[dict], filters: tuple, none_found: str) -> list[dict]:
+    """The records of one setting among ``recs`` (``filters``: source, profile, text encoder,
+    min readers); ``none_found`` is the error when there are none."""
+    recs = filter_setting(recs, *filters)
+    if not recs:
+        raise UserError(none_found)
     check_one_setting(recs)
     return recs
 
@@ -328,12 +335,9 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
 def select_backbones(records: list[dict], source=None, profile=None, text_encoder=None, min_readers=None, runs: Path | None = None) -> list[dict]:
     """The records of CE and CLIP-Lung on LIDC-A/B/C, every backbone, one setting."""
     recs = [r for r in records if r.get("method") in BACKBONE_TABLE["methods"] and r.get("dataset") in BACKBONE_TABLE["datasets"]]
-    recs = filter_setting(recs, source, profile, text_encoder, min_readers)
-    if not recs:
-        raise UserError(f"no records of {' or '.join(BACKBONE_TABLE['methods'])} in {runs or runs_dir()} with these filters; "
+    return _one_setting(recs, (source, profile, text_encoder, min_readers),
+                        f"no records of {' or '.join(BACKBONE_TABLE['methods'])} in {runs or runs_dir()} with these filters; "
                         "run them with `python -m benchmarks.sweep run --backbones ...`")
-    check_one_setting(recs)
-    return recs
 
 
 def build_backbones(records: list[dict]) -> dict:
@@ -408,21 +412,15 @@ def write_backbones(records: list[dict], out_dir: Path) -> list[Path]:
 @cli_main
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.tables", description=__doc__)
-    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
-    ap.add_argument("--runs", default=None, help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
-    ap.add_argument("--out", default="results/tables")
-    ap.add_argument("--source")
-    ap.add_argument("--profile")
-    ap.add_argument("--text-encoder")
-    ap.add_argument("--min-readers", type=int)
+    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    add_setting_filters(ap)
+    ap.add_argument("--out", default="results/tables", help="folder of the tables")
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
     ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones.{tex,md,json})")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)
-    runs = Path(args.runs) if args.runs else runs_dir()
-    if not runs.is_dir():
-        raise UserError(f"no runs folder {runs}" + ("" if args.runs else f" (${RUNS_ENV})"))
+    runs = runs_folder(args)
     out = writable_dir(args.out, "tables folder", "pick another with --out")
     records = read_records(runs)
     if args.backbones:
