@@ -19,7 +19,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
-    """Make the folder ``path`` if needed and check that a file can be written in it.
+    """Check that a file can be written in the folder ``path`` (made for the check if missing,
+    and removed again, so that a command stopped later leaves nothing behind).
 
     Checked before any work starts, so a read-only folder, a file in its place or
     a missing parent under a file ends in one line (``what`` names the folder,
@@ -27,6 +28,11 @@ def writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
     traceback after an epoch of training.
     """
     path = Path(path)
+    missing = []
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
@@ -36,6 +42,12 @@ def writable_dir(path: str | os.PathLike, what: str, hint: str) -> Path:
         raise UserError(f"cannot write to the {what} {path}: a file is in its place; {hint}") from None
     except OSError as e:
         raise UserError(f"cannot write to the {what} {path}: {e.strerror or e}; {hint}") from None
+    finally:
+        for d in missing:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                break
     return path
 
 

@@ -141,7 +141,3 @@ def load_entry_points() -> list[dict]:
     return out
 
 
-def spec_list() -> list[str]:
-    """The plugins loaded in this process, as specs a sweep task can load again (entry points
-    load themselves wherever the package is installed)."""
-    return [s for s, o in LOADED.items() if "entry point" not in o["plugin"]]

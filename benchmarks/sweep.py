@@ -266,6 +266,7 @@ def submit_lock(folder: Path):
     """Hold the sweeps folder's lock from the state check to the manifest written: two
     ``sweep run`` at once would each see a run as not submitted and both submit it."""
     path = folder / ".submit.lock"
+    folder.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
@@ -304,6 +305,12 @@ def _new_sweep_folder() -> Path:
     raise UserError(f"cannot make a new sweep folder under {sweeps_dir()}: {base}-1 to -999 exist")
 
 
+def command_plugins(flags) -> list[str]:
+    from benchmarks.plugins import PLUGINS_ENV  # noqa: PLC0415
+
+    return [s for s in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if s.strip()] + list(flags or [])
+
+
 def runs_per_task(args) -> int:
     """``--runs-per-task``, or its default: packs of 4 on GPU tasks (small runs leave a GPU mostly
     idle), one run per task otherwise."""
@@ -321,14 +328,13 @@ def _packs(specs: list[RunSpec], n: int) -> list[list[RunSpec]]:
 
 
 def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
-    from benchmarks.plugins import spec_list  # noqa: PLC0415
-
     folder = _new_sweep_folder()
     sweep_id, logs = folder.name, folder / "logs"
     printed = io.StringIO()
     per_task = runs_per_task(args)
     packs = _packs(specs, per_task) if per_task > 1 else [[s] for s in specs]
-    plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in spec_list()]
+    # This command's plugins ($CLIPLUNG_PLUGINS, then --plugin), files as absolute paths: the tasks load them.
+    plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in command_plugins(getattr(args, "plugin", []))]
     try:
         ex = make_executor(args, logs)
         cache = os.environ.get("CLIPLUNG_CACHE")

@@ -137,7 +137,7 @@ def test_numeric_flags_of_the_other_commands(tmp_path, capsys, monkeypatch):
     p = call("benchmarks.sweep", "run", "--tables", "1", "--seeds", "-3", "--dry-run", **kw)
     assert "argument --seeds" in one_error_line(p)
     p = call("benchmarks.figures", "tsne", "--dataset", "LIDC-B", "--fold", "9", **kw)
-    assert "argument --fold" in one_error_line(p)
+    assert "--folds: fold 9 does not exist" in one_error_line(p)
 
 
 # ------------------------------------------------------------------ damaged records
