@@ -429,6 +429,12 @@ def draw_tables(recs: list[dict], tables, paper: dict):
     for r in recs:
         by.setdefault((r["method"], r["dataset"]), []).append(100 * r["metrics"]["accuracy"])
     panels = [(t, ds) for t in tables for ds in tb.TABLES[t]["datasets"]]
+    # A dataset without records of ours would be the paper's numbers alone: leave its panel out, say so.
+    empty = [(t, ds) for t, ds in panels if not any(d == ds for _, d in by)]
+    if len(empty) < len(panels):
+        for t, ds in empty:
+            log.info("table %s: no records on %s, its panel is left out", t, ds)
+        panels = [p for p in panels if p not in empty]
     rows = max(len(data[t][ds]) for t, ds in panels)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.38 * rows + 1.6), squeeze=False)
     labelled = set()  # each legend entry once

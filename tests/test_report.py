@@ -40,9 +40,11 @@ class Checker(html.parser.HTMLParser):
             self.errors.append(f"unbalanced </{tag}> at {self.getpos()}")
 
 
-def test_one_glance_figure_and_report(runs, tmp_path, capsys):
+def test_one_glance_figure_and_report(runs, tmp_path, capsys, caplog):
     out = tmp_path / "figs"
-    figures.main(["tables", "--tables", "2", "--profile", "smoke", "--runs", str(runs), "--out", str(out)])
+    with caplog.at_level("INFO", logger="benchmarks.figures"):
+        figures.main(["tables", "--tables", "2", "--profile", "smoke", "--runs", str(runs), "--out", str(out)])
+    assert "table 2: no records on LIDC-C, its panel is left out" in caplog.text  # records are LIDC-B only
     assert (out / "tables2_smoke_phantom.png").stat().st_size > 10_000 and (out / "tables2_smoke_phantom.pdf").exists()
     rep = tmp_path / "report"
     figs = tmp_path / "interp"
