@@ -110,7 +110,12 @@ def load(spec: str, label: str | None = None) -> dict:
         if isinstance(e, KeyboardInterrupt):
             raise
         raise UserError(f"plugin {label or spec} failed to import: {type(e).__name__}: {e}") from None
+    typed = origin["plugin"]
     origin.update(module=module, **fields)
+    if "path" in fields and label is None:
+        # A file or folder is named by its own name (its hash says which code): "x.py", "./x.py" and
+        # "/abs/x.py" are one plugin, so a sweep task given the absolute path makes the same run key.
+        origin["plugin"] = Path(fields["path"]).name
     # Fill in the identity (known only after the import) on what the plugin registered.
     for name in set(registry.REGISTRY) - before:
         m = registry.REGISTRY[name]
@@ -120,7 +125,7 @@ def load(spec: str, label: str | None = None) -> dict:
             del registry.REGISTRY[name]
             raise UserError(f"plugin {label or spec}: method {name!r} breaks the method interface: {problem}")
     for name, o in backbones.ORIGIN.items():
-        if o is not None and o.get("plugin") == origin["plugin"]:
+        if o is not None and o.get("plugin") == typed:
             o.update(origin)
     LOADED[spec] = origin
     _ = methods

@@ -46,6 +46,7 @@ class RunSpec:
     protocol_hash: str
     method_version: int = 1  # the method's implementation version (``version`` on its class)
     plugin: str | None = None  # "name@version" or "name#sha256" of the plugin the method comes from
+    backbone_plugin: str | None = None  # the same for a backbone a plugin registered (None: built in)
 
     @property
     def key(self) -> str:
@@ -73,7 +74,7 @@ class RunSpec:
 # Fields added after the first records were written, at the value every earlier record
 # had: left out of the key and config hash, so those records keep their keys and names.
 DEFAULT_BACKBONE = "resnet18_2d"
-_LEGACY = {"method_version": 1, "plugin": None}
+_LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None}
 _LEGACY_METHOD = {"backbone": DEFAULT_BACKBONE}
 
 
@@ -208,7 +209,8 @@ def check_one_setting(recs: list[dict]) -> None:
                         + f"; pick one with {', '.join(mixed)}")
     by_cell = defaultdict(dict)
     for r in recs:
-        by_cell[(r["method"], r["dataset"], backbone_of(r))].setdefault(r["config_hash"] + str(r.get("protocol_hash")) + str(r.get("method_version", 1)), r)
+        variant = (r["config_hash"], r.get("protocol_hash"), r.get("method_version", 1), r.get("plugin"), r.get("backbone_plugin"))
+        by_cell[(r["method"], r["dataset"], backbone_of(r))].setdefault(variant, r)
     for (m, d, _), variants in by_cell.items():
         if len(variants) > 1:
             raise UserError(f"the records of {m} on {d} differ in {describe_difference(list(variants.values()))}: "
@@ -226,6 +228,8 @@ def _flat_config(rec: dict) -> dict:
     out.setdefault("method.backbone", DEFAULT_BACKBONE)
     out["protocol_hash"] = rec.get("protocol_hash")
     out["method_version"] = rec.get("method_version", 1)
+    out["plugin"] = rec.get("plugin")
+    out["backbone_plugin"] = rec.get("backbone_plugin")
     return out
 
 

@@ -48,16 +48,18 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
     if own:
         mcfg = dataclasses.replace(mcfg, **own)
     cfgs = apply_overrides({"train": prof.train, "method": mcfg}, sets or [])
+    backbone_plugin = None
     if hasattr(cfgs["method"], "backbone"):
-        from methods.backbones import BACKBONES  # noqa: PLC0415
+        from methods.backbones import BACKBONES, ORIGIN  # noqa: PLC0415
 
         if cfgs["method"].backbone not in BACKBONES:
             raise UserError(f"--set backbone={cfgs['method'].backbone!r}: unknown backbone; known: {', '.join(sorted(BACKBONES))}")
+        backbone_plugin = plugin_id(ORIGIN.get(cfgs["method"].backbone))
     return RunSpec(
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
         train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
-        method_version=m.version, plugin=plugin_id(m.origin),
+        method_version=m.version, plugin=plugin_id(m.origin), backbone_plugin=backbone_plugin,
     )
 
 
@@ -113,6 +115,11 @@ def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progre
     if plugin_id(m.origin) != spec.plugin:  # a sweep task whose plugin changed since it was submitted
         raise UserError(f"{spec.method}: the plugin loaded here is {plugin_id(m.origin)}, the run was made for {spec.plugin}; "
                         "submit it again")
+    from methods.backbones import ORIGIN  # noqa: PLC0415
+
+    if plugin_id(ORIGIN.get(spec.backbone)) != spec.backbone_plugin:
+        raise UserError(f"backbone {spec.backbone}: the plugin loaded here is {plugin_id(ORIGIN.get(spec.backbone))}, "
+                        f"the run was made for {spec.backbone_plugin}; submit it again")
     dev = resolve_device(device)
     data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
     info = methods.DataInfo(

@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -727,27 +728,36 @@ def main(argv=None):
         sub_ = submit(todo, args, runs_root)
     man, jobs = sub_["manifest"], sub_["jobs"]
     ids = sorted({j.job_id.split("_")[0] for j in jobs})
-    print(f"submitted {len(jobs)} runs ({n_done} already recorded) as {args.executor} job(s) {', '.join(ids)}; "
+    tasks = f" in {len(jobs)} tasks" if len(jobs) != len(man["jobs"]) else ""
+    print(f"submitted {len(man['jobs'])} runs{tasks} ({n_done} already recorded) as {args.executor} job(s) {', '.join(ids)}; "
           f"sweep {man['id']}, logs in {man['logs']}")
     if args.wait or args.executor in ("local", "debug"):
         _wait(jobs, man, sub_["path"])
 
 
 def _wait(jobs, man: dict, manifest_path: Path) -> None:
-    failures, errors = 0, {}
-    for j, entry in zip(jobs, man["jobs"]):
+    """Wait for every task; a failed task's error goes to each of its runs (a pack holds
+    several) that has no record."""
+    by_job = defaultdict(list)  # task's job id -> the runs it holds (one, or a pack)
+    for entry in man["jobs"]:
+        by_job[entry["job_id"]].append(entry)
+    runs_root = Path(man["runs_dir"])
+    errors = {}
+    for j in jobs:
         try:
             j.result()
         except Exception as e:  # noqa: BLE001  a failed task: its own last error line, not submitit's wrapper text
-            failures += 1
             _, err = _result(Path(man["logs"]), j.job_id)
             err = err or (_error_line(str(e)) if str(e).strip() else type(e).__name__)
-            errors[entry["key"]] = err
-            print(f"failed: {entry['stem']} (job {j.job_id}): {err}", file=sys.stderr)
+            for entry in by_job[j.job_id]:
+                if not (runs_root / f"{entry['stem']}.json").exists():
+                    errors[entry["key"]] = err
+                    print(f"failed: {entry['stem']} (job {j.job_id}): {err}", file=sys.stderr)
     if errors and man["executor"] == "debug":  # no result files in debug mode: status reads the errors from here
         atomic_write_text(manifest_path, json.dumps({**man, "errors": errors}, indent=1))
-    print(f"{len(jobs) - failures} of {len(jobs)} runs finished; see `python -m benchmarks.sweep status`")
-    if failures:
+    n = len(man["jobs"])
+    print(f"{n - len(errors)} of {n} runs finished; see `python -m benchmarks.sweep status`")
+    if errors:
         raise SystemExit(1)
 
 

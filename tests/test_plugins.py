@@ -76,8 +76,8 @@ def write(path, text):
     return path
 
 
-def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def cli(*args, env=None, timeout=600, cwd=None):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def one_error_line(p):
@@ -100,12 +100,23 @@ def test_a_method_file_outside_the_repo_runs_a_smoke_fold_and_is_named_in_its_re
     assert rec["method"] == "smoothed" and rec["backbone"] == "tiny_cnn" and rec["config"]["method"]["smoothing"] == 0.2
     origin = rec["plugin_origin"]
     assert origin["path"] == str(plugin) and len(origin["sha256"]) == 64
-    assert rec["plugin"] == f"{plugin}#{origin['sha256'][:16]}"  # the identity in the run key
-    # Editing the plugin's file is another run: its record is not reused.
-    write(plugin, METHOD.format(name="smoothed") + "\n# edited\n")
-    again = cli(*args, env={RUNS_ENV: str(runs)})
-    assert again.returncode == 0 and "reused" not in again.stderr, again.stderr[-2000:]
-    assert len(list(runs.glob("smoothed_*.json"))) == 2
+    assert rec["plugin"] == f"smoothed.py#{origin['sha256'][:16]}"  # the identity in the run key: file name and hash
+    assert re.fullmatch(r"tiny\.py#[0-9a-f]{16}", rec["backbone_plugin"])
+    # The same files spelled as relative paths (as a sweep's tasks get them absolute): the same run.
+    relative = [a.replace(str(tmp_path), ".") for a in args]
+    same = cli(*relative, env={RUNS_ENV: str(runs)}, cwd=tmp_path)
+    assert same.returncode == 0 and "reused" in same.stderr, same.stderr[-2000:]
+    # Editing the backbone's file, then the method's, is another run each time: no record of old code is reused.
+    for n, (path, text) in enumerate([(tiny, BACKBONE), (plugin, METHOD.format(name="smoothed"))], start=2):
+        write(path, text + "\n# edited\n")
+        again = cli(*args, env={RUNS_ENV: str(runs)})
+        assert again.returncode == 0 and "reused" not in again.stderr, again.stderr[-2000:]
+        assert len(list(runs.glob("smoothed_*.json"))) == n
+    # Records of two versions of the plugin's code are never averaged in one cell.
+    from benchmarks.records import check_one_setting, read_records
+
+    with pytest.raises(UserError, match="differ in .*plugin"):
+        check_one_setting(read_records(runs))
 
 
 def test_plugins_from_the_environment_join_the_registry(tmp_path):

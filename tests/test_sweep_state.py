@@ -136,6 +136,22 @@ def test_local_failed_task_shows_failed_with_its_line(folders, capsys):
     assert rc == 0 and json.loads(out)["to_run"] == 1
 
 
+def test_a_failed_pack_gives_its_error_to_each_of_its_runs(folders, capsys, monkeypatch):
+    import pdb
+
+    monkeypatch.setattr(pdb, "post_mortem", lambda *a: None)  # submitit's debug executor opens the debugger on a failure
+    two = [a if a != "0" else "0 1" for a in ONE_RUN]
+    two = [x for a in two for x in a.split(" ")]  # --folds 0 1
+    rc, out, err = call(capsys, "run", *two, "--executor", "debug", "--runs-per-task", "2", "--device", "cuda")
+    assert rc == 1 and "submitted 2 runs in 1 tasks" in out and "0 of 2 runs finished" in out, out + err
+    lines = [x for x in err.splitlines() if x.startswith("failed: ce_LIDC-A_fold")]
+    assert [x.split()[1][:20] for x in lines] == ["ce_LIDC-A_fold0_seed", "ce_LIDC-A_fold1_seed"], err
+    assert all("CUDA is not available" in x for x in lines), err
+    st = status(capsys, *two)
+    assert [r["state"] for r in st["runs"]] == ["failed", "failed"], st["runs"]
+    assert all("CUDA is not available" in r["error"] for r in st["runs"]), st["runs"]
+
+
 @pytest.mark.slow
 def test_a_record_made_by_run_is_done_for_its_setting_only(phantom_env, folders, capsys):
     from benchmarks.run import main as run_main
