@@ -29,7 +29,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     that have one: not for switches and optional values)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, [], argparse.SUPPRESS) or "(default" in (action.help or ""):
+        # "is": a default of 0 is shown (0 == False would hide it)
+        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS \
+                or "(default" in (action.help or ""):
             return action.help
         default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
         return f"{action.help} (default: {default})"

@@ -2,7 +2,7 @@
 
   python -m benchmarks.device_check --device cuda --pack 4 --out results/device_check.json
 
-Two parts, about 5 minutes on one H100/H200 (the ViT-B/16 text tower with random
+Two parts, sized for under 8 minutes of one H100/H200, not yet timed on one (the ViT-B/16 text tower with random
 weights, as the timing needs no trained weights and the MiniLM files need not
 travel):
   1. steps: every method's training step alone and packed (``benchmarks.speed
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from benchmarks.cli import ArgumentParser, int_in
-from benchmarks.errors import cli_main
-from benchmarks.io import atomic_write_text
+from benchmarks.errors import UserError, cli_main
+from benchmarks.io import atomic_write_text, writable_dir
 
 
 def short_sweep(methods: list[str], pack: int, epochs: int, device: str, text_encoder: str, quick: bool, runs_root: Path) -> dict:
@@ -101,6 +101,11 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", help="only these methods (default: every method of Tables 1-3)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
+    if args.out:  # checked before minutes of measurement, not after
+        out_path = Path(args.out)
+        if out_path.is_dir():
+            raise UserError(f"--out {out_path} is a folder; name the JSON file to write")
+        writable_dir(out_path.parent, "folder of --out", "pick another --out")
     names = args.methods or sorted({m for t in TABLES.values() for m in t["methods"]})
     for n in names:
         registry.get_method(n)

@@ -28,7 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_folds_seeds, add_setting_filters, int_in, lazy_import, parse_folds
+from benchmarks.cli import (
+    SEED_MAX,
+    ArgumentParser,
+    add_folds_seeds,
+    add_plugin_flag,
+    add_setting_filters,
+    int_in,
+    lazy_import,
+    load_plugins,
+    parse_folds,
+)
 from benchmarks.data.protocols import PROTOCOLS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import DISPLAY
@@ -495,6 +505,7 @@ def _parser() -> ArgumentParser:
     common.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     common.add_argument("--out", default="results/figures", help="folder of the figures")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_plugin_flag(common)
     one = ArgumentParser(add_help=False)
     one.add_argument("--dataset", required=True, help=f"one of {', '.join(PROTOCOLS)}")
     one.add_argument("--folds", "--fold", nargs=1, default=["0"], metavar="FOLD", help="the test fold (one, 0-4)")
@@ -527,6 +538,7 @@ def _parser() -> ArgumentParser:
     tab.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
     add_setting_filters(tab)
     tab.add_argument("--out", default="results/figures", help="folder of the figures")
+    add_plugin_flag(tab)
     return ap
 
 
@@ -538,6 +550,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not args.command:
         raise UserError("name a figure: tsne, gradcam, localisation, curves or tables (see --help)")
+    load_plugins(args)
     if args.runs:
         args.runs = Path(args.runs)
         if not args.runs.is_dir():

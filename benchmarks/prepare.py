@@ -220,10 +220,10 @@ def _parser() -> ArgumentParser:
     p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("show", parents=[common], help="PNG grid of mid-slices")
-    p.add_argument("--per-class", type=int_in(1, 100), default=8)
-    p.add_argument("--out", default=f"{FIGURES}/phantom_examples.png")
+    p.add_argument("--per-class", type=int_in(1, 100), default=8, help="nodules shown per class")
+    p.add_argument("--out", default=f"{FIGURES}/phantom_examples.png", help="the PNG to write")
     p = sub.add_parser("reference", parents=[common], help="attribute-only logistic regression accuracy")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
 

@@ -238,14 +238,14 @@ def project_sweep(step_s: dict[str, float], tables=(1, 2, 3), epochs: int = 100,
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.speed", description=__doc__)
     ap.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
-    ap.add_argument("--batch-size", type=int_in(1, 4096), default=32)
-    ap.add_argument("--rounds", type=int_in(1, 1000), default=5)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int_in(1, 4096), default=32, help="crops per training step")
+    ap.add_argument("--rounds", type=int_in(1, 1000), default=5, help="timed rounds (one step of every method each, after a warm-up step; the median is reported)")
+    ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     ap.add_argument("--text-encoder", default="clip-vit-b16-random",
                     help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")
     ap.add_argument("--backbones", nargs="+", metavar="NAME", help="time the methods (default ce, clip_lung) on these backbones, or all")
     ap.add_argument("--pack", type=int_in(2, 64), help="also time N runs packed in one process and project the full sweep")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     import methods  # noqa: PLC0415  (torch: after the arguments are read)

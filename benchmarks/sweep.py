@@ -50,7 +50,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins, warn_phantom
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_plugin_flag, int_in, load_plugins, parse_folds, warn_phantom
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import BACKBONE_TABLE, TABLES, cells
 from benchmarks.io import atomic_write_text, writable_dir
@@ -618,18 +618,19 @@ def _setting_line(args) -> str:
 
 def _add_setting_flags(p) -> None:
     p.add_argument("--tables", nargs="+", type=int, default=None, help="which of the paper's tables (default: 1 2 3, none with --backbones)")
-    p.add_argument("--profile", default="paper")
-    p.add_argument("--source", default="phantom")
-    p.add_argument("--seeds", nargs="+", type=int_in(0, SEED_MAX), default=[0])
-    p.add_argument("--folds", nargs="+", type=int_in(0, 4), default=None, help="only these folds (default: all five)")
+    p.add_argument("--profile", default="paper", help="paper, quick or smoke")
+    p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check) or lidc (the real CT)")
+    p.add_argument("--seeds", "--seed", nargs="+", type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="training seeds")
+    p.add_argument("--folds", "--fold", nargs="+", default=None, metavar="FOLD",
+                   help="only these test folds, 0-4 (or all; 0,1 works too) (default: all five)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="only these methods of the tables; other registered methods are added on the tables' datasets")
     p.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
                    help="the backbone table's runs (CE and CLIP-Lung on LIDC-A/B/C) on these backbones; alone unless --tables is given")
     add_plugin_flag(p)
-    p.add_argument("--min-readers", type=int, default=2)
+    p.add_argument("--min-readers", type=int, default=2, help="label rule: nodules with at least this many readers")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _parser():
@@ -638,12 +639,12 @@ def _parser():
     r = sub.add_parser("run", help="submit the runs of the tables that have no record and are not queued or running")
     _add_setting_flags(r)
     r.add_argument("--executor", default="slurm", help="slurm (default), local or debug")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--partition")
-    r.add_argument("--gpus-per-node", type=int_in(0, 64), default=0)
-    r.add_argument("--cpus-per-task", type=int_in(1, 4096), default=4)
-    r.add_argument("--mem-gb", type=int_in(1, 10**6), default=16)
-    r.add_argument("--timeout-min", type=int_in(1, 10**6), default=240)
+    r.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda, in each task")
+    r.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    r.add_argument("--gpus-per-node", type=int_in(0, 64), default=0, help="GPUs per Slurm task")
+    r.add_argument("--cpus-per-task", type=int_in(1, 4096), default=4, help="CPU cores per task")
+    r.add_argument("--mem-gb", type=int_in(1, 10**6), default=16, help="memory per task, GB")
+    r.add_argument("--timeout-min", type=int_in(1, 10**6), default=240, help="time limit per task, minutes")
     r.add_argument("--array-parallelism", type=int_in(1, 10**6), default=64, help="tasks running at once")
     r.add_argument("--runs-per-task", type=int_in(1, 64), default=None,
                    help="runs packed into each task, trained together (default: 4 with GPUs, else 1)")
@@ -675,6 +676,8 @@ def _in_sweeps(states: list[dict]) -> str:
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.folds is not None:
+        args.folds = parse_folds(args.folds)
     load_plugins(args)
     if args.tables is None:
         args.tables = [] if args.backbones else [1, 2, 3]

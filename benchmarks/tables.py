@@ -416,7 +416,7 @@ def main(argv=None):
     add_setting_filters(ap)
     ap.add_argument("--out", default="results/tables", help="folder of the tables")
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
-    ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones.{tex,md,json})")
+    ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones_<profile>_<source>.{tex,md,json})")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)

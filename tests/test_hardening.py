@@ -253,6 +253,7 @@ def test_read_only_folders_exit_2_before_any_work(tmp_path):
         "report folder": ("benchmarks.report", ["--runs", str(runs), "--out", str(ro / "r")], {}),
         "sweeps folder": ("benchmarks.sweep", ["run", "--tables", "2", "--methods", "ce", "--folds", "0", *smoke, "--executor", "local"],
                           {"CLIPLUNG_SWEEPS": str(ro / "sweeps")}),
+        "folder of --out": ("benchmarks.device_check", ["--device", "cpu", "--quick", "--out", str(ro / "d" / "check.json")], {}),
     }
     cmd = [sys.executable, "-c", READONLY_SCRIPT, json.dumps(cases)]
     if ROOT_CAN_BYPASS:

@@ -146,6 +146,8 @@ def test_bad_plugin_on_the_command_line_exits_2(tmp_path):
     assert "missing.py: no such file or folder" in line
     bad = write(tmp_path / "taken.py", METHOD.format(name="nsb"))
     assert "already registered" in one_error_line(cli("benchmarks.tables", "--plugin", str(bad)))
+    assert "already registered" in one_error_line(cli("benchmarks.figures", "tables", "--plugin", str(bad)))
+    assert "already registered" in one_error_line(cli("benchmarks.figures", "tsne", "--dataset", "LIDC-B", "--plugin", str(bad)))
 
 
 def test_a_package_folder_and_a_module_name_are_plugins_too(tmp_path, monkeypatch):

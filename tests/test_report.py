@@ -102,3 +102,41 @@ def test_figures_layer_names_match_interpret():
     from benchmarks import interpret
 
     assert figures.LAYER_NAMES == interpret.LAYERS and figures.DEFAULT_LAYER == interpret.DEFAULT_LAYER
+
+
+def test_every_flag_of_every_command_has_help_so_its_default_shows(monkeypatch):
+    """Each command's parser, caught as it parses: every option has a help text (argparse shows a
+    default only beside one), and a default of 0 is shown too."""
+    import argparse
+    import importlib
+
+    from benchmarks import cli
+
+    class Caught(BaseException):
+        pass
+
+    seen = {}
+
+    def catch(self, args=None, namespace=None):
+        seen[self.prog] = self
+        raise Caught
+
+    monkeypatch.setattr(cli.ArgumentParser, "parse_args", catch)
+    for module in ("run", "sweep", "tables", "figures", "prepare", "speed", "report", "device_check"):
+        with pytest.raises(Caught):
+            importlib.import_module(f"benchmarks.{module}").main([])
+    missing = []
+
+    def walk(name, p):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for n, sub in a.choices.items():
+                    walk(f"{name} {n}", sub)
+            elif a.option_strings and not a.help:
+                missing.append(f"{name} {a.option_strings[0]}")
+
+    for name, p in seen.items():
+        walk(name, p)
+    assert len(seen) == 8 and not missing, missing
+    sweep_run = next(a for a in seen["python -m benchmarks.sweep"]._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    assert "GPUs per Slurm task (default: 0)" in " ".join(sweep_run.format_help().split())
