@@ -303,3 +303,12 @@ def test_slurm_pending_tasks_are_queued_failures_say_why_and_nothing_is_submitte
     assert all("CANCELLED" in r["error"] or "CUDA" in r["error"] for r in st["failed"]), st["failed"]
     rc, out, _ = call(capsys, "run", *four, *slurm_args, "--retry-failed", "--dry-run", "--json")
     assert rc == 0 and json.loads(out)["to_run"] == st["totals"]["failed"] >= 2
+
+
+def test_folds_are_spelled_as_in_run(folders, capsys):
+    base = ["run", "--tables", "2", "--methods", "ce", "--profile", "smoke", "--executor", "local", "--dry-run", "--json"]
+    for folds, n in ((["0,1"], 4), (["0", "1"], 4), (["all"], 10), (["3"], 2)):
+        rc, out, err = call(capsys, *base, "--folds", *folds)
+        assert rc == 0 and json.loads(out)["runs"] == n, (folds, out, err)  # Table 2: LIDC-B and LIDC-C
+    rc, _, err = call(capsys, *base, "--folds", "5")
+    assert rc == 2 and err.strip() == "error: --folds: fold 5 does not exist; folds are 0-4", err
