@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from benchmarks.data.protocols import N_FOLDS
 from benchmarks.errors import UserError
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
@@ -80,9 +81,6 @@ def lazy_import(name: str):
     sys.modules[name] = module
     loader.exec_module(module)
     return module
-
-
-N_FOLDS = 5
 
 
 def add_folds_seeds(parser: argparse.ArgumentParser, folds_default=("all",), seeds=True) -> None:
@@ -160,6 +158,11 @@ def warn_phantom(profile: str, source: str) -> None:
     if profile == "paper" and source == "phantom":
         print("warning: the paper profile on the phantom source (volumes rendered from the readers' annotations): "
               "a check of the pipeline, not results; use --source lidc for the real CT scans", file=sys.stderr)
+
+
+def add_tables_flag(parser: argparse.ArgumentParser) -> None:
+    """``--tables``: which of the paper's Tables 1-3 (tables, figures tables, report)."""
+    parser.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
 
 
 def add_setting_filters(parser: argparse.ArgumentParser, runs: bool = True) -> None:

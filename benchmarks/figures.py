@@ -34,6 +34,7 @@ from benchmarks.cli import (
     add_folds_seeds,
     add_plugin_flag,
     add_setting_filters,
+    add_tables_flag,
     int_in,
     lazy_import,
     load_plugins,
@@ -535,7 +536,7 @@ def _parser() -> ArgumentParser:
     tab = sub.add_parser("tables", help="results at one glance: accuracy per method and dataset beside the paper's",
                          description="A panel per table and dataset: each method's accuracy over its records (mean, min-max over "
                                      "folds) beside the paper's reported mean +- std; from run records only.")
-    tab.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    add_tables_flag(tab)
     add_setting_filters(tab)
     tab.add_argument("--out", default="results/figures", help="folder of the figures")
     add_plugin_flag(tab)

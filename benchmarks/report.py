@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, load_plugins, runs_folder
+from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, add_tables_flag, load_plugins, runs_folder
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import atomic_write_text, writable_dir
 
@@ -172,7 +172,7 @@ def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: 
 @cli_main
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
-    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    add_tables_flag(ap)
     add_setting_filters(ap)
     ap.add_argument("--figures", default="results/figures", help="where to look for the interpretability figures")
     ap.add_argument("--out", default="results/report", help="folder of report.md, report.html and the figure")

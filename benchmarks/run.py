@@ -112,14 +112,13 @@ def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progre
     from benchmarks.train import TrainConfig, resolve_device  # noqa: PLC0415
 
     m = methods.get_method(spec.method)
-    if plugin_id(m.origin) != spec.plugin:  # a sweep task whose plugin changed since it was submitted
-        raise UserError(f"{spec.method}: the plugin loaded here is {plugin_id(m.origin)}, the run was made for {spec.plugin}; "
-                        "submit it again")
     from methods.backbones import ORIGIN  # noqa: PLC0415
 
-    if plugin_id(ORIGIN.get(spec.backbone)) != spec.backbone_plugin:
-        raise UserError(f"backbone {spec.backbone}: the plugin loaded here is {plugin_id(ORIGIN.get(spec.backbone))}, "
-                        f"the run was made for {spec.backbone_plugin}; submit it again")
+    # A sweep task whose plugin (of the method or of its backbone) changed since it was submitted.
+    for what, loaded, wanted in ((spec.method, plugin_id(m.origin), spec.plugin),
+                                 (f"backbone {spec.backbone}", plugin_id(ORIGIN.get(spec.backbone)), spec.backbone_plugin)):
+        if loaded != wanted:
+            raise UserError(f"{what}: the plugin loaded here is {loaded}, the run was made for {wanted}; submit it again")
     dev = resolve_device(device)
     data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
     info = methods.DataInfo(
@@ -217,10 +216,11 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     from tabulate import tabulate  # noqa: PLC0415
 
     test_classes = records[0]["data"]["test_class_names"]
+    one_seed = len({r["seed"] for r in records}) == 1
     rows = []
     for r in records:
         m = r["metrics"]
-        row = [r["fold"] if len({x["seed"] for x in records}) == 1 else f"{r['fold']} (seed {r['seed']})", f"{100 * m['accuracy']:.1f}"]
+        row = [r["fold"] if one_seed else f"{r['fold']} (seed {r['seed']})", f"{100 * m['accuracy']:.1f}"]
         for c in test_classes:
             row += [f"{100 * m['recall'][c]:.1f}", f"{100 * m['f1'][c]:.1f}"]
         row.append(f"{m.get('auc', float('nan')):.3f}" if "auc" in m else f"{m.get('qwk', float('nan')):.3f}")
@@ -239,7 +239,7 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     print(f"{method} on {dataset}  (profile {profile}, source {source}" + (f", text encoder {enc}" if enc else "") + ")")
     print(tabulate(rows, headers=headers, disable_numparse=True))
     if len(records) > 1:
-        print("± is the sample standard deviation over " + ("folds" if len({r["seed"] for r in records}) == 1 else "folds and seeds"))
+        print("± is the sample standard deviation over " + ("folds" if one_seed else "folds and seeds"))
 
 
 def _list_methods() -> None:
@@ -336,6 +336,7 @@ def main(argv=None):
     else:
         _print_summary(args.method, args.dataset, args.profile, args.source, records)
         print("records: " + ", ".join(paths))
+
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, load_plugins, runs_folder, warn_phantom
+from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, add_tables_flag, load_plugins, runs_folder, warn_phantom
+from benchmarks.data.protocols import N_FOLDS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import ABLATION_LOSSES, BACKBONE_TABLE, DISPLAY, TABLES, cells
 
@@ -42,7 +43,6 @@ from benchmarks.records import DEFAULT_BACKBONE, backbone_of, check_one_setting,
 
 # The paper's reported numbers, typed from it: package data, so that an installed wheel has them too.
 PAPER = Path(__file__).resolve().parent / "reported" / "clip_lung_miccai2023.json"
-N_FOLDS = 5
 CLASS_ORDER = {1: ("benign", "malignant", "unsure"), 2: ("benign", "malignant")}  # the paper's column order
 
 
@@ -412,7 +412,7 @@ def write_backbones(records: list[dict], out_dir: Path) -> list[Path]:
 @cli_main
 def main(argv=None):
     ap = ArgumentParser(prog="python -m benchmarks.tables", description=__doc__)
-    ap.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    add_tables_flag(ap)
     add_setting_filters(ap)
     ap.add_argument("--out", default="results/tables", help="folder of the tables")
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
