@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.data.protocols import N_FOLDS
+from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks.errors import UserError
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
@@ -60,10 +60,11 @@ def add_plugin_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load_plugins(args) -> list[dict]:
-    """Load the ``--plugin`` (and ``$CLIPLUNG_PLUGINS``) plugins of a parsed command line."""
-    from benchmarks.plugins import load_all  # noqa: PLC0415
+    """Load the plugins a parsed command line sees: installed entry points, ``$CLIPLUNG_PLUGINS``
+    and its ``--plugin`` flags."""
+    from benchmarks import plugins  # noqa: PLC0415
 
-    return load_all(getattr(args, "plugin", []) or [])
+    return plugins.load_plugins(getattr(args, "plugin", []) or [])
 
 
 def lazy_import(name: str):
@@ -161,27 +162,58 @@ def warn_phantom(profile: str, source: str) -> None:
 
 
 def add_tables_flag(parser: argparse.ArgumentParser) -> None:
-    """``--tables``: which of the paper's Tables 1-3 (tables, figures tables, report)."""
+    """``--tables``: which of the paper's Tables 1-3 (tables, figures tables, report), and
+    ``--datasets``: only these datasets of them."""
     parser.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which of the paper's tables")
+    add_datasets_flag(parser)
+
+
+def add_datasets_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="DATASET",
+                        help=f"only these datasets of the tables ({', '.join(PROTOCOLS)}) (default: all of them)")
+
+
+def check_datasets(datasets) -> list[str] | None:
+    """``--datasets`` checked against the protocols (None: every dataset)."""
+    if datasets is None:
+        return None
+    for d in datasets:
+        if d not in PROTOCOLS:
+            raise UserError(f"--datasets: unknown dataset {d!r}; choose from {', '.join(PROTOCOLS)}")
+    return list(dict.fromkeys(datasets))
 
 
 def add_setting_filters(parser: argparse.ArgumentParser, runs: bool = True) -> None:
-    """The flags that pick the records of one setting (tables, figures, report)."""
+    """The flags that pick the records of one setting (tables, figures, report), as ``sweep``
+    names a setting: the source, profile, label rule and ``--set`` overrides."""
     parser.add_argument("--source", help="pick records of this source (phantom, lidc)")
     parser.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
-    parser.add_argument("--text-encoder", help="pick records of this text encoder")
+    parser.add_argument("--text-encoder", help="pick records of this text encoder (the text-guided methods' --set text_encoder=...)")
     parser.add_argument("--min-readers", type=int, help="pick records of this label rule (minimum readers)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="pick records made with these config overrides, as given to run or sweep (repeatable; default: none, "
+                             "the profile's own configs)")
     if runs:
-        parser.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS or results/runs)")
+        parser.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS, else $CLIPLUNG_RESULTS/runs)")
 
 
 def runs_folder(args):
     """``--runs`` or the runs folder of the environment, which must exist: one line otherwise."""
     from pathlib import Path  # noqa: PLC0415
 
-    from benchmarks.records import RUNS_ENV, runs_dir  # noqa: PLC0415
+    from benchmarks.paths import RUNS_ENV, runs_dir  # noqa: PLC0415
 
     runs = Path(args.runs) if getattr(args, "runs", None) else runs_dir()
     if not runs.is_dir():
         raise UserError(f"no runs folder {runs}" + ("" if getattr(args, "runs", None) else f" (${RUNS_ENV})"))
     return runs
+
+
+def output_folder(given: str | None, kind: str, what: str):
+    """``--out`` or ``$CLIPLUNG_RESULTS/<kind>``, checked writable before any work."""
+    from benchmarks.io import writable_dir  # noqa: PLC0415
+    from benchmarks.paths import RESULTS_ENV, output_dir  # noqa: PLC0415
+
+    if given:
+        return writable_dir(given, what, "pick another with --out")
+    return writable_dir(output_dir(kind), what, f"pick another with --out or ${RESULTS_ENV}")

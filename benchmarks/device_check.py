@@ -35,8 +35,8 @@ def short_sweep(methods: list[str], pack: int, epochs: int, device: str, text_en
     import os  # noqa: PLC0415
 
     import methods as registry  # noqa: PLC0415
+    from benchmarks.lifecycle import make_spec  # noqa: PLC0415
     from benchmarks.pack import run_pack  # noqa: PLC0415
-    from benchmarks.run import make_spec  # noqa: PLC0415
 
     sets = [f"epochs={epochs}"] + (["train_limit=96"] if quick else [])
 
@@ -85,14 +85,6 @@ def project(per_run_epoch: dict[str, float], epochs: int = 100) -> float:
 
 @cli_main
 def main(argv=None):
-    import tempfile  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    import methods as registry  # noqa: PLC0415
-    from benchmarks.grid import TABLES  # noqa: PLC0415
-    from benchmarks.speed import project_sweep, time_packs  # noqa: PLC0415
-
     ap = ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__)
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --quick: a check of the script)")
     ap.add_argument("--pack", type=int_in(2, 64), default=4, help="runs per pack (default 4)")
@@ -101,6 +93,15 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", help="only these methods (default: every method of Tables 1-3)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
+    # torch and the registry after parsing: --help stays fast.
+    import tempfile  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    import methods as registry  # noqa: PLC0415
+    from benchmarks.grid import TABLES  # noqa: PLC0415
+    from benchmarks.speed import project_sweep, time_packs  # noqa: PLC0415
+
     if args.out:  # checked before minutes of measurement, not after
         out_path = Path(args.out)
         if out_path.is_dir():

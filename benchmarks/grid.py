@@ -38,3 +38,18 @@ def cells(tables) -> list[tuple[str, str]]:
                 if (m, ds) not in out:
                     out.append((m, ds))
     return out
+
+
+PAPER_METHODS = frozenset(m for t in TABLES.values() for m in t["methods"])
+
+
+def extra_method(method: str) -> bool:
+    """A method outside the paper's tables (a plugin's, or any other registered one): shown as
+    rows below the paper's in Tables 1-2."""
+    return method not in PAPER_METHODS
+
+
+def display(method: str, label: str | None = None) -> str:
+    """The row label of a method: the paper's name, or (a method outside the paper's tables) its own
+    label (``label`` on its class, else its registered name) marked as not in the paper."""
+    return DISPLAY[method] if method in DISPLAY else f"{label or method} (not in the paper)"

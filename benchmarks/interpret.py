@@ -35,7 +35,6 @@ about where the nodule is than the crop already says.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,9 @@ from torch import nn
 
 from benchmarks.errors import UserError
 from benchmarks.metrics import decide
-from benchmarks.records import check_one_setting, filter_setting, read_records, runs_dir
+from benchmarks.paths import runs_dir
+from benchmarks.records import read_records
+from benchmarks.selection import Setting, select
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +58,31 @@ DILATE_PX = 1
 
 
 # ------------------------------------------------------------------ records
-@dataclass(frozen=True)
-class Setting:
-    """Filters that pick one setting of records (None: any)."""
+def find_records(methods: list[str], dataset: str, folds: list[int], setting: Setting, seed: int = 0, root: Path | None = None) -> dict:
+    """{(method, fold): record} of the requested runs, all of one setting (``benchmarks.selection``).
 
-    source: str | None = None
-    profile: str | None = None
-    text_encoder: str | None = None
-    min_readers: int | None = None
-    seed: int = 0
-
-    def flags(self) -> str:
-        parts = [f"--profile {self.profile}" if self.profile else "", f"--source {self.source}" if self.source else "",
-                 f"--min-readers {self.min_readers}" if self.min_readers else "", f"--seed {self.seed}" if self.seed else ""]
-        return " ".join(p for p in parts if p)
-
-
-def find_records(methods: list[str], dataset: str, folds: list[int], setting: Setting, root: Path | None = None) -> dict:
-    """{(method, fold): record} of the requested runs, all of one setting.
-
-    A method or fold without a record, or records mixing settings, end in a UserError.
+    A method or fold without a record of that setting ends in a UserError naming the command that makes it.
     """
-    import methods as registry  # noqa: PLC0415
+    import methods as registry  # noqa: PLC0415  (torch is loaded already: this module imports it)
 
     for m in methods:
         registry.get_method(m)
     wanted = {(m, f) for m in methods for f in folds}
-    recs = [r for r in read_records(root)
-            if (r.get("method"), r.get("fold")) in wanted and r.get("dataset") == dataset and r.get("seed") == setting.seed]
-    recs = filter_setting(recs, setting.source, setting.profile, setting.text_encoder, setting.min_readers)
-    check_one_setting(recs)
+    flags = " ".join(x for x in (setting.flags(), f"--seed {seed}" if seed else "") if x)
+
+    def missing_error(m, f, more=0):
+        return (f"no record of {m} on {dataset} fold {f}{f' (and {more} more)' if more else ''} in {root or runs_dir()}"
+                + (f" with {flags}" if flags else "")
+                + f"; run `python -m benchmarks.run --method {m} --dataset {dataset} --fold {f}" + (f" {flags}" if flags else "") + "`")
+
+    first = sorted(wanted, key=lambda k: (methods.index(k[0]), k[1]))[0]
+    recs = select(read_records(root), setting,
+                  where=lambda r: (r.get("method"), r.get("fold")) in wanted and r.get("dataset") == dataset and r.get("seed") == seed,
+                  none_found=missing_error(*first, len(wanted) - 1))
     out = {(r["method"], r["fold"]): r for r in recs}
     missing = sorted(wanted - set(out), key=lambda k: (methods.index(k[0]), k[1]))
     if missing:
-        m, f = missing[0]
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        flags = setting.flags()
-        picked = flags + (f" and text encoder {setting.text_encoder}" if setting.text_encoder else "")
-        raise UserError(f"no record of {m} on {dataset} fold {f}{more} in {root or runs_dir()}"
-                        + (f" with {picked.strip()}" if picked.strip() else "")
-                        + f"; run `python -m benchmarks.run --method {m} --dataset {dataset} --fold {f}"
-                        + (f" {flags}" if flags else "") + "`")
+        raise UserError(missing_error(*missing[0], len(missing) - 1))
     return out
 
 

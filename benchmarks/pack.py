@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 
+from benchmarks.lifecycle import existing_record, finish_run, machine_share, prepare_run
 from benchmarks.records import RunSpec
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ class _RandomState:
 
 
 def run_pack(specs: list[RunSpec], device: str = "auto", force: bool = False, progress: bool = False,
-             keep_weights: bool = True) -> list[dict | BaseException]:
+             keep_weights: bool = True, machine: dict | None = None) -> list[dict | BaseException]:
     """Run (or reuse) every spec, packed in this process; per spec its record or the exception
-    that ended it."""
-    from tqdm import tqdm  # noqa: PLC0415
+    that ended it. ``machine``: how the pack shared its machine, for the records
+    (:func:`benchmarks.lifecycle.machine_share`; default: this pack alone)."""
+    from tqdm import tqdm  # noqa: PLC0415  (deferred for --help speed, as torch)
 
-    from benchmarks.run import existing_record, finish_run, prepare_run  # noqa: PLC0415
     from benchmarks.train import Diverged, fit_steps  # noqa: PLC0415
 
     out: list[dict | BaseException | None] = [None] * len(specs)
@@ -72,6 +73,7 @@ def run_pack(specs: list[RunSpec], device: str = "auto", force: bool = False, pr
             continue
         gen = fit_steps(p.model, p.data, p.train, spec.seed, p.device, checkpoint=p.ckpt, checkpoint_tag=spec.key, progress=False)
         live.append((i, p, gen, _RandomState(p.device)))
+    machine = machine or machine_share(1, len(specs))
     if live:
         log.info("pack of %d runs: %s", len(live), ", ".join(specs[i].stem for i, *_ in live))
     bar = tqdm(desc=f"pack of {len(live)} runs", unit="round", disable=not progress or not live)
@@ -86,7 +88,7 @@ def run_pack(specs: list[RunSpec], device: str = "auto", force: bool = False, pr
                 result = done.value
                 result["packed_with"] = [s for j, s in enumerate(stems) if j != i]
                 try:
-                    out[i] = finish_run(p, result, keep_weights)
+                    out[i] = finish_run(p, result, keep_weights, machine)
                 except Exception as e:  # noqa: BLE001
                     out[i] = e
                 continue

@@ -6,19 +6,28 @@ defines with ``methods.register`` / ``methods.backbones.register_backbone``):
   entry points   an installed package that declares, in its pyproject.toml,
                      [project.entry-points."clip_lung_bench.plugins"]
                      my_method = "my_package.my_module"
-                 is imported when the registry loads (``import methods``);
-  --plugin X     on run, sweep, tables, figures and speed (repeatable): X is an
-                 importable module name, a path to a ``.py`` file, or a path to a
-                 package folder (one holding ``__init__.py``);
+  --plugin X     on run, sweep, tables, figures, report and speed (repeatable): X
+                 is an importable module name, a path to a ``.py`` file, or a path
+                 to a package folder (one holding ``__init__.py``);
   CLIPLUNG_PLUGINS  the same list, separated by the path separator (``:``),
-                 for scripts; loaded when the registry loads.
+                 for scripts.
 
-Every method a plugin registers carries the plugin's identity: its name and
-its distribution version (installed packages) or the sha256 of its source
-(a file or folder: every ``.py`` file in it). That identity is in each record
-and in the run key, so editing a plugin's file never reuses a record of the
-old code. Sweep tasks load the plugins the submitting command had (recorded in
-the sweep folder).
+Every command loads them (:func:`load_plugins`: entry points, then
+``CLIPLUNG_PLUGINS``, then ``--plugin``) after parsing its flags; ``import
+methods`` alone gives the built-in methods only.
+
+Identity (:func:`plugin_id`): every method or backbone a plugin registers
+carries it, and it enters each record and run key.
+  - an installed package: "<distribution>@<version>" (its version, not its files);
+  - a file or folder: "<file or folder name>#<sha256[:16]>", the hash of its source
+    (a file's bytes; for a folder every ``.py`` file under it, by relative path).
+    Moving or copying the file elsewhere keeps its identity (the same run key, its
+    records reused); editing it, or renaming it, makes a new identity;
+  - a module name on ``sys.path`` that no installed distribution owns: its name
+    and the hash of its source, as a file.
+Tables, figures and the report use the records of the identity loaded now and
+leave out those of older identities with a warning naming them. Sweep tasks load
+the plugins the submitting command had (recorded in the sweep folder).
 
 A plugin that fails to import, registers a name that is taken, or defines a
 method that breaks the interface (``methods.registry.check_interface``) ends
@@ -90,7 +99,9 @@ def _import(spec: str):
 
 def load(spec: str, label: str | None = None) -> dict:
     """Import one plugin (once per process) and check what it registered; returns its origin."""
-    import methods  # noqa: PLC0415  (the built-in registry first)
+    # The built-in registry first (a plugin's name must not take a built-in's); torch, so deferred
+    # here: the commands import this module for their --help.
+    import methods  # noqa: F401, PLC0415
     from methods import backbones, registry  # noqa: PLC0415
 
     if spec in LOADED:
@@ -128,21 +139,25 @@ def load(spec: str, label: str | None = None) -> dict:
         if o is not None and o.get("plugin") == typed:
             o.update(origin)
     LOADED[spec] = origin
-    _ = methods
     return origin
 
 
-def load_all(specs=()) -> list[dict]:
-    """The plugins of ``CLIPLUNG_PLUGINS`` and then ``specs`` (``--plugin``), each loaded once."""
-    env = [s for s in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if s.strip()]
-    return [load(s) for s in [*env, *specs]]
+def plugin_specs(flags=()) -> list[str]:
+    """The plugins a command names: ``$CLIPLUNG_PLUGINS``, then its ``--plugin`` flags."""
+    return [s for s in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if s.strip()] + list(flags or [])
 
 
-def load_entry_points() -> list[dict]:
-    """Every installed plugin of the entry-point group."""
-    out = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        out.append(load(ep.value, label=f"{ep.name} (entry point {ep.value})"))
-    return out
+def load_plugins(specs=()) -> list[dict]:
+    """Every plugin a command sees, each loaded once per process: the installed entry points,
+    then ``$CLIPLUNG_PLUGINS``, then ``specs`` (``--plugin``)."""
+    out = [load(ep.value, label=f"{ep.name} (entry point {ep.value})") for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    return out + [load(s) for s in plugin_specs(specs)]
 
 
+def plugin_id(origin: dict | None) -> str | None:
+    """The identity of a plugin that enters the run key: "name@version" or "name#sha256[:16]"
+    (None: built in)."""
+    if not origin:
+        return None
+    name = origin.get("distribution") or origin["plugin"]
+    return f"{name}@{origin['version']}" if origin.get("version") else f"{name}#{origin.get('sha256', '')[:16]}"

@@ -7,29 +7,22 @@ name carries the readable parts plus the key's first 12 hex digits, so two
 tasks never write the same record and a changed config never reuses an old one.
 
 Files of a run under the runs folder (``$CLIPLUNG_RUNS``, default
-``results/runs``): ``<stem>.json`` the record, ``<stem>.pt`` the final weights
+``$CLIPLUNG_RESULTS/runs``, see ``benchmarks.paths``): ``<stem>.json`` the record, ``<stem>.pt`` the final weights
 (evaluated model), ``<stem>.ckpt`` the epoch checkpoint while training.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
-from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text
+from benchmarks.paths import RUNS_ENV, runs_dir  # noqa: F401  (re-exported: where records live)
 
-RUNS_ENV = "CLIPLUNG_RUNS"
 SCHEMA = 1
-
-
-def runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_ENV, "results/runs"))
 
 
 @dataclass(frozen=True)
@@ -60,11 +53,11 @@ class RunSpec:
 
     @property
     def backbone(self) -> str:
-        return self.method_config.get("backbone", DEFAULT_BACKBONE)
+        return self.method_config.get("backbone", LEGACY_BACKBONE)
 
     @property
     def stem(self) -> str:
-        bb = "" if self.backbone == DEFAULT_BACKBONE else f"_{self.backbone}"
+        bb = "" if self.backbone == LEGACY_BACKBONE else f"_{self.backbone}"
         return f"{self.method}_{self.dataset}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}{bb}_{self.key[:12]}"
 
     def path(self, suffix: str = ".json", root: Path | None = None) -> Path:
@@ -73,9 +66,12 @@ class RunSpec:
 
 # Fields added after the first records were written, at the value every earlier record
 # had: left out of the key and config hash, so those records keep their keys and names.
-DEFAULT_BACKBONE = "resnet18_2d"
+# LEGACY_BACKBONE is a fact of the record format (the image encoder of every record made
+# before backbones were a choice, and the one a file name leaves unsaid), frozen here; the
+# paper's default backbone is ``methods.backbones.DEFAULT_BACKBONE`` (today the same name).
+LEGACY_BACKBONE = "resnet18_2d"
 _LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None}
-_LEGACY_METHOD = {"backbone": DEFAULT_BACKBONE}
+_LEGACY_METHOD = {"backbone": LEGACY_BACKBONE}
 
 
 def _keyed(d: dict) -> dict:
@@ -157,93 +153,48 @@ def read_records(root: Path | None = None) -> list[dict]:
     return out
 
 
-# The record fields that make a setting, and the flag that picks one.
-SETTING_FLAGS = {"source": "--source", "profile": "--profile", "text_encoder": "--text-encoder", "min_readers": "--min-readers"}
-
-
-def drop_stale(recs: list[dict]) -> list[dict]:
-    """The records made by the current implementation of their method; a warning names
-    each record of an older version (its numbers come from maths that has changed).
-    Methods not in the registry (a plugin not loaded) are kept as they are."""
-    import logging  # noqa: PLC0415
-
-    import methods  # noqa: PLC0415
-
-    out = []
-    for r in recs:
-        m = methods.REGISTRY.get(r.get("method"))
-        have = r.get("method_version", 1)
-        if m is not None and have != m.version:
-            logging.getLogger(__name__).warning(
-                "leaving out %s: made by version %s of %s, the current one is %s (rerun it)",
-                r.get("_path", r.get("key")), have, r["method"], m.version)
-            continue
-        out.append(r)
-    return out
-
-
-def filter_setting(recs: list[dict], source=None, profile=None, text_encoder=None, min_readers=None) -> list[dict]:
-    """The current records of one setting (a filter left at None keeps every value; methods
-    without a text encoder pass any ``text_encoder``; records of an older implementation
-    version are left out with a warning)."""
-    recs = drop_stale(recs)
-    if source:
-        recs = [r for r in recs if r["source"] == source]
-    if profile:
-        recs = [r for r in recs if r["profile"] == profile]
-    if min_readers:
-        recs = [r for r in recs if r.get("min_readers") == min_readers]
-    if text_encoder:
-        recs = [r for r in recs if r.get("text_encoder") in (None, text_encoder)]
-    return recs
-
-
-def check_one_setting(recs: list[dict]) -> None:
-    """Refuse records that mix settings (source, profile, text encoder, label rule) or
-    hold two configurations of one run: their numbers are never put together."""
-    found = {flag: Counter(r.get(field) for r in recs if r.get(field) is not None) for field, flag in SETTING_FLAGS.items()}
-    mixed = {k: v for k, v in found.items() if len(v) > 1}
-    if mixed:
-        parts = [f"{k[2:]} " + ", ".join(f"{val} ({n} records)" for val, n in sorted(v.items(), key=str)) for k, v in mixed.items()]
-        raise UserError("the records mix settings that are never averaged together: " + "; ".join(parts)
-                        + f"; pick one with {', '.join(mixed)}")
-    by_cell = defaultdict(dict)
-    for r in recs:
-        variant = (r["config_hash"], r.get("protocol_hash"), r.get("method_version", 1), r.get("plugin"), r.get("backbone_plugin"))
-        by_cell[(r["method"], r["dataset"], backbone_of(r))].setdefault(variant, r)
-    for (m, d, _), variants in by_cell.items():
-        if len(variants) > 1:
-            raise UserError(f"the records of {m} on {d} differ in {describe_difference(list(variants.values()))}: "
-                            "a cell averages one configuration over folds and seeds only; "
-                            "move the records you do not want out of the runs folder")
-
-
 def backbone_of(rec: dict) -> str:
     """The image encoder of a record (records from before backbones had the paper's)."""
-    return rec.get("backbone") or rec.get("config", {}).get("method", {}).get("backbone", DEFAULT_BACKBONE)
+    return rec.get("backbone") or rec.get("config", {}).get("method", {}).get("backbone", LEGACY_BACKBONE)
 
 
-def _flat_config(rec: dict) -> dict:
-    out = {f"{part}.{k}": v for part, cfg in rec.get("config", {}).items() for k, v in cfg.items()}
-    out.setdefault("method.backbone", DEFAULT_BACKBONE)
-    out["protocol_hash"] = rec.get("protocol_hash")
-    out["method_version"] = rec.get("method_version", 1)
-    out["plugin"] = rec.get("plugin")
-    out["backbone_plugin"] = rec.get("backbone_plugin")
-    return out
+def evidence(rec: dict) -> tuple[dict | None, str | None]:
+    """The record's metrics recomputed from its own test predictions (the evidence; its stored
+    ``metrics`` are a cache of them), and why they cannot be trusted, else None.
 
+    The stored probabilities are rounded to 6 decimals, which can move a near-tie to the
+    other class: stored and recomputed metrics agree when they differ by no more than one
+    nodule decided otherwise (accuracy by 1/n, a class's recall and F1 by 2/n_class, the AUC
+    by 1e-3). A larger gap (a hand-edited number, a record assembled from two runs) means
+    the record says something its predictions do not.
+    """
+    import numpy as np  # noqa: PLC0415
 
-def describe_difference(recs: list[dict]) -> str:
-    """'train.epochs (2, 4)' for the config keys whose values differ between the records."""
-    flats = [_flat_config(r) for r in recs]
-    keys = sorted({k for f in flats for k in f})
-    diffs = []
-    for k in keys:
-        vals = []
-        for f in flats:
-            v = f.get(k, "<missing>")
-            if v not in vals:
-                vals.append(v)
-        if len(vals) > 1:
-            diffs.append(f"{k.split('.', 1)[-1]} ({', '.join(map(str, vals))})")
-    return "; ".join(diffs) or "their configuration hash"
+    from benchmarks.metrics import evaluate  # noqa: PLC0415
+
+    preds, data = rec.get("predictions") or [], rec.get("data") or {}
+    classes, test_classes = data.get("class_names"), data.get("test_class_names")
+    if not preds or not classes or not test_classes:
+        return None, "it holds no test predictions to compute its metrics from"
+    try:
+        labels = np.array([p["label"] for p in preds], dtype=np.int64)  # (N,)
+        probs = np.array([p["probs"] for p in preds], dtype=np.float64)  # (N, K)
+        if probs.shape != (len(preds), len(classes)) or not np.isfinite(probs).all():
+            raise ValueError("probabilities of the wrong shape or not finite")
+        got = evaluate(probs, labels, classes, test_classes, rec.get("decision_rule") or "argmax")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        return None, f"its predictions cannot be read ({e})"
+    stored = rec["metrics"]
+    n = len(labels)
+    counts = {c: max(1, int((labels == classes.index(c)).sum())) for c in test_classes}
+    checks = [("accuracy", stored.get("accuracy"), got["accuracy"], 1 / n)]
+    for kind in ("recall", "f1"):
+        for c, v in (stored.get(kind) or {}).items():
+            checks.append((f"{kind} of {c}", v, got[kind].get(c), 2 / counts.get(c, 1)))
+    if "auc" in stored and "auc" in got:
+        checks.append(("AUC", stored["auc"], got["auc"], 1e-3))
+    for name, a, b, tol in checks:
+        if not isinstance(a, (int, float)) or b is None or (np.isfinite(a) and abs(a - b) > tol + 1e-9) or (np.isfinite(a) != np.isfinite(b)):
+            return got, f"its stored {name} ({a}) is not what its own predictions give ({b:.4f})" if isinstance(b, float) else \
+                f"its stored {name} ({a}) is not what its own predictions give"
+    return got, None

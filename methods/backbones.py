@@ -34,8 +34,9 @@ from torchvision.models import resnet18
 from torchvision.models.video import r3d_18
 
 from benchmarks.errors import UserError
-from benchmarks.records import DEFAULT_BACKBONE  # noqa: F401  (re-exported: the paper's backbone)
+from methods.registry import current_plugin
 
+DEFAULT_BACKBONE = "resnet18_2d"  # the paper's image encoder: every method's default
 BACKBONES: dict[str, type] = {}
 ORIGIN: dict[str, dict | None] = {}  # name -> the plugin that registered it (None: built in)
 
@@ -44,8 +45,6 @@ def register_backbone(name: str):
     """Class decorator: register an image encoder under ``name`` (duplicate names raise)."""
 
     def deco(cls):
-        from methods.registry import current_plugin  # noqa: PLC0415  (which plugin is being imported)
-
         if name in BACKBONES:
             raise ValueError(f"backbone {name!r} is already registered")
         BACKBONES[name] = cls

@@ -7,11 +7,17 @@ A method is an ``nn.Module`` class with
                                    "label" (B,), "attributes" (B, 8)
   ``loss(outputs, batch) -> dict`` "loss" plus each named term (all logged)
   ``predict(outputs) -> (B, K)``   class probabilities, rows sum to 1
-  ``decision_rule`` (optional)     "argmax" (default) or "median": how the metrics
-                                   turn the probabilities into a class
-Optionally ``version`` (int, default 1): the implementation version, raised whenever
-the maths changes so that records of the old maths are never reused (it enters
-every run key). The image encoder is ``methods.backbones.build_backbone(cfg.backbone)``
+Optional class attributes, each with its default:
+  ``version`` (int, 1)             the implementation version, raised whenever the maths
+                                   changes so that records of the old maths are never
+                                   reused (it enters every run key; tables leave older
+                                   versions' records out, with a warning naming them)
+  ``decision_rule`` ("argmax")     "argmax" or "median": how the metrics turn the
+                                   probabilities into a class (benchmarks/metrics.py)
+  ``label`` (None)                 the row label of tables and figures (None: the
+                                   registered name); a method outside the paper's
+                                   tables is shown as "<label> (not in the paper)"
+The image encoder is ``methods.backbones.build_backbone(cfg.backbone)``
 (a ``backbone`` field in the Config, default "resnet18_2d", makes every backbone
 available). Register it with ``@register("name")``; a variant is another name over
 the same class with another config: ``register("name_variant", Config(...))(Class)``.
@@ -68,6 +74,12 @@ class Method:
     def version(self) -> int:
         """Implementation version of the class (1 unless it says otherwise)."""
         return int(getattr(self.cls, "version", 1))
+
+    @property
+    def label(self) -> str:
+        """The row label of tables and figures: the class's ``label``, else the registered name."""
+        label = getattr(self.cls, "label", None)
+        return label if isinstance(label, str) and label.strip() else self.name
 
     @property
     def variant_of(self) -> str | None:

@@ -39,7 +39,7 @@ def phantom_env(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_runs(phantom_env):
     """Smoke records (and weights) of CLIP, CoCoOp and CLIP-Lung on LIDC-B fold 0, in the session's runs folder."""
-    from benchmarks.run import make_spec, run_one
+    from benchmarks.lifecycle import make_spec, run_one
 
     for m in ("clip", "cocoop", "clip_lung"):
         run_one(make_spec(m, "LIDC-B", 0, profile="smoke"), progress=False)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from benchmarks.errors import UserError
+from benchmarks.lifecycle import make_spec, run_one
 from benchmarks.records import RUNS_ENV, DamagedRecord, read_record, read_records
-from benchmarks.run import make_spec, run_one
 
 ROOT_CAN_BYPASS = os.geteuid() == 0
 

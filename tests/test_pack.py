@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.lifecycle import make_spec, prepare_run, run_one
 from benchmarks.pack import run_pack
 from benchmarks.records import RUNS_ENV
-from benchmarks.run import make_spec, prepare_run, run_one
 
 # A text-guided method, two baselines, two datasets and folds: streams that must not mix.
 PACK = [("clip_lung", "LIDC-C", 0), ("ce", "LIDC-C", 1), ("udm", "LIDC-B", 0)]
@@ -67,7 +67,7 @@ PACK_SCRIPT = """
 import json, sys
 from benchmarks.errors import setup_logging
 from benchmarks.pack import run_pack
-from benchmarks.run import make_spec
+from benchmarks.lifecycle import make_spec
 setup_logging()
 pack = [make_spec(m, d, f, profile="smoke", sets=[f"epochs={sys.argv[2]}"]) for m, d, f in json.loads(sys.argv[1])]
 print(json.dumps([r["key"] if isinstance(r, dict) else repr(r) for r in run_pack(pack)]))

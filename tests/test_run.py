@@ -15,9 +15,9 @@ import torch
 import methods
 from benchmarks.config import apply_overrides, field_types
 from benchmarks.errors import UserError
+from benchmarks.lifecycle import make_spec, run_one
 from benchmarks.profiles import PROFILES, get_profile
 from benchmarks.records import RUNS_ENV
-from benchmarks.run import make_spec, run_one
 from benchmarks.train import Diverged, TrainConfig, augment, stratified_subset
 
 BASELINES = ["ce", "poisson", "nsb", "udm", "corf"]
