@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.sweep import matrix
+from benchmarks.sweep.matrix import matrix
 
 
 def sweep(*args, env=None, timeout=900):
@@ -42,24 +42,49 @@ def test_slurm_unreachable_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_sweep_then_status_and_tables(phantom_env, tmp_path):
+def test_a_local_sweep_keeps_to_its_limit_then_status_and_tables(phantom_env, tmp_path):
+    """8 smoke runs, at most 2 tasks alive at once (their start and end times say so), each record saying
+    how many tasks shared the machine and with how many threads; then status and the table."""
     env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
-    # Two runs of one epoch (LIDC-B and LIDC-C): as much as the behaviour needs, on 2 shared cores.
-    setting = ["--tables", "2", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--set", "epochs=1"]
-    args = ["run", *setting, "--executor", "local", "--cpus-per-task", "1"]
+    # ce on LIDC-B and LIDC-C, folds 0-3: one epoch of one step each, as much as the behaviour needs on 2 shared cores.
+    setting = ["--tables", "2", "--methods", "ce", "--folds", "0", "1", "2", "3", "--profile", "smoke",
+               "--set", "epochs=1", "--set", "train_limit=32"]
+    args = ["run", *setting, "--executor", "local", "--max-parallel", "2", "--cpus-per-task", "1"]
     p = sweep(*args, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "2 of 2 runs finished" in p.stdout
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert "8 of 8 runs finished" in p.stdout and "at most 2 at once (--max-parallel), 1 torch threads each" in p.stdout, p.stdout
+    recs = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*.json")]
+    assert len(recs) == 8
+    spans = [(r["machine"]["task_started"], r["timing"]["finished"]) for r in recs]
+    alive = [sum(1 for s, e in spans if s <= t < e) for t, _ in spans]  # tasks alive when each one started
+    assert max(alive) == 2, spans  # never more than the limit, and the limit used
+    assert all(r["machine"] | {"task_started": 0} == {"scheduler": "local", "tasks_at_once": 2, "runs_per_task": 1, "runs_at_once": 2,
+                                                      "threads": 1, "task_started": 0} for r in recs), recs[0]["machine"]
     st = json.loads(sweep("status", *setting, "--json", env=env).stdout)
-    assert st["cells"]["ce/LIDC-B"]["done"] == 1 and st["cells"]["ce/LIDC-C"]["done"] == 1 and not st["failed"]
-    assert st["totals"] == {"done": 2, "queued": 0, "running": 0, "failed": 0, "missing": 0}
+    assert st["cells"]["ce/LIDC-B"]["done"] == 4 and st["cells"]["ce/LIDC-C"]["done"] == 4 and not st["failed"]
+    assert st["totals"] == {"done": 8, "queued": 0, "running": 0, "failed": 0, "missing": 0}
     again = sweep(*args, env=env)
     assert again.returncode == 0 and "nothing to run" in again.stdout
-    t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
-                       capture_output=True, text=True)
+    t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables"),
+                        "--set", "epochs=1", "--set", "train_limit=32"], capture_output=True, text=True)
     assert t.returncode == 0, t.stderr
-    assert "ce" in (tmp_path / "tables" / "table2_smoke_phantom.md").read_text().lower()
+    assert "CE Loss" in (tmp_path / "tables" / "table2_smoke_phantom.md").read_text()
+
+
+def test_the_local_limit_follows_the_cores_and_the_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks.sweep import submit
+
+    monkeypatch.setattr(submit.os, "sched_getaffinity", lambda _: set(range(2)))
+    monkeypatch.setattr(submit, "_available_gb", lambda: 20.0)
+    args = lambda **kw: SimpleNamespace(**{"cpus_per_task": 4, "mem_gb": None, "max_parallel": None, **kw})  # noqa: E731
+    assert submit.local_limits(args(), 1) == {"tasks_at_once": 1, "threads": 2, "why": "2 cores / 4 per task"}
+    assert submit.local_limits(args(cpus_per_task=1), 1)["tasks_at_once"] == 2  # cores: 2; memory: 20 GB / 2.5 = 8
+    monkeypatch.setattr(submit.os, "sched_getaffinity", lambda _: set(range(64)))
+    lim = submit.local_limits(args(cpus_per_task=1), 2)  # packs of 2 runs: 5 GB a task
+    assert lim["tasks_at_once"] == 4 and lim["why"] == "20 GB available / 5 GB per task" and lim["threads"] == 1
+    assert submit.local_limits(args(cpus_per_task=1, max_parallel=3), 1) == {"tasks_at_once": 3, "threads": 1, "why": "--max-parallel"}
 
 
 def _slurm_up() -> bool:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import sweep as sw
-from benchmarks.run import make_spec
+from benchmarks.lifecycle import make_spec
+from benchmarks.sweep import main as sweep_main
+from benchmarks.sweep.matrix import describe, matrix
+from benchmarks.sweep.slurm import SLURM_TIMEOUT_ENV, expand_job_id, parse_states
+from benchmarks.sweep.state import task_result
 from tests.test_sweep import slurm, sweep
 
 ONE_RUN = ["--tables", "1", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--set", "epochs=1"]
@@ -32,7 +35,7 @@ def call(capsys, *argv):
     """``python -m benchmarks.sweep argv`` in this process: (exit status, stdout, stderr)."""
     capsys.readouterr()
     try:
-        sw.main(list(argv))
+        sweep_main(list(argv))
         rc = 0
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else 1
@@ -58,7 +61,7 @@ def write_manifest(sweeps: Path, sweep_id: str, executor: str, runs: Path, jobs:
     (folder / "logs").mkdir(parents=True)
     man = {"id": sweep_id, "executor": executor, "submitted_at": time.time(), "host": socket.gethostname(),
            "runs_dir": str(runs.resolve()), "logs": str(folder / "logs"),
-           "jobs": [{"job_id": jid, **sw._describe(s)} for jid, s in jobs], **extra}
+           "jobs": [{"job_id": jid, **describe(s)} for jid, s in jobs], **extra}
     (folder / "sweep.json").write_text(json.dumps(man))
     return folder / "logs"
 
@@ -66,23 +69,23 @@ def write_manifest(sweeps: Path, sweep_id: str, executor: str, runs: Path, jobs:
 # --- without any cluster ------------------------------------------------------------------------
 
 def test_array_rows_of_pending_tasks_expand_to_one_id_per_task():
-    assert sw.expand_job_id("2_[2-5%6]") == ["2_2", "2_3", "2_4", "2_5"]
-    assert sw.expand_job_id("2_[1,3-4]") == ["2_1", "2_3", "2_4"]
-    assert sw.expand_job_id("7") == ["7"] and sw.expand_job_id("2_3") == ["2_3"]
+    assert expand_job_id("2_[2-5%6]") == ["2_2", "2_3", "2_4", "2_5"]
+    assert expand_job_id("2_[1,3-4]") == ["2_1", "2_3", "2_4"]
+    assert expand_job_id("7") == ["7"] and expand_job_id("2_3") == ["2_3"]
     sacct = "5_0|RUNNING\n5_[1-2%1]|PENDING\n6|CANCELLED by 0\n"
-    assert sw._parse_states(sacct) == {"5_0": "RUNNING", "5_1": "PENDING", "5_2": "PENDING", "6": "CANCELLED"}
+    assert parse_states(sacct) == {"5_0": "RUNNING", "5_1": "PENDING", "5_2": "PENDING", "6": "CANCELLED"}
 
 
 def test_result_files_are_read_as_plain_values_only(tmp_path):
     trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nbenchmarks.errors.UserError: --device cuda: CUDA is not available\n'
     (tmp_path / "5_1_0_result.pkl").write_bytes(pickle.dumps(("error", trace)))
-    assert sw._result(tmp_path, "5_1") == ("error", "UserError: --device cuda: CUDA is not available")
+    assert task_result(tmp_path, "5_1") == ("error", "UserError: --device cuda: CUDA is not available")
     (tmp_path / "5_2_0_result.pkl").write_bytes(pickle.dumps(("success", "/runs/x.json")))
-    assert sw._result(tmp_path, "5_2") == ("success", None)
-    assert sw._result(tmp_path, "5_3") == (None, None)  # not finished: no file
+    assert task_result(tmp_path, "5_2") == ("success", None)
+    assert task_result(tmp_path, "5_3") == (None, None)  # not finished: no file
     # A pickle that would call a function on load (here a harmless one) is refused, not run.
     (tmp_path / "5_4_0_result.pkl").write_bytes(pickle.dumps(("error", _CallsOnLoad())))
-    outcome, err = sw._result(tmp_path, "5_4")
+    outcome, err = task_result(tmp_path, "5_4")
     assert outcome == "error" and "unreadable result file" in err
 
 
@@ -97,7 +100,7 @@ def test_every_run_of_the_setting_gets_one_state(folders, capsys):
     sweep of another runs folder) is missing."""
     runs, sweeps = folders / "runs", folders / "sweeps"
     runs.mkdir()
-    specs = sw.matrix([1], profile="smoke", methods=["ce"], sets=["epochs=1"])  # ce/LIDC-A folds 0-4
+    specs = matrix([1], profile="smoke", methods=["ce"], sets=["epochs=1"])  # ce/LIDC-A folds 0-4
     specs[0].path(".json", runs).write_text('{"method": "ce", "trunc')
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -201,7 +204,7 @@ NodeName=localhost CPUs=1 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES
 """)
     monkeypatch.setenv("SLURM_CONF", str(conf))
-    monkeypatch.setenv(sw.SLURM_TIMEOUT_ENV, "2")
+    monkeypatch.setenv(SLURM_TIMEOUT_ENV, "2")
     yield conf
     srv.close()
 
@@ -229,7 +232,7 @@ def test_a_controller_that_does_not_answer_is_one_line_within_the_timeout(silent
 
 
 def test_a_bad_timeout_value_is_one_line(folders, capsys, monkeypatch):
-    monkeypatch.setenv(sw.SLURM_TIMEOUT_ENV, "soon")
+    monkeypatch.setenv(SLURM_TIMEOUT_ENV, "soon")
     spec = make_spec("ce", "LIDC-A", 0, profile="smoke", sets=["epochs=1"])
     write_manifest(folders / "sweeps", "20260101-000000-4", "slurm", folders / "runs", [("1_0", spec)])
     rc, _, err = call(capsys, "status", *ONE_RUN)

@@ -1,0 +1,4 @@
+"""python -m benchmarks.sweep"""
+from benchmarks.sweep.cli import main
+
+main()
