@@ -1,4 +1,4 @@
-"""Tables from run records: statistics, layout, refusal to mix settings, LaTeX that compiles."""
+"""Tables from run records: every number from the records' predictions, one setting, the statistics, LaTeX that compiles."""
 import json
 import math
 import shutil
@@ -6,90 +6,140 @@ import subprocess
 
 import numpy as np
 import pytest
+from scipy import stats as ss
 
 import methods
 from benchmarks.errors import UserError
 from benchmarks.records import read_records
+from benchmarks.selection import Setting
 from benchmarks.tables import build, select, write_tables
+from tests.records_synth import accuracy_of, record, write
+
+CE = [0.80, 0.82, 0.84, 0.86, 0.88]
 
 
-def record(method, dataset, fold, acc, source="phantom", profile="smoke", seed=0, enc=None, rec_b=0.5, f1_b=0.5):
-    classes = ["benign", "malignant"] if dataset != "LIDC-A" else ["benign", "unsure", "malignant"]
-    return {
-        "method": method, "dataset": dataset, "fold": fold, "seed": seed, "source": source, "profile": profile,
-        "min_readers": 2, "text_encoder": enc if method in ("clip", "cocoop") or method.startswith("clip_lung") else None,
-        "config_hash": f"{method}-cfg", "key": f"{method}{dataset}{fold}{seed}{source}{profile}",
-        "method_version": methods.REGISTRY[method].version,
-        "metrics": {"accuracy": acc, "recall": {c: rec_b for c in classes}, "f1": {c: f1_b for c in classes}},
-        "config": {"method": {}, "train": {"epochs": 2}}, "predictions": [],
-    }
+def shown(rs, method=None, dataset=None) -> str:
+    """'84.0 ± 3.2': the accuracy cell of these records as a table shows it, computed by hand from their predictions."""
+    acc = [100 * accuracy_of(r) for r in rs if (method is None or r["method"] == method) and (dataset is None or r["dataset"] == dataset)]
+    return f"{np.mean(acc):.1f} ± {np.std(acc, ddof=1):.1f}"
+CL = [0.85, 0.86, 0.87, 0.90, 0.91]
 
 
-def write(tmp_path, recs):
-    d = tmp_path / "runs"
-    d.mkdir(parents=True, exist_ok=True)
-    for i, r in enumerate(recs):
-        (d / f"r{i:03d}.json").write_text(json.dumps(r))
-    return d
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def recs():
-    ce = [0.80, 0.82, 0.84, 0.86, 0.88]
-    cl = [0.85, 0.86, 0.87, 0.90, 0.91]
-    out = [record("ce", "LIDC-C", f, a) for f, a in enumerate(ce)]
-    out += [record("clip_lung", "LIDC-C", f, a, enc="minilm-l6", rec_b=0.4) for f, a in enumerate(cl)]
+    out = [record("ce", "LIDC-C", f, a) for f, a in enumerate(CE)]
+    out += [record("clip_lung", "LIDC-C", f, a) for f, a in enumerate(CL)]
     out += [record("nsb", "LIDC-C", f, 0.5) for f in range(3)]  # fewer than 5 folds
     return out
 
 
-def test_hand_computed_mean_std_bold_and_marks(tmp_path, recs):
-    runs = write(tmp_path, recs)
+def test_cells_and_paired_differences_by_hand(tmp_path, recs):
+    runs = write(tmp_path / "runs", recs)
     chosen = select(read_records(runs), [2])
-    data = build(chosen, [2])
+    data = build(chosen, [2], n_boot=200)
+    acc = {m: [100 * accuracy_of(r) for r in recs if r["method"] == m] for m in ("ce", "clip_lung")}
     ce = data[2]["LIDC-C"]["ce"]["metrics"]["accuracy"]
-    assert ce["mean"] == pytest.approx(84.0) and ce["std"] == pytest.approx(np.std([80, 82, 84, 86, 88], ddof=1))
-    # Paired difference to CLIP-Lung over the same folds: ce - clip_lung = [-5, -4, -3, -4, -3].
-    d = np.array([-5.0, -4, -3, -4, -3])
-    half = 2.7764451051977987 * d.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
-    diff = data[2]["LIDC-C"]["ce"]["vs_clip_lung"]
-    assert diff["mean"] == pytest.approx(d.mean()) and diff["low"] == pytest.approx(d.mean() - half)
-    paths = write_tables([2], chosen, tmp_path / "tables")
+    assert ce["mean"] == pytest.approx(np.mean(acc["ce"])) and ce["std"] == pytest.approx(np.std(acc["ce"], ddof=1))
+    assert ce["seed_std"] is None and ce["n_seeds"] == 1
+    # The corrected resampled t-test over the 5 folds, by hand in float64: var x (1/n + n_test/n_train).
+    d = np.array(acc["ce"], dtype=np.float64) - np.array(acc["clip_lung"], dtype=np.float64)
+    n_tr = np.mean([r["data"]["n_train_used"] for r in recs if r["method"] == "ce"])
+    n_te = np.mean([r["data"]["n_test"] for r in recs if r["method"] == "ce"])
+    var = sum((x - d.mean()) ** 2 for x in d) / (len(d) - 1)
+    se = math.sqrt((1 / len(d) + n_te / n_tr) * var)
+    half = ss.t.ppf(0.975, len(d) - 1) * se
+    c = data[2]["LIDC-C"]["ce"]["vs_reference"]["accuracy"]
+    assert c["mean"] == pytest.approx(d.mean()) and c["low"] == pytest.approx(d.mean() - half) and c["high"] == pytest.approx(d.mean() + half)
+    assert c["p"] == pytest.approx(2 * ss.t.sf(abs(d.mean() / se), len(d) - 1))
+    assert data[2]["LIDC-C"]["clip_lung"].get("vs_reference") is None  # the reference itself
+    # Holm across the methods of the table: ce and nsb (3 pairs) are the family.
+    p_nsb = data[2]["LIDC-C"]["nsb"]["vs_reference"]["accuracy"]["p"]
+    lo, hi = sorted([c["p"], p_nsb])
+    holm = {lo: min(1, 2 * lo), hi: min(1, max(2 * lo, hi))}
+    assert c["p_holm"] == pytest.approx(holm[c["p"]])
+    # The bootstrap interval of the cell holds its mean, and its estimate is that mean.
+    iv = data[2]["LIDC-C"]["ce"]["interval"]["accuracy"]
+    assert iv["low"] < ce["mean"] < iv["high"] and iv["estimate"] == pytest.approx(ce["mean"])
+    paths = write_tables([2], chosen, tmp_path / "tables", n_boot=200)
     md = (tmp_path / "tables" / "table2_smoke_phantom.md").read_text()
-    assert "| CE Loss | 84.0 ± 3.2 |" in md  # sample std of 80..88 = 3.16
-    assert "**87.8 ± 2.6**" in md  # CLIP-Lung's accuracy is the best: bold
-    assert "| NSB | 50.0 ± 0.0† |" in md  # 3 folds: marked
+    assert f"| CE Loss | {np.mean(acc['ce']):.1f} ± {np.std(acc['ce'], ddof=1):.1f} |" in md
+    assert f"**{np.mean(acc['clip_lung']):.1f} ± {np.std(acc['clip_lung'], ddof=1):.1f}**" in md  # CLIP-Lung's accuracy is the best: bold
+    assert f"| NSB | {shown(recs, 'nsb')}† |" in md  # 3 folds: marked
     assert "| Poisson | — |" in md  # missing
     assert "*89.5 ± 0.4*" in md  # the paper's CLIP-Lung on LIDC-C beside ours
-    assert "−3.8 [" in md
+    assert f"−{abs(d.mean()):.1f} [" in md and "corrected resampled t-test" in md and "Holm" in md and "seed 0" in md
     tex = (tmp_path / "tables" / "table2_smoke_phantom.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{87.8 $\pm$ 2.6}" in tex and "$^\\dagger$" in tex
+    assert r"\toprule" in tex and r"\textbf{" in tex and "$^\\dagger$" in tex
     assert {p.name for p in paths} >= {"table2_smoke_phantom.tex", "table2_smoke_phantom.md", "tables_smoke_phantom.json"}
+    js = json.loads((tmp_path / "tables" / "tables_smoke_phantom.json").read_text())
+    got = js["tables"]["2"]["LIDC-C"]["ce"]["vs_reference"]["accuracy"]
+    assert got["p_holm"] == pytest.approx(c["p_holm"]) and js["test"] == "corrected_t"
 
 
-def test_mixed_settings_are_refused(tmp_path, recs):
-    other = [record("ce", "LIDC-C", 0, 0.7, source="lidc")]
-    runs = write(tmp_path, recs + other)
+def test_seeds_are_averaged_within_folds_and_their_spread_is_reported(tmp_path):
+    """Two seeds x five folds: a fold's value is its seed mean; ± is over folds; the seed s.d. is pooled within folds."""
+    acc = {(f, s): 0.80 + 0.02 * f + (0.01 if s else -0.01) * (1 + f % 2) for f in range(5) for s in (0, 1)}
+    rs = [record("ce", "LIDC-B", f, a, seed=s) for (f, s), a in acc.items()]
+    rs += [record("clip_lung", "LIDC-B", f, 0.85, seed=s) for f in range(5) for s in (0, 1)]
+    got = {(r["fold"], r["seed"]): 100 * accuracy_of(r) for r in rs if r["method"] == "ce"}
+    fold_means = [np.mean([got[(f, s)] for s in (0, 1)]) for f in range(5)]
+    pooled = math.sqrt(sum((got[(f, s)] - fold_means[f]) ** 2 for f in range(5) for s in (0, 1)) / 5)  # 5 folds x (2 - 1)
+    chosen = select(read_records(write(tmp_path / "runs", rs)), [2])
+    cell = build(chosen, [2], n_boot=100)[2]["LIDC-B"]["ce"]
+    m = cell["metrics"]["accuracy"]
+    assert m["mean"] == pytest.approx(np.mean(fold_means)) and m["std"] == pytest.approx(np.std(fold_means, ddof=1))
+    assert m["seed_std"] == pytest.approx(pooled) and m["n_seeds"] == 2 and m["n_folds"] == 5
+    assert cell["vs_reference"]["accuracy"]["n"] == 10  # every (fold, seed) pair
+    write_tables([2], chosen, tmp_path / "t", n_boot=100)
+    md = (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
+    assert f"(seed s.d. {pooled:.1f})" in md and "seeds 0, 1: each fold's value is the mean over the seeds" in md
+
+
+def test_a_record_whose_stored_metrics_disagree_with_its_predictions_is_left_out(tmp_path, recs, caplog):
+    edited = json.loads(json.dumps(recs[0]))
+    edited["metrics"]["accuracy"] = 0.9  # hand-edited; its predictions give 0.80
+    runs = write(tmp_path / "runs", [edited] + recs[1:])
+    with caplog.at_level("WARNING"):
+        chosen = select(read_records(runs), [2])
+    assert not any(r["method"] == "ce" and r["fold"] == 0 for r in chosen)
+    assert any("r000.json" in m and "stored accuracy (0.9)" in m for m in caplog.messages), caplog.messages
+    assert build(chosen, [2], n_boot=0)[2]["LIDC-C"]["ce"]["folds"] == [1, 2, 3, 4]
+
+
+def test_mixed_sources_and_profiles_are_refused_other_text_encoders_left_out(tmp_path, recs, caplog):
+    runs = write(tmp_path / "a", recs + [record("ce", "LIDC-C", 0, 0.7, source="lidc")])
     with pytest.raises(UserError, match=r"source lidc \(1 records\), phantom \(\d+ records\).*--source"):
         select(read_records(runs), [2])
-    assert len(select(read_records(runs), [2], source="phantom")) == len(recs)
-    prof = [record("ce", "LIDC-C", 1, 0.7, profile="quick")]
-    runs2 = write(tmp_path / "b", recs + prof)
+    assert len(select(read_records(runs), [2], Setting(source="phantom"))) == len(recs)
+    runs2 = write(tmp_path / "b", recs + [record("ce", "LIDC-C", 1, 0.7, profile="quick")])
     with pytest.raises(UserError, match="profile quick"):
         select(read_records(runs2), [2])
-    enc = [record("clip_lung", "LIDC-C", 1, 0.7, enc="clip-vit-b16:openai")]
-    runs3 = write(tmp_path / "c", recs + enc)
-    with pytest.raises(UserError, match="text-encoder"):
-        select(read_records(runs3), [2])
+    other = [record("clip_lung", "LIDC-C", f, 0.7, sets=["text_encoder='tiny-random'"]) for f in range(2)]
+    runs3 = write(tmp_path / "c", recs + other)
+    with caplog.at_level("WARNING"):
+        chosen = select(read_records(runs3), [2])
+    assert len(chosen) == len(recs) and any("text_encoder 'tiny-random' there" in m for m in caplog.messages)
+    picked = select(read_records(runs3), [2], Setting(text_encoder="tiny-random"))
+    assert {r["method"] for r in picked} == {"ce", "nsb", "clip_lung"} and sum(r["method"] == "clip_lung" for r in picked) == 2
 
 
-def test_a_cell_of_mixed_configurations_is_refused(tmp_path, recs):
-    # Fold 0 trained 2 epochs and fold 1 trained 4: one cell must never average them.
-    mixed = [dict(record("udm", "LIDC-C", f, 0.6), config_hash=f"udm-{e}", config={"train": {"epochs": e, "lr": 0.001}, "method": {}})
-             for f, e in ((0, 2), (1, 4))]
-    runs = write(tmp_path, recs + mixed)
-    with pytest.raises(UserError, match=r"udm on LIDC-C differ in epochs \(2, 4\)"):
-        select(read_records(runs), [2])
+def test_records_of_another_set_are_another_setting(tmp_path, recs, caplog, capsys):
+    """Default and --set epochs=20 records in one folder: the default setting by default, the other by --set."""
+    from benchmarks.tables import main
+
+    longer = [record("nsb", "LIDC-C", f, 0.6, sets=["epochs=20"]) for f in range(5)]
+    runs = write(tmp_path / "runs", recs + longer)
+    with caplog.at_level("WARNING"):
+        main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "t"), "--bootstrap", "0"])
+    assert any("leaving out 5 records of nsb on LIDC-C of another setting (epochs 20 there, 2 here); pick them with --set epochs=20" in m
+               for m in caplog.messages), caplog.messages
+    assert f"| NSB | {shown(recs, 'nsb')}† |" in (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
+    main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "u"), "--set", "epochs=20", "--bootstrap", "0"])
+    md = (tmp_path / "u" / "table2_smoke_phantom.md").read_text()
+    assert f"| NSB | **{shown(longer)}** |" in md and "| CE Loss | — |" in md  # only nsb was made with epochs=20
+    with pytest.raises(SystemExit) as e:
+        main(["--tables", "2", "--runs", str(runs), "--set", "no_such_key=1"])
+    assert e.value.code == 2 and "unknown --set key 'no_such_key'" in capsys.readouterr().err
 
 
 def test_records_of_an_older_implementation_are_left_out_with_a_warning(tmp_path, recs, caplog):
@@ -102,26 +152,28 @@ def test_records_of_an_older_implementation_are_left_out_with_a_warning(tmp_path
     with caplog.at_level("WARNING"):
         chosen = select(read_records(runs), [2])
     udm = [r for r in chosen if r["method"] == "udm"]
-    assert len(udm) == 2 and all(r["metrics"]["accuracy"] == 0.6 for r in udm)
+    assert len(udm) == 2 and all(abs(r["metrics"]["accuracy"] - 0.6) < 0.01 for r in udm)
     assert sum("made by version 1 of udm" in m for m in caplog.messages) == 5
-    assert build(chosen, [2])[2]["LIDC-C"]["udm"]["metrics"]["accuracy"]["mean"] == pytest.approx(60.0)
 
 
 def test_table3_check_marks(tmp_path):
-    recs = [record(m, d, f, 0.6 if m == "clip_lung" else 0.5) for m in ("clip_lung", "clip_lung_ic") for d in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(5)]
-    runs = write(tmp_path, recs)
-    write_tables([3], select(read_records(runs), [3]), tmp_path / "t")
+    rs = [record(m, d, f, 0.6 if m == "clip_lung" else 0.5) for m in ("clip_lung", "clip_lung_ic") for d in ("LIDC-A", "LIDC-B", "LIDC-C")
+          for f in range(5)]
+    write_tables([3], select(read_records(write(tmp_path / "runs", rs)), [3]), tmp_path / "t", n_boot=0)
     md = (tmp_path / "t" / "table3_smoke_phantom.md").read_text()
-    assert "| ✓ |  |  | 50.0 ± 0.0 |" in md and "| ✓ | ✓ | ✓ | **60.0 ± 0.0** |" in md and "| — |" in md
+    ic = next(x for x in md.splitlines() if x.startswith("| ✓ |  |  |"))
+    full = next(x for x in md.splitlines() if x.startswith("| ✓ | ✓ | ✓ |"))
+    assert shown(rs, "clip_lung_ic", "LIDC-A") in ic and f"**{shown(rs, 'clip_lung', 'LIDC-A')}**" in full and "| — |" in md
+    assert full.count("*") >= 6 and "*" in ic.split("|")[4]  # the full model bold; the ablation differs from it at p < 0.05
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-recommended)")
 def test_latex_compiles(tmp_path, recs):
     full = recs + [record(m, "LIDC-A", f, 0.55) for m in ("ce", "clip_lung") for f in range(5)]
     full += [record("clip_lung_ic_ia", d, f, 0.6) for d in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(5)]
-    runs = write(tmp_path, full)
+    full += [record("ce", "LIDC-B", f, 0.8, seed=1) for f in range(5)] + [record("ce", "LIDC-B", f, 0.8) for f in range(5)]
     out = tmp_path / "tables"
-    write_tables([1, 2, 3], select(read_records(runs), [1, 2, 3]), out, with_paper=True)
+    write_tables([1, 2, 3], select(read_records(write(tmp_path / "runs", full)), [1, 2, 3]), out, with_paper=True, n_boot=50)
     # The standalone document written beside the tables, with the preamble it documents.
     p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables_smoke_phantom.tex"], cwd=out, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-2000:]
@@ -129,60 +181,75 @@ def test_latex_compiles(tmp_path, recs):
     assert r"\usepackage{amssymb}" in (out / "preamble.tex").read_text()
 
 
-def test_methods_outside_the_paper_are_rows_below_it(tmp_path, recs):
-    # A plugin's method (not in the registry here) on LIDC-C: its own row, marked, with the
-    # paired difference to CLIP-Lung like every other row.
-    coral = [dict(record("ce", "LIDC-C", f, a), method="coral", config_hash="coral-cfg") for f, a in enumerate([0.9, 0.9, 0.9, 0.9, 0.95])]
-    runs = write(tmp_path, recs + coral)
-    chosen = select(read_records(runs), [2])
-    data = build(chosen, [2])
-    assert list(data[2]["LIDC-C"])[-1] == "coral"
-    assert data[2]["LIDC-C"]["coral"]["vs_clip_lung"]["mean"] == pytest.approx(np.mean([5, 4, 3, 0, 4]))
-    write_tables([2], chosen, tmp_path / "t")
+def test_methods_outside_the_paper_are_rows_below_it_with_their_label(tmp_path, recs, monkeypatch):
+    from methods.ce import CrossEntropy as CE
+    from methods.registry import Method
+
+    class Labelled(CE):
+        label = "CE+"
+
+    monkeypatch.setitem(methods.REGISTRY, "ce_plus", Method("ce_plus", Labelled, CE.Config()))
+    plus = [record("ce_plus", "LIDC-C", f, a) for f, a in enumerate([0.9, 0.9, 0.9, 0.9, 0.95])]
+    chosen = select(read_records(write(tmp_path / "runs", recs + plus)), [2])
+    data = build(chosen, [2], n_boot=0)
+    assert list(data[2]["LIDC-C"])[-1] == "ce_plus"
+    diff = [100 * (accuracy_of(a) - accuracy_of(b)) for a, b in zip(plus, [r for r in recs if r["method"] == "clip_lung"])]
+    assert data[2]["LIDC-C"]["ce_plus"]["vs_reference"]["accuracy"]["mean"] == pytest.approx(np.mean(diff))
+    write_tables([2], chosen, tmp_path / "t", n_boot=0)
     md = (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
-    assert "| coral (not in the paper) | **91.0 ± 2.2** |" in md
+    assert "| CE+ (not in the paper) | **" in md
     tex = (tmp_path / "t" / "table2_smoke_phantom.tex").read_text()
-    assert r"coral (not in the paper)" in tex and tex.count(r"\midrule") == 2  # a rule above the extra rows
-    # Not on Table 3, which ablates CLIP-Lung.
-    assert "coral" not in "".join(build(chosen, [3])[3]["LIDC-C"])
+    assert r"CE+ (not in the paper)" in tex and tex.count(r"\midrule") == 2  # a rule above the extra rows
+    assert "ce_plus" not in "".join(build(chosen, [3], n_boot=0)[3]["LIDC-C"])  # not on Table 3, which ablates CLIP-Lung
+
+
+def test_a_method_that_is_not_registered_is_left_out_with_a_warning(tmp_path, recs, caplog):
+    ghost = [dict(r, method="ghost") for r in recs if r["method"] == "ce"]
+    with caplog.at_level("WARNING"):
+        chosen = select(read_records(write(tmp_path / "runs", recs + ghost)), [2])
+    assert "ghost" not in {r["method"] for r in chosen}
+    assert any("5 records of ghost: no such method is registered here (load its plugin with --plugin)" in m for m in caplog.messages)
 
 
 def test_backbone_table_pairs_ce_and_clip_lung_per_backbone(tmp_path):
     from benchmarks.tables import build_backbones, select_backbones, write_backbones
 
-    recs = []
-    for b, (ce, cl) in {"resnet18_2d": (0.80, 0.84), "r3d_18": (0.70, 0.71)}.items():
+    rs = []
+    for b, (ce, cl) in {"resnet18_2d": (0.50, 0.54), "r3d_18": (0.50, 0.53)}.items():
         for f in range(5):
-            for m, acc in (("ce", ce + f / 100), ("clip_lung", cl + f / 50)):
-                r = record(m, "LIDC-A", f, acc, enc="minilm-l6")
-                r.update(backbone=b, config_hash=f"{m}-{b}", config={"method": {"backbone": b}, "train": {}})
-                recs.append(r)
-    runs = write(tmp_path, recs)
+            rs += [record("ce", "LIDC-A", f, ce + f / 100, sets=[f"backbone={b!r}"]),
+                   record("clip_lung", "LIDC-A", f, cl + f / 50, sets=[f"backbone={b!r}"])]
+    runs = write(tmp_path / "runs", rs)
     chosen = select_backbones(read_records(runs))
-    data = build_backbones(chosen)
+    data = build_backbones(chosen, n_boot=0)
     assert list(data) == ["resnet18_2d", "r3d_18"]  # the paper's first
     gain = data["r3d_18"]["LIDC-A"]["gain"]
-    assert gain["mean"] == pytest.approx(np.mean([1 + f for f in range(5)]))  # (0.71 + f/50) - (0.70 + f/100), in points
+    by = {(r["method"], r["fold"]): 100 * accuracy_of(r) for r in rs if r["backbone"] == "r3d_18"}
+    assert gain["mean"] == pytest.approx(np.mean([by[("clip_lung", f)] - by[("ce", f)] for f in range(5)]))
     assert data["r3d_18"]["LIDC-B"]["ce"] is None
     out = tmp_path / "t"
     out.mkdir()
-    write_backbones(chosen, out)
+    write_backbones(chosen, out, n_boot=0)
     md = (out / "backbones_smoke_phantom.md").read_text()
-    assert "| r3d_18 | 72.0 ± 1.6 | 75.0 ± 3.2 | +3.0 [" in md and "*paper: MV-DAR [12]* | *57.3* | *58.9* | *+1.6*" in md
-    # The main tables keep to the paper's backbone: an r3d_18 record does not enter them.
-    assert {r.get("backbone") for r in select(read_records(runs), [1])} == {"resnet18_2d"}
+    assert "| r3d_18 | " in md and "*paper: MV-DAR [12]* | *57.3* | *58.9* | *+1.6*" in md
+    # The main tables keep to the paper's backbone unless --set picks another.
+    assert {r["backbone"] for r in select(read_records(runs), [1])} == {"resnet18_2d"}
+    assert {r["backbone"] for r in select(read_records(runs), [1], Setting(sets=("backbone='r3d_18'",)))} == {"r3d_18"}
     if shutil.which("pdflatex"):
         p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "backbones_smoke_phantom_doc.tex"], cwd=out, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:]
 
 
-def test_paper_profile_on_the_phantom_source_warns(tmp_path, recs, capsys):
+def test_paper_profile_on_the_phantom_source_warns_and_datasets_restrict(tmp_path, recs, capsys):
     from benchmarks.tables import main
 
-    runs = write(tmp_path, [dict(r, profile="paper") for r in recs])
-    main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "t")])
+    paper = [record(r["method"], r["dataset"], r["fold"], accuracy_of(r), profile="paper") for r in recs]
+    main(["--tables", "2", "--runs", str(write(tmp_path / "p", paper)), "--out", str(tmp_path / "t"), "--bootstrap", "0"])
     err = capsys.readouterr().err
     assert err.count("warning: the paper profile on the phantom source") == 1
     assert (tmp_path / "t" / "table2_paper_phantom.md").exists()
-    main(["--tables", "2", "--runs", str(write(tmp_path / "q", recs)), "--out", str(tmp_path / "t")])  # smoke: no warning
+    runs = write(tmp_path / "q", recs + [record("ce", "LIDC-B", 0, 0.7)])
+    main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "u"), "--datasets", "LIDC-B", "--bootstrap", "0"])
     assert "warning" not in capsys.readouterr().err
+    md = (tmp_path / "u" / "table2_smoke_phantom.md").read_text()
+    assert "**LIDC-B**" in md and "LIDC-C" not in md.split("\n\n", 2)[2]

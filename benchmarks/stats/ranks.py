@@ -1,0 +1,182 @@
+"""Ranks across datasets and folds: the Friedman test, the Nemenyi critical difference and its diagram.
+
+See ``benchmarks/stats/__init__.py`` for the whole method and its references.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.stats.paired import NAN
+
+log = logging.getLogger(__name__)
+
+#: A nodule id starts with its patient id, ``LIDC-IDRI-dddd``: 14 characters.
+# ------------------------------------------------------------------------------------------------ 4. ranks
+@dataclass(frozen=True)
+class FriedmanResult:
+    """The Friedman test and Nemenyi post-hoc test of k methods over N blocks (``friedman``)."""
+
+    methods: list[str]
+    blocks: list
+    scores: np.ndarray = field(repr=False)  # (k, N), as given
+    ranks: np.ndarray = field(repr=False)  # (k, N), 1 = best in the block, ties averaged
+    average_ranks: dict[str, float] = field(default_factory=dict)
+    statistic: float = NAN  # Friedman's chi-square, tie-corrected
+    df: int = 0  # k - 1
+    p: float = NAN
+    iman_davenport: float = NAN  # F_F = (N - 1) chi2 / (N (k - 1) - chi2)
+    p_iman_davenport: float = NAN  # F with (k - 1, (k - 1)(N - 1)) degrees of freedom
+    q_alpha: float = NAN  # studentized range quantile / sqrt(2)
+    cd: float = NAN  # Nemenyi critical difference of average ranks
+    alpha: float = 0.05
+    nemenyi_p: Any = field(default=None, repr=False)  # pandas.DataFrame k x k of Nemenyi p-values (scikit-posthocs)
+
+
+def _plt():
+    """pyplot on the Agg backend (no display), as ``benchmarks.figures`` does; scikit-posthocs imports pyplot too."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def friedman(scores, methods: Sequence[str] | None = None, blocks: Sequence | None = None, alpha: float = 0.05,
+             higher_is_better: bool = True) -> FriedmanResult:
+    """Friedman's test [Friedman 1937; Demsar 2006] of k methods over N blocks, and the Nemenyi post-hoc test.
+
+    ``scores``: (k methods, N blocks), a pandas DataFrame (index: methods, columns: blocks) or an array (then
+    ``methods``/``blocks`` name them). Blocks are (dataset, fold) pairs, seed-averaged (``block_table``); no NaN.
+    Within each block the methods are ranked, 1 = best (highest score unless ``higher_is_better`` is False), ties
+    averaged; r_j is the average rank of method j over the blocks. Then
+    ``chi2 = [12 N / (k (k+1)) (sum_j r_j^2 - k (k+1)^2 / 4)] / C``, ``C = 1 - sum_ties (t^3 - t) / (N k (k^2 - 1))``
+    (the tie correction, C = 1 without ties), chi-square with k - 1 degrees of freedom; Iman-Davenport
+    ``F = (N - 1) chi2 / (N (k - 1) - chi2)``, F(k - 1, (k - 1)(N - 1)) (Demsar recommends it: chi2 is conservative).
+    Nemenyi: ``CD = q_alpha sqrt(k (k+1) / (6 N))``, ``q_alpha = q_{1-alpha}(k, inf) / sqrt(2)`` (studentized range);
+    two methods differ when their average ranks differ by more than CD; the pairwise p-values come from
+    ``scikit_posthocs.posthoc_nemenyi_friedman`` (p < alpha exactly when the difference exceeds CD).
+    """
+    import pandas as pd  # noqa: PLC0415
+    from scipy import stats  # noqa: PLC0415
+
+    if isinstance(scores, pd.DataFrame):
+        methods = [str(m) for m in scores.index] if methods is None else list(methods)
+        blocks = list(scores.columns) if blocks is None else list(blocks)
+        x = scores.to_numpy(dtype=np.float64)
+    else:
+        x = np.asarray(scores, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError("friedman: scores must be (methods, blocks)")
+    k, n = x.shape
+    methods = [str(i) for i in range(k)] if methods is None else [str(m) for m in methods]
+    blocks = list(range(n)) if blocks is None else list(blocks)
+    if len(methods) != k or len(blocks) != n or len(set(methods)) != k:
+        raise ValueError("friedman: methods/blocks do not match the scores (or a method repeats)")
+    if k < 2 or n < 2:
+        raise ValueError(f"friedman: needs at least 2 methods and 2 blocks, got {k} and {n}")
+    if np.isnan(x).any():
+        raise ValueError("friedman: a score is NaN (drop incomplete blocks first, see block_table)")
+    ranks = stats.rankdata(-x if higher_is_better else x, axis=0, method="average")  # per block (column), 1 = best
+    avg = ranks.mean(axis=1)
+    ties = 0.0
+    for col in x.T:  # sum over blocks and tie groups of t^3 - t
+        _, t = np.unique(col, return_counts=True)
+        ties += float(np.sum(t.astype(np.float64) ** 3 - t))
+    c = 1.0 - ties / (n * k * (k * k - 1.0))
+    chi2 = 12.0 * n / (k * (k + 1.0)) * (float(np.sum(avg**2)) - k * (k + 1.0) ** 2 / 4.0)
+    if c <= 0.0:  # every block a complete tie: nothing to rank
+        log.warning("friedman: every block is a complete tie; the statistic is undefined")
+        chi2, p, f, pf = NAN, NAN, NAN, NAN
+    else:
+        chi2 /= c
+        p = float(stats.chi2.sf(chi2, k - 1))
+        den = n * (k - 1.0) - chi2
+        f = (n - 1.0) * chi2 / den if den > 0 else math.inf  # den = 0: identical rankings in every block
+        pf = float(stats.f.sf(f, k - 1, (k - 1) * (n - 1))) if den > 0 else 0.0
+    q = float(stats.studentized_range.ppf(1.0 - alpha, k, np.inf)) / math.sqrt(2.0)
+    cd = q * math.sqrt(k * (k + 1.0) / (6.0 * n))
+    _plt()
+    import scikit_posthocs as sp  # noqa: PLC0415
+
+    # blocks x methods; the library ranks ascending, but its p depends only on |r_i - r_j|, the same either way.
+    nem = sp.posthoc_nemenyi_friedman(pd.DataFrame(x.T, columns=methods))
+    return FriedmanResult(methods=methods, blocks=blocks, scores=x, ranks=ranks, average_ranks={m: float(r) for m, r in zip(methods, avg)},
+                          statistic=float(chi2), df=k - 1, p=p, iman_davenport=float(f), p_iman_davenport=pf, q_alpha=q, cd=cd, alpha=alpha,
+                          nemenyi_p=nem)
+
+
+def block_table(values: Mapping[tuple[str, Any, Any, Any], float]):
+    """{(method, dataset, fold, seed): metric} -> pandas DataFrame, methods x blocks (dataset, fold), each value the
+    mean over seeds. Blocks that some method lacks, or where a value is NaN, are dropped (logged): the Friedman test
+    needs complete blocks."""
+    import pandas as pd  # noqa: PLC0415
+
+    acc: dict[tuple, list[float]] = defaultdict(list)
+    for (m, ds, fold, _seed), v in values.items():
+        acc[(m, ds, fold)].append(float(v))
+    methods = sorted({m for m, _, _ in acc})
+    blocks = sorted({(ds, fold) for _, ds, fold in acc})
+    table = pd.DataFrame([[float(np.mean(acc[(m, *b)])) if (m, *b) in acc else NAN for b in blocks] for m in methods], index=methods,
+                         columns=pd.MultiIndex.from_tuples(blocks, names=["dataset", "fold"]) if blocks else None)
+    complete = table.notna().all(axis=0)
+    if not complete.all():
+        log.warning("block_table: %d incomplete block(s) dropped: %s", int((~complete).sum()), [b for b, ok in complete.items() if not ok])
+    return table.loc[:, complete]
+
+
+def draw_cd(result: FriedmanResult, target, title: str | None = None, annotate: bool = True):
+    """The critical-difference diagram [Demsar 2006] of ``result``, drawn by ``scikit_posthocs.critical_difference_diagram``:
+    average ranks on the axis (1 = best, at the left), methods whose Nemenyi p >= alpha linked by a bar, the CD above
+    (a bar of that length from the best rank).
+
+    ``target``: a matplotlib Axes (drawn into, returned) or a path (a PNG, or any format matplotlib knows by the
+    suffix, written atomically; the path is returned). ``annotate`` adds the Friedman p and N to the title.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    plt = _plt()
+    import scikit_posthocs as sp  # noqa: PLC0415
+
+    own = not hasattr(target, "plot")
+    if own:
+        fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * len(result.methods)))
+    else:
+        ax = target
+    ranks = pd.Series(result.average_ranks)
+    # The library would draw the CD bar half a data unit above the axis, on top of the rank tick labels; it is drawn
+    # here instead, a fixed number of points above them (the bars linking methods stay the library's).
+    sp.critical_difference_diagram(ranks, result.nemenyi_p, cd=None, alpha=result.alpha, ax=ax,
+                                   label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
+    from matplotlib.transforms import offset_copy  # noqa: PLC0415
+
+    if not math.isnan(result.cd):
+        start = float(ranks.min())
+        ax.plot([start, start + result.cd], [0.0, 0.0], color="k", linewidth=2, clip_on=False,
+                transform=offset_copy(ax.transData, fig=ax.figure, y=26, units="points"))
+        ax.text(start + result.cd / 2.0, 0.0, f"CD = {result.cd:.2f}", ha="center", va="bottom", fontsize=9,
+                transform=offset_copy(ax.transData, fig=ax.figure, y=29, units="points"))
+    parts = [title] if title else []
+    if annotate:
+        parts.append(f"Friedman p = {result.p:.3g}, N = {len(result.blocks)} blocks, CD = {result.cd:.2f} (alpha = {result.alpha:g})")
+    if parts:
+        ax.set_title("\n".join(parts), fontsize=9, pad=48)
+    if not own:
+        return ax
+    from benchmarks.io import atomic_write_bytes  # noqa: PLC0415
+
+    path = Path(target)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=200, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

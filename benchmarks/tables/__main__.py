@@ -1,0 +1,4 @@
+"""python -m benchmarks.tables"""
+from benchmarks.tables.cli import main
+
+main()

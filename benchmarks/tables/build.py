@@ -1,0 +1,187 @@
+"""The numbers of Tables 1-3 (and of CE vs CLIP-Lung per backbone), from the records of one setting.
+
+A cell is one method on one dataset: its records over folds and seeds, each
+metric recomputed from the record's own test predictions (``benchmarks.selection``).
+Per metric (in percent; the AUC as a fraction):
+  mean, std     the mean and sample standard deviation (ddof = 1) over folds of
+                each fold's mean over seeds (the paper's ±: the spread over folds);
+  seed_std      the pooled within-fold standard deviation over seeds (None with one seed);
+  interval      accuracy and (binary test sets) AUC: the 95% patient bootstrap of that
+                mean, patients resampled within their fold (``benchmarks.stats``).
+Against a reference method (CLIP-Lung unless ``--reference``), on the (fold, seed)
+pairs both have, per dataset and metric: the mean difference, the interval and p of
+the corrected resampled t-test (Nadeau & Bengio 2003), or the Wilcoxon signed-rank
+test's p (``--test wilcoxon``), Holm-adjusted across the methods of the table. See
+``benchmarks/stats/__init__.py`` and docs/sweeps-and-tables.md.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.errors import UserError
+from benchmarks.grid import BACKBONE_TABLE, TABLES, cells, extra_method
+from benchmarks.paths import runs_dir
+from benchmarks.records import backbone_of
+from benchmarks.selection import Setting
+from benchmarks.selection import select as select_setting
+
+# The paper's reported numbers, typed from it: package data, so that an installed wheel has them too.
+PAPER = Path(__file__).resolve().parent.parent / "reported" / "clip_lung_miccai2023.json"
+TESTS = ("corrected_t", "wilcoxon")
+N_BOOT = 2000
+ALPHA = 0.05
+
+
+def table_datasets(t: int, datasets=None) -> tuple[str, ...]:
+    """The datasets of table ``t``, restricted to ``datasets`` (``--datasets``) when given."""
+    return tuple(d for d in TABLES[t]["datasets"] if datasets is None or d in datasets)
+
+
+def select(records: list[dict], tables, setting: Setting | None = None, runs: Path | None = None, datasets=None) -> list[dict]:
+    """The records of the tables' cells (and of other methods on the datasets of Tables 1-2) in one
+    setting (``benchmarks.selection``: the ``--set`` overrides pick the image encoder too)."""
+    want = {c for c in cells(tables) if datasets is None or c[1] in datasets}
+    extra_ds = {ds for t in tables if t in (1, 2) for ds in table_datasets(t, datasets)}
+
+    def where(r):
+        return (r.get("method"), r.get("dataset")) in want or (extra_method(r.get("method")) and r.get("dataset") in extra_ds)
+
+    return select_setting(records, setting or Setting(), where,
+                          none_found=f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
+                          "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """{"accuracy", "recall.<class>", "f1.<class>", "auc"} of a record's metrics: accuracy, recall and
+    F1 in percent, the AUC (binary test sets) as a fraction."""
+    out = {"accuracy": 100.0 * metrics["accuracy"]}
+    for kind in ("recall", "f1"):
+        for c, v in metrics[kind].items():
+            out[f"{kind}.{c}"] = 100.0 * v
+    if metrics.get("auc") is not None:
+        out["auc"] = metrics["auc"]
+    return out
+
+
+def _values(recs: list[dict]) -> dict[str, dict[tuple, float]]:
+    """{metric: {(fold, seed): value}} of a cell's records."""
+    per: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for r in recs:
+        for k, v in flat_metrics(r["metrics"]).items():
+            per[k][(r["fold"], r["seed"])] = v
+    return per
+
+
+def cell_stats(recs: list[dict], n_boot: int = N_BOOT, boot_seed: int = 0) -> dict:
+    """The numbers of one cell (see the module's docstring)."""
+    from benchmarks.stats import cell_intervals, seed_summary  # noqa: PLC0415  (scipy: deferred for --help speed)
+
+    metrics = {}
+    for k, v in _values(recs).items():
+        s = seed_summary(v)
+        metrics[k] = {"mean": s.mean, "std": s.std, "seed_std": s.seed_std, "n": len(v), "n_folds": s.n_folds, "n_seeds": s.n_seeds}
+    out = {"metrics": metrics, "folds": sorted({r["fold"] for r in recs}), "seeds": sorted({r["seed"] for r in recs}), "interval": {}}
+    if n_boot:
+        for k, b in cell_intervals(recs, n_boot=n_boot, seed=boot_seed, alpha=ALPHA).items():
+            scale = 100.0 if k == "accuracy" else 1.0
+            out["interval"][k] = {"estimate": scale * b.estimate, "low": scale * b.low, "high": scale * b.high, "n_boot": b.n_boot,
+                                  "n_valid": b.n_valid, "seed": b.seed, "method": "patient bootstrap within folds, percentile"}
+    # Records made on a partial download (a pilot, or scans that could not be read): the cell says how
+    # many of its folds' nodules had crops, and the tables mark it, so it never passes for the whole.
+    scope = {r["fold"]: r["data"]["scope"] for r in recs if (r.get("data") or {}).get("scope")}
+    if any(s["partial"] for s in scope.values()):
+        out["partial"] = {"nodules_with_crops": sum(s["nodules_with_crops"] for s in scope.values()),
+                          "nodules_of_folds": sum(s["nodules_of_fold"] for s in scope.values())}
+    return out
+
+
+def comparisons(cells_: dict[str, list[dict]], reference: str, test: str = "corrected_t") -> dict[str, dict]:
+    """{method: {metric: comparison}} of every method of one table's dataset against ``reference``
+    (``cells_``: method -> its records), Holm-adjusted per metric across the methods."""
+    from benchmarks.stats import compare_to_reference, split_sizes  # noqa: PLC0415
+
+    if reference not in cells_:
+        return {}
+    n_train, n_test = split_sizes([r for recs in cells_.values() for r in recs], train_key="n_train_used")
+    values = {m: _values(recs) for m, recs in cells_.items()}
+    out: dict[str, dict] = defaultdict(dict)
+    for metric in values[reference]:
+        per = {m: v[metric] for m, v in values.items() if metric in v}
+        for m, c in compare_to_reference(per, reference, n_train=n_train, n_test=n_test, test=test, alpha=ALPHA).items():
+            out[m][metric] = {
+                "mean": c.t.mean, "low": c.t.low, "high": c.t.high, "n": len(c.keys), "test": c.test.test, "p": c.test.p,
+                "p_holm": c.p_holm, "reachable": c.test.reachable, "min_p": c.test.min_p, "reason": c.test.reason, "text": c.text,
+                "significant": bool(c.test.reachable and c.p_holm is not None and c.p_holm < ALPHA),
+                "n_train": n_train, "n_test": n_test,
+            }
+    return dict(out)
+
+
+def build(records: list[dict], tables, datasets=None, reference: str = "clip_lung", test: str = "corrected_t",
+          n_boot: int = N_BOOT, boot_seed: int = 0) -> dict:
+    """Every number of the requested tables: {table: {dataset: {method: cell}}}, the paper's methods
+    first, then (Tables 1-2) the other methods found in the records, by name. A cell holds its
+    statistics and, for every method but the reference, ``vs_reference``: its comparisons."""
+    if test not in TESTS:
+        raise UserError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
+    by_cell = defaultdict(list)
+    for r in records:
+        by_cell[(r["method"], r["dataset"])].append(r)
+    out = {}
+    for t in tables:
+        out[t] = {}
+        dsets = table_datasets(t, datasets)
+        extras = sorted({m for m, ds in by_cell if extra_method(m) and ds in dsets}) if t in (1, 2) else []
+        for ds in dsets:
+            methods = (*TABLES[t]["methods"], *extras)
+            found = {m: by_cell[(m, ds)] for m in methods if by_cell.get((m, ds))}
+            versus = comparisons(found, reference, test)
+            out[t][ds] = {}
+            for m in methods:
+                entry = cell_stats(found[m], n_boot, boot_seed) if m in found else None
+                if entry is not None and m != reference:
+                    entry["vs_reference"] = versus.get(m)
+                out[t][ds][m] = entry
+    return out
+
+
+# ---------------------------------------------------------------- CE vs CLIP-Lung per backbone
+def select_backbones(records: list[dict], setting: Setting | None = None, runs: Path | None = None) -> list[dict]:
+    """The records of CE and CLIP-Lung on LIDC-A/B/C, every backbone, one setting (each record's own
+    backbone is part of its setting)."""
+    def where(r):
+        return r.get("method") in BACKBONE_TABLE["methods"] and r.get("dataset") in BACKBONE_TABLE["datasets"]
+
+    return select_setting(records, setting or Setting(), where, vary_backbone=True,
+                          none_found=f"no records of {' or '.join(BACKBONE_TABLE['methods'])} in {runs or runs_dir()} with these filters; "
+                          "run them with `python -m benchmarks.sweep run --backbones ...`")
+
+
+def build_backbones(records: list[dict], test: str = "corrected_t", n_boot: int = N_BOOT) -> dict:
+    """{backbone: {dataset: {"ce": cell, "clip_lung": cell, "gain": CLIP-Lung minus CE (accuracy)}}},
+    the paper's backbone first; the gain is the paired comparison of the tables (CE as reference)."""
+    from methods.backbones import DEFAULT_BACKBONE  # noqa: PLC0415  (torch: deferred for --help speed)
+
+    by = defaultdict(list)
+    for r in records:
+        by[(backbone_of(r), r["dataset"], r["method"])].append(r)
+    names = sorted({b for b, _, _ in by}, key=lambda b: (b != DEFAULT_BACKBONE, b))
+    out = {}
+    for b in names:
+        out[b] = {}
+        for ds in BACKBONE_TABLE["datasets"]:
+            ce, cl = by.get((b, ds, "ce"), []), by.get((b, ds, "clip_lung"), [])
+            gain = comparisons({"ce": ce, "clip_lung": cl}, "ce", test).get("clip_lung", {}).get("accuracy") if ce and cl else None
+            out[b][ds] = {"ce": cell_stats(ce, n_boot) if ce else None, "clip_lung": cell_stats(cl, n_boot) if cl else None, "gain": gain}
+    return out
+
+
+def labels_of(records: list[dict]) -> dict[str, str]:
+    """{method: its row label} (``label`` on its class; the registered name when it has none)."""
+    return {r["method"]: r.get("label") or r["method"] for r in records}
+
+
+def setting_tag(records: list[dict]) -> str:
+    """'<profile>_<source>' of one setting's records: in every file name the tables make."""
+    return f"{records[0]['profile']}_{records[0]['source']}"

@@ -1,0 +1,183 @@
+r"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and nothing else).
+
+  python -m benchmarks.tables --profile quick                     # Tables 1-3 of the quick runs
+  python -m benchmarks.tables --tables 2 --datasets LIDC-B         # one dataset
+  python -m benchmarks.tables --set epochs=20                      # the records made with --set epochs=20
+  python -m benchmarks.tables --reference ce --test wilcoxon       # compared with CE, by Wilcoxon's test
+
+Writes ``table{1,2,3}_<profile>_<source>.tex`` and ``.md``, plus
+``tables_<profile>_<source>.json`` with every number, into ``$CLIPLUNG_RESULTS/tables``
+(default ``results/tables``; ``--out`` for another folder): the file names, like the
+captions, say which data and schedule made them. The LaTeX needs the packages
+``booktabs`` (rules), ``graphicx`` (``\resizebox``) and ``amssymb``
+(``\checkmark``): ``preamble.tex`` beside the tables loads them
+(``\input{preamble}`` in your document's preamble), and
+``tables_<profile>_<source>.tex`` is a standalone document of all the tables
+written (``pdflatex`` it in that folder). Tables of the ``paper`` profile on the
+``phantom`` source also print a warning line: their numbers are not results.
+
+Each cell is one method on one dataset over its folds and seeds, every metric
+computed from the records' test predictions. With several seeds, a fold's value is
+the mean over its seeds; ± is the sample standard deviation (ddof = 1) over folds
+of those means, and the seed standard deviation is given beside it. Accuracy is
+shown as mean ± std with its 95% patient-bootstrap interval (and, on binary test
+sets, the AUC with its interval), recall and F1 as means, as in the paper. Tables
+1-2 give for every method the paired difference of accuracy to the reference
+(CLIP-Lung) over the same folds and seeds, with the interval of the corrected
+resampled t-test and its p (or Wilcoxon's, ``--test wilcoxon``), Holm-adjusted
+across the methods of the table; Table 3 marks the ablations that differ from the
+full model. The JSON holds every comparison, for every metric.
+
+Which records: one setting (``benchmarks/selection.py``): records of different data
+sources, profiles or label rules are never averaged together (pick one with
+``--source``, ``--profile``, ``--min-readers``); the ``--set`` overrides pick the
+records made with them (none: the profile's own configs), and records of other
+overrides, of older versions of a method or plugin, or whose stored metrics
+disagree with their predictions, are left out with a warning naming them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.cli import (
+    ArgumentParser,
+    add_plugin_flag,
+    add_setting_filters,
+    add_tables_flag,
+    check_datasets,
+    int_in,
+    load_plugins,
+    output_folder,
+    runs_folder,
+    warn_phantom,
+)
+from benchmarks.errors import UserError, cli_main
+from benchmarks.grid import cells
+from benchmarks.io import atomic_write_text
+from benchmarks.records import backbone_of, read_records
+from benchmarks.selection import Setting
+from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
+from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
+
+# What the generated LaTeX uses: rules, \resizebox, \checkmark.
+PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
+
+
+def _setting_json(records: list[dict]) -> dict:
+    r0 = records[0]
+    return {"source": r0["source"], "profile": r0["profile"], "min_readers": r0.get("min_readers"),
+            "text_encoders": sorted({r["text_encoder"] for r in records if r.get("text_encoder")}),
+            "seeds": sorted({r["seed"] for r in records})}
+
+
+def _no_nan(x):
+    """NaN -> None, so that the JSON is standard."""
+    if isinstance(x, dict):
+        return {str(k): _no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_nan(v) for v in x]
+    return None if isinstance(x, float) and x != x else x
+
+
+def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False, datasets=None, reference: str = "clip_lung",
+                 test: str = "corrected_t", n_boot: int = N_BOOT) -> list[Path]:
+    paper = json.loads(PAPER.read_text())
+    data = build(records, tables, datasets, reference, test, n_boot)
+    labels = labels_of(records)
+    paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = setting_tag(records)
+    for t in tables:
+        if not data[t]:
+            continue  # --datasets left this table none of its datasets
+        cap = caption_for(t, records, reference, test, labels, n_boot)
+        tex, md = render_3(data, paper, cap, with_paper) if t == 3 else render_12(t, data, paper, cap, with_paper, labels, reference)
+        for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
+            p = out_dir / f"table{t}_{tag}{suffix}"
+            atomic_write_text(p, text)
+            paths.append(p)
+    written = [t for t in tables if data[t]]
+    for name, text in (("preamble.tex", PREAMBLE),
+                       (f"tables_{tag}.tex", "\\documentclass{article}\n\\input{preamble}\n\\begin{document}\n"
+                        + "".join(f"\\input{{table{t}_{tag}}}\n" for t in written) + "\\end{document}\n")):
+        atomic_write_text(out_dir / name, text)
+        paths.append(out_dir / name)
+    j = out_dir / f"tables_{tag}.json"
+    atomic_write_text(j, json.dumps(_no_nan({"setting": _setting_json(records), "reference": reference, "test": test, "bootstrap": n_boot,
+                                             "tables": {str(t): data[t] for t in written}}), indent=1))
+    paths.append(j)
+    return paths
+
+
+def write_backbones(records: list[dict], out_dir: Path, test: str = "corrected_t", n_boot: int = N_BOOT) -> list[Path]:
+    paper = json.loads(PAPER.read_text())
+    data = build_backbones(records, test, n_boot)
+    r0 = records[0]
+    enc = sorted({r["text_encoder"] for r in records if r.get("text_encoder")})
+    cap = (f"CE and CLIP-Lung on each image encoder (ours: source {r0['source']}, profile {r0['profile']}"
+           + (f", text encoder {', '.join(enc)}" if enc else "") + f", at least {r0.get('min_readers')} readers). "
+           "Accuracy mean ± sample standard deviation over folds (of the seed means), in %; gain: paired accuracy difference "
+           "CLIP-Lung minus CE over the same folds and seeds, mean [95% interval of the corrected resampled t-test]; p: "
+           + ("the corrected resampled t-test" if test == "corrected_t" else "the Wilcoxon signed-rank test")
+           + "; † fewer than 5 folds; — missing. Paper: the text branch on MV-DAR, reported by Lei et al. (MICCAI 2023) for LIDC-A only.")
+    tex, md = render_backbones(data, paper, cap)
+    paths = []
+    tag = setting_tag(records)
+    for name, text in ((f"backbones_{tag}.tex", tex), (f"backbones_{tag}.md", f"### CE vs CLIP-Lung per backbone\n\n{cap}\n\n{md}"),
+                       ("preamble.tex", PREAMBLE),
+                       (f"backbones_{tag}_doc.tex",
+                        f"\\documentclass{{article}}\n\\input{{preamble}}\n\\begin{{document}}\n\\input{{backbones_{tag}}}\n\\end{{document}}\n"),
+                       (f"backbones_{tag}.json", json.dumps(_no_nan({"setting": _setting_json(records), "test": test, "backbones": data}), indent=1))):
+        atomic_write_text(out_dir / name, text)
+        paths.append(out_dir / name)
+    return paths
+
+
+def add_comparison_flags(parser) -> None:
+    """``--reference``, ``--test``, ``--bootstrap``: how cells are compared and given intervals (tables, report)."""
+    parser.add_argument("--reference", default=None, help="the method every other is compared with (default: clip_lung)")
+    parser.add_argument("--test", default="corrected_t", choices=TESTS, help="the paired test whose p is reported (Holm-adjusted)")
+    parser.add_argument("--bootstrap", type=int_in(0, 10**6), default=N_BOOT, metavar="N",
+                        help="patient-bootstrap resamples of each cell's interval (0: no intervals)")
+
+
+def reference_of(records: list[dict], given: str | None) -> str:
+    """``--reference``, which must have records in the setting; CLIP-Lung when not given (its cells
+    then simply have no comparison when it has no records)."""
+    if given is not None and given not in {r["method"] for r in records}:
+        raise UserError(f"--reference {given}: no records of that method in this setting; "
+                        f"methods with records: {', '.join(sorted({r['method'] for r in records}))}")
+    return given or "clip_lung"
+
+
+@cli_main
+def main(argv=None):
+    ap = ArgumentParser(prog="python -m benchmarks.tables", description=__doc__)
+    add_tables_flag(ap)
+    add_setting_filters(ap)
+    add_comparison_flags(ap)
+    ap.add_argument("--out", default=None, help="folder of the tables (default: $CLIPLUNG_RESULTS/tables, i.e. results/tables)")
+    ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
+    ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones_<profile>_<source>.{tex,md,json})")
+    add_plugin_flag(ap)
+    args = ap.parse_args(argv)
+    load_plugins(args)
+    datasets = check_datasets(args.datasets)
+    runs = runs_folder(args)
+    out = output_folder(args.out, "tables", "tables folder")
+    records = read_records(runs)
+    setting = Setting.from_args(args)
+    if args.backbones:
+        recs = select_backbones(records, setting, runs)
+        warn_phantom(recs[0]["profile"], recs[0]["source"])
+        paths = write_backbones(recs, out, args.test, args.bootstrap)
+        print(f"{len(recs)} records of {len({backbone_of(r) for r in recs})} backbones -> " + ", ".join(str(p) for p in paths))
+        return
+    recs = select(records, args.tables, setting, runs, datasets)
+    reference = reference_of(recs, args.reference)
+    warn_phantom(recs[0]["profile"], recs[0]["source"])
+    paths = write_tables(args.tables, recs, out, args.with_paper, datasets, reference, args.test, args.bootstrap)
+    n_cells = len({(r["method"], r["dataset"]) for r in recs})
+    want = [c for c in cells(args.tables) if datasets is None or c[1] in datasets]
+    print(f"{len(recs)} records in {n_cells} of {len(want)} cells -> " + ", ".join(str(p) for p in paths))
