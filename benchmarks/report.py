@@ -5,12 +5,16 @@
 The page says the setting first (source, profile, text encoder, label rule,
 seeds, how many records, the code's commits, devices and package versions;
 for the phantom source, that its numbers check the pipeline and are not
-results), then Tables 1-3 with the paper's numbers under ours, the one-glance
-figure (``figures tables``), CE against CLIP-Lung per backbone where such
-records exist, and the interpretability figures of the same setting found in
-the figures folder (with the command for each one that is missing). The
-Markdown links its images; the HTML holds them inline, so it opens from disk
-without a server.
+results; for partial data, how much of it), then how to read a difference, Tables
+1-3 with the paper's numbers under ours (seed aggregation, bootstrap intervals,
+corrected paired comparisons with Holm-adjusted p: ``benchmarks.tables``), the
+one-glance figure (``figures tables``), the methods' ranks over datasets and
+folds (Friedman test and critical-difference diagram, ``figures cd``), CE against
+CLIP-Lung per backbone where such records exist, and the interpretability figures
+of the same setting found in the figures folder (with the command for each one
+that is missing). It goes to ``$CLIPLUNG_RESULTS/report`` (``--out`` for another
+folder). The Markdown links its images; the HTML holds them inline, so it opens
+from disk without a server.
 """
 from __future__ import annotations
 
@@ -20,9 +24,18 @@ import json
 import re
 from pathlib import Path
 
-from benchmarks.cli import ArgumentParser, add_plugin_flag, add_setting_filters, add_tables_flag, load_plugins, runs_folder
+from benchmarks.cli import (
+    ArgumentParser,
+    add_plugin_flag,
+    add_setting_filters,
+    add_tables_flag,
+    check_datasets,
+    load_plugins,
+    output_folder,
+    runs_folder,
+)
 from benchmarks.errors import UserError, cli_main
-from benchmarks.io import atomic_write_text, writable_dir
+from benchmarks.io import atomic_write_text
 
 PHANTOM_WARNING = ("These numbers come from the phantom source (CT-like volumes rendered from the readers' annotations): "
                    "they check the pipeline; they are not results about CT scans.")
@@ -62,29 +75,59 @@ def interpretability(figures: Path, profile: str, source: str) -> tuple[list[Pat
     return found, missing
 
 
-def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict]) -> tuple[str, list[Path]]:
+READING = ("How to read a difference. Each Δ is the paired difference of a method to the reference over the same folds and "
+           "seeds, with the interval of the corrected resampled t-test (Nadeau & Bengio 2003), whose variance accounts for the "
+           "overlap of the folds' training sets; its p is Holm-adjusted across the methods of the table. A method is better "
+           "than the reference on a dataset when the interval lies above 0 and the adjusted p is below 0.05; an interval "
+           "that holds 0 says the folds cannot tell them apart. The bracket after an accuracy is the 95% patient-bootstrap "
+           "interval of that number (how much it would move with other patients), not a test of a difference.")
+
+
+def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict], datasets=None, reference: str = "clip_lung",
+                   test: str = "corrected_t", n_boot: int = 2000) -> tuple[str, list[Path]]:
     """The page in Markdown (images linked relative to ``out``) and the images it shows."""
-    from benchmarks import figures as fg  # noqa: PLC0415
     from benchmarks import tables as tb  # noqa: PLC0415
+    from benchmarks.figures import cd  # noqa: PLC0415
+    from benchmarks.figures.common import save_figure  # noqa: PLC0415
+    from benchmarks.figures.glance import draw_tables  # noqa: PLC0415
 
     r0 = recs[0]
     paper = json.loads(tb.PAPER.read_text())
-    data = tb.build(recs, tables)
+    data = tb.build(recs, tables, datasets, reference, test, n_boot)
+    labels = tb.labels_of(recs)
     lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
     if r0["source"] == "phantom":
         lines += [f"> **{PHANTOM_WARNING}**", ""]
+    partial = [r for r in recs if ((r.get("data") or {}).get("scope") or {}).get("partial")]
+    if partial:
+        lines += [f"> **Partial data: {len(partial)} of {len(recs)} records were made on folds where not every nodule had a CT crop "
+                  "(a pilot download, or scans that could not be read); their cells are marked ‡. They are not results on the whole dataset.**", ""]
     if r0["profile"] != "paper":
         lines += [f"> The `{r0['profile']}` profile trains briefly: a check that everything runs, not the paper's schedule.", ""]
     lines += ["## Setting", ""] + [f"- {x}" for x in setting_lines(recs)] + [""]
-    glance = fg.save_figure(fg.draw_tables(recs, tables, paper), out, "tables_at_a_glance")[0]
+    glance = save_figure(draw_tables(recs, tables, paper, datasets), out, "tables_at_a_glance")[0]
     images = [glance]
     lines += ["## At a glance", "", f"![accuracy per method and dataset beside the paper's]({glance.name})", ""]
+    lines += ["## Reading the comparisons", "", READING, ""]
     for t in tables:
-        cap = tb.caption_for(t, recs)
-        _, md = tb.render_3(data, paper, cap, False) if t == 3 else tb.render_12(t, data, paper, cap, False)
+        if not data[t]:
+            continue
+        cap = tb.caption_for(t, recs, reference, test, labels, n_boot)
+        _, md = tb.render_3(data, paper, cap, False) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference)
         lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
+    ranks = cd.rank_test(recs, tables, "accuracy", datasets)
+    lines += ["## Ranks over datasets and folds", ""]
+    if ranks is None:
+        lines += ["- too few methods or complete (dataset, fold) blocks for the Friedman test (it needs 2 of each)", ""]
+    else:
+        fig = save_figure(cd.draw(ranks, "accuracy", recs), out, "cd_accuracy")[0]
+        images.append(fig)
+        lines += [f"Friedman test of {len(ranks.methods)} methods by accuracy over {len(ranks.blocks)} (dataset, fold) blocks (seeds "
+                  f"averaged): chi2 = {ranks.statistic:.2f} (df {ranks.df}), p = {ranks.p:.3g}; Iman-Davenport F = {ranks.iman_davenport:.2f}, "
+                  f"p = {ranks.p_iman_davenport:.3g}. Methods joined by a bar are not told apart by the Nemenyi test at "
+                  f"{ranks.alpha:g} (critical difference {ranks.cd:.2f} ranks).", "", f"![critical-difference diagram]({fig.name})", ""]
     if backbones:
-        bdata = tb.build_backbones(backbones)
+        bdata = tb.build_backbones(backbones, test, n_boot)
         _, md = tb.render_backbones(bdata, paper, "CE and CLIP-Lung per backbone")
         lines += ["## CE vs CLIP-Lung per backbone", "", md.strip(), ""]
     found, missing = interpretability(figures, r0["profile"], r0["source"])
@@ -160,8 +203,9 @@ def to_html(markdown: str, images: dict[str, Path], title: str) -> str:
             f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict] | None = None) -> list[Path]:
-    md, images = build_markdown(recs, tables, out, figures, backbones or [])
+def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict] | None = None, datasets=None,
+                 reference: str = "clip_lung", test: str = "corrected_t", n_boot: int = 2000) -> list[Path]:
+    md, images = build_markdown(recs, tables, out, figures, backbones or [], datasets, reference, test, n_boot)
     by_link = {_relative(p, out) if p.parent.resolve() != out.resolve() else p.name: p for p in images}
     title = md.splitlines()[0].lstrip("# ")
     atomic_write_text(out / "report.md", md)
@@ -171,29 +215,40 @@ def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: 
 
 @cli_main
 def main(argv=None):
+    from benchmarks.tables.cli import add_comparison_flags  # noqa: PLC0415
+
     ap = ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     add_tables_flag(ap)
     add_setting_filters(ap)
-    ap.add_argument("--figures", default="results/figures", help="where to look for the interpretability figures")
-    ap.add_argument("--out", default="results/report", help="folder of report.md, report.html and the figure")
+    add_comparison_flags(ap)
+    ap.add_argument("--figures", default=None, help="where to look for the interpretability figures (default: $CLIPLUNG_RESULTS/figures)")
+    ap.add_argument("--out", default=None, help="folder of report.md, report.html and its figures (default: $CLIPLUNG_RESULTS/report)")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)
-    from benchmarks import tables as tb  # noqa: PLC0415
-    from benchmarks.records import read_records  # noqa: PLC0415
+    from benchmarks import tables as tb  # noqa: PLC0415  (scipy, the registry: deferred for --help speed)
+    from benchmarks.paths import output_dir  # noqa: PLC0415
+    from benchmarks.records import backbone_of, read_records  # noqa: PLC0415
+    from benchmarks.selection import Setting  # noqa: PLC0415
+    from benchmarks.tables.cli import reference_of  # noqa: PLC0415
 
+    datasets = check_datasets(args.datasets)
     runs = runs_folder(args)
-    out = writable_dir(args.out, "report folder", "pick another with --out")
+    out = output_folder(args.out, "report", "report folder")
     records = read_records(runs)
-    recs = tb.select(records, args.tables, args.source, args.profile, args.text_encoder, args.min_readers, runs)
+    setting = Setting.from_args(args)
+    recs = tb.select(records, args.tables, setting, runs, datasets)
+    reference = reference_of(recs, args.reference)
     r0 = recs[0]
     try:  # CE vs CLIP-Lung per backbone, when records of another backbone than the paper's exist
-        backbones = tb.select_backbones(records, r0["source"], r0["profile"], args.text_encoder, r0.get("min_readers"), runs)
+        pinned = Setting(r0["source"], r0["profile"], r0.get("min_readers"), args.text_encoder, tuple(args.set))
+        backbones = tb.select_backbones(records, pinned, runs)
     except UserError:
         backbones = []
-    if all(tb.backbone_of(r) == tb.DEFAULT_BACKBONE for r in backbones):
+    if len({backbone_of(r) for r in backbones}) < 2:
         backbones = []
-    paths = write_report(recs, args.tables, out, Path(args.figures), backbones)
+    figures = Path(args.figures) if args.figures else output_dir("figures")
+    paths = write_report(recs, args.tables, out, figures, backbones, datasets, reference, args.test, args.bootstrap)
     if r0["source"] == "phantom":
         print(f"warning: {PHANTOM_WARNING}")
     print(f"{len(recs)} records -> " + ", ".join(map(str, paths)))

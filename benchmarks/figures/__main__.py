@@ -1,0 +1,4 @@
+"""python -m benchmarks.figures"""
+from benchmarks.figures.cli import main
+
+main()
