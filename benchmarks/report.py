@@ -98,10 +98,9 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
     if r0["source"] == "phantom":
         lines += [f"> **{PHANTOM_WARNING}**", ""]
-    partial = [r for r in recs if ((r.get("data") or {}).get("scope") or {}).get("partial")]
+    partial = tb.partial_note(recs)
     if partial:
-        lines += [f"> **Partial data: {len(partial)} of {len(recs)} records were made on folds where not every nodule had a CT crop "
-                  "(a pilot download, or scans that could not be read); their cells are marked ‡. They are not results on the whole dataset.**", ""]
+        lines += [f"> **{partial.strip()} Their cells are marked ‡.**", ""]
     if r0["profile"] != "paper":
         lines += [f"> The `{r0['profile']}` profile trains briefly: a check that everything runs, not the paper's schedule.", ""]
     lines += ["## Setting", ""] + [f"- {x}" for x in setting_lines(recs)] + [""]

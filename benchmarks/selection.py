@@ -12,9 +12,11 @@ One rule for every command that reads records (tables, figures, report):
    are left out, with one warning per cell that says how they differ and which
    ``--set`` picks them. ``--text-encoder X`` is ``--set text_encoder=X`` for the
    methods that have a text encoder.
-2. Today's code: a record made by an older implementation version of its method, by
-   another identity of its plugin (method or backbone: the one loaded now is used),
-   or on other folds (protocol hash), is left out with a warning naming it. A record
+2. Today's code and data: a record made by an older implementation version of its
+   method, by another identity of its plugin (method or backbone: the one loaded now
+   is used), on other crops than those prepared now (a pilot's records once the whole
+   download is cropped, or the reverse), or on other folds (protocol hash), is left
+   out with a warning naming it. A record
    of a method that is not registered here (its plugin not loaded) is left out with
    a warning saying so.
 3. The evidence: each record's metrics are recomputed from its own test predictions
@@ -108,6 +110,14 @@ def how_they_differ(rec: dict, expected) -> tuple[str, str]:
     return "; ".join(diffs) or "their configuration hash", " ".join(sets)
 
 
+def _scope_text(tag: str | None) -> str:
+    """'every nodule of the protocol' or '126 of 1880 nodules of the protocol (partial data)'."""
+    if not tag:
+        return "every nodule of the protocol"
+    held, total = tag.split(":")[1].split("of")
+    return f"{held} of {total} nodules of the protocol (partial data)"
+
+
 def select(records: list[dict], setting: Setting, where=None, vary_backbone: bool = False, none_found: str = "") -> list[dict]:
     """The records of one setting among those ``where(record)`` keeps, by the rules above, with
     their metrics recomputed from their predictions. ``vary_backbone``: each record's own
@@ -152,7 +162,10 @@ def select(records: list[dict], setting: Setting, where=None, vary_backbone: boo
                 log.warning("leaving out %s: made by %s %s, the one loaded now is %s (rerun it)", path, what, have, now)
                 break
         else:
-            if r.get("protocol_hash") != want.protocol_hash:
+            if r.get("data_scope") != want.data_scope:
+                log.warning("leaving out %s: made on %s, the crops prepared now hold %s", path, _scope_text(r.get("data_scope")),
+                            _scope_text(want.data_scope))
+            elif r.get("protocol_hash") != want.protocol_hash:
                 log.warning("leaving out %s: made on other folds of the label rule (protocol %s, today's %s)", path,
                             str(r.get("protocol_hash"))[:12], want.protocol_hash[:12])
             elif r["config_hash"] != want.config_hash:

@@ -13,6 +13,7 @@ Layouts: ``classic`` <root>/<patient>/<study uid>/<series uid>/<n>.dcm, and
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +46,37 @@ def write_scan(root: Path, rows: list[dict], layout: str = "classic", hu: np.nda
         scan's slice count; default the phantom's (512, 512, K) volume.
     """
     scan = scan_record(rows[0]["scan_id"])
+    folder = series_folder(Path(root), scan, layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, data in enumerate(series_files(rows, hu), start=1):
+        name = f"1-{n:03d}.dcm" if layout == "tcia" else f"{n}.dcm"
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def series_files(rows: list[dict], hu: np.ndarray | None = None, total_bytes: int | None = None) -> list[bytes]:
+    """The encoded files of the series of the scan of ``rows``, in the order write_scan names them.
+
+    total_bytes: pad the files (DICOM's Data Set Trailing Padding element, which
+    readers skip) so that they add up to exactly this many bytes, e.g. the size
+    IDC's index gives the real series.
+    """
+    scan = scan_record(rows[0]["scan_id"])
     zs = np.asarray(scan.slice_zvals, float)
     if hu is None:
         hu = phantom_scan_hu(rows)  # (512, 512, K) float32
     if hu.shape[2] != len(zs):
         raise ValueError(f"hu has {hu.shape[2]} slices, scan {scan.id} has {len(zs)}")
-    folder = series_folder(Path(root), scan, layout)
-    folder.mkdir(parents=True, exist_ok=True)
     ps = float(scan.pixel_spacing)
     # Write slices in a shuffled order with names unrelated to z, as TCIA's are.
     order = np.random.default_rng(scan.id).permutation(len(zs))
-    for n, k in enumerate(order, start=1):
+    datasets = []
+    for k in order:
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        name = f"1-{n:03d}.dcm" if layout == "tcia" else f"{n}.dcm"
-        ds = FileDataset(str(folder / name), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID = scan.study_instance_uid
@@ -84,5 +99,24 @@ def write_scan(root: Path, rows: list[dict], layout: str = "classic", hu: np.nda
         ds.RescaleSlope = 1.0
         stored = np.clip(np.rint(hu[:, :, k] - INTERCEPT), 0, 65535).astype(np.uint16)
         ds.PixelData = np.ascontiguousarray(stored).tobytes()
-        ds.save_as(folder / name, enforce_file_format=True)
-    return folder
+        datasets.append(ds)
+    files = [_encode(ds) for ds in datasets]
+    if total_bytes is None:
+        return files
+    # Each padding element costs a 12-byte header (explicit VR OB) plus its even-length value.
+    spare = total_bytes - sum(map(len, files)) - 12 * len(files)
+    if spare < 0 or spare % 2:
+        raise ValueError(f"cannot pad {len(files)} files of {sum(map(len, files))} bytes to {total_bytes}")
+    each = 2 * (spare // 2 // len(files))
+    for i, ds in enumerate(datasets):
+        n = each + (spare - each * len(files) if i == len(datasets) - 1 else 0)
+        ds.add_new(0xFFFCFFFC, "OB", b"\0" * n)  # Data Set Trailing Padding
+        files[i] = _encode(ds)
+    assert sum(map(len, files)) == total_bytes
+    return files
+
+
+def _encode(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -47,7 +47,7 @@ def record(method: str, dataset: str, fold: int, acc: float, seed: int = 0, prof
     return {
         "schema": 1, "key": spec.key, "config_hash": spec.config_hash, "method": method, "dataset": dataset, "fold": fold, "seed": seed,
         "profile": profile, "source": source, "min_readers": min_readers, "protocol_hash": spec.protocol_hash,
-        "method_version": spec.method_version, "plugin": spec.plugin, "backbone_plugin": spec.backbone_plugin,
+        "method_version": spec.method_version, "plugin": spec.plugin, "backbone_plugin": spec.backbone_plugin, "data_scope": spec.data_scope,
         "config": {"method": spec.method_config, "train": spec.train_config}, "text_encoder": spec.method_config.get("text_encoder"),
         "decision_rule": "argmax", "backbone": spec.backbone,
         "data": {"class_names": classes, "test_class_names": test_classes, "n_train": len(ft.train), "n_train_used": len(ft.train),

@@ -20,7 +20,8 @@ import pytest
 
 from benchmarks.data import cache, load_fold
 from benchmarks.data.crop import HU_WINDOW, crop, sample_offsets_mm, window_hu
-from benchmarks.data.lidc import PART_VERSION, crop_at_true_z, locate_series, part_path, prepare_lidc, read_series, scan_records
+from benchmarks.data.dicom import crop_at_true_z, locate_series, read_series, scan_records
+from benchmarks.data.lidc import PART_VERSION, part_path, prepare_lidc
 from benchmarks.data.protocols import labelled_folds, protocol_hash
 from tests.dicom_synth import scan_record, series_folder, write_scan
 

