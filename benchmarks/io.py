@@ -1,9 +1,12 @@
-"""Atomic file writes (a reader never sees a half-written file), writable folders, file hashes."""
+"""Atomic file writes (a reader never sees a half-written file), writable folders, file hashes, folder locks."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.errors import UserError
@@ -86,3 +89,24 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, wait_s: float, busy: str):
+    """Hold an exclusive ``flock`` on ``path`` (made if missing), waiting at most ``wait_s`` seconds for
+    another holder; after that a UserError ``busy``. Yields the open file descriptor (closing it, at the
+    end, releases the lock; a child process given the descriptor holds the lock with it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(busy) from None
+                time.sleep(0.2)
+        yield fd
+    finally:
+        os.close(fd)

@@ -79,9 +79,10 @@ def test_console_script_lists_and_runs_the_commands():
 def test_help_is_quick_and_shows_defaults():
     import time
 
-    for module in ("run", "sweep", "tables", "figures", "prepare", "speed", "report"):
+    for module, *sub in (("run",), ("sweep",), ("sweep", "run"), ("tables",), ("figures",), ("figures", "cd"), ("prepare",),
+                         ("prepare", "download"), ("speed",), ("report",), ("device_check",)):
         t = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *sub, "--help"], capture_output=True, text=True)
         took = time.perf_counter() - t
         assert p.returncode == 0, (module, p.stderr)
         assert took < 3.0, (module, took)  # under a second on an idle machine; a loaded CI machine gets slack

@@ -39,8 +39,6 @@ S3 endpoint (idc-index's ``aws_endpoint_url``) for a mirror or a test server.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -70,7 +68,7 @@ from benchmarks.data.idc import (
 )
 from benchmarks.data.processes import end_with_parent
 from benchmarks.errors import UserError
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +90,9 @@ def _check_space(sel: Selection, pl: Plan) -> None:
 # ---------------------------------------------------------------- the transfer
 
 
-@contextlib.contextmanager
 def folder_lock(root: Path):
     """Hold the download folder's lock (a second download into it waits, then is refused). Yields the lock's fd."""
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise UserError(f"another `prepare download` is writing to {root}; wait for it to end") from None
-                time.sleep(0.2)
-        yield fd
-    finally:
-        os.close(fd)
+    return exclusive_lock(root / LOCK_FILE, LOCK_WAIT_S, f"another `prepare download` is writing to {root}; wait for it to end")
 
 
 def _write_manifest(root: Path, sel: Selection, verdicts: dict, old: dict | None) -> dict:

@@ -12,7 +12,6 @@ process lives), so a second ``sweep run`` never submits it twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -26,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.errors import UserError
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, exclusive_lock
 from benchmarks.paths import sweeps_dir
 from benchmarks.plugins import plugin_specs
 from benchmarks.records import RunSpec
@@ -93,27 +92,13 @@ def local_limits(args, per_task: int) -> dict:
     return {"tasks_at_once": n, "threads": max(1, min(args.cpus_per_task, cores // n)), "why": why}
 
 
-@contextlib.contextmanager
 def submit_lock(folder: Path):
     """Hold the sweeps folder's lock from the state check to the manifest written: two
     ``sweep run`` at once would each see a run as not submitted and both submit it."""
-    path = folder / ".submit.lock"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise UserError(f"another `sweep run` has been submitting into {folder} for over {LOCK_WAIT_S:g} s "
-                                    f"(it holds {path}); try again when it is done") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    path = folder / ".submit.lock"
+    return exclusive_lock(path, LOCK_WAIT_S, f"another `sweep run` has been submitting into {folder} for over {LOCK_WAIT_S:g} s "
+                                             f"(it holds {path}); try again when it is done")
 
 
 def _refusal(e: Exception, printed: str) -> str:
