@@ -95,8 +95,8 @@ def _flat(method_config: dict, train_config: dict) -> dict:
 
 
 def how_they_differ(rec: dict, expected) -> tuple[str, str]:
-    """('epochs 20 here, 2 in the setting', '--set epochs=20') between a record and the spec its
-    setting expects."""
+    """("epochs 20 there, 2 here", "--set epochs=20"): how a record's configs differ from those of the
+    spec its setting expects, and the flags that pick the record's setting."""
     have = _flat(rec.get("config", {}).get("method", {}), rec.get("config", {}).get("train", {}))
     want = _flat(expected.method_config, expected.train_config)
     diffs, sets = [], []
@@ -116,6 +116,21 @@ def _scope_text(tag: str | None) -> str:
         return "every nodule of the protocol"
     held, total = tag.split(":")[1].split("of")
     return f"{held} of {total} nodules of the protocol (partial data)"
+
+
+def _not_current(r: dict, want) -> str | None:
+    """Why a record is not of today's code and data (its method's version, its plugins, the crops
+    prepared now, the folds), or None; ``want``: the spec its setting gives today."""
+    if r.get("method_version", 1) != want.method_version:
+        return f"made by version {r.get('method_version', 1)} of {r['method']}, the current one is {want.method_version} (rerun it)"
+    for what, have, now in (("its plugin", r.get("plugin"), want.plugin), ("its backbone's plugin", r.get("backbone_plugin"), want.backbone_plugin)):
+        if have != now:
+            return f"made by {what} {have}, the one loaded now is {now} (rerun it)"
+    if r.get("data_scope") != want.data_scope:
+        return f"made on {_scope_text(r.get('data_scope'))}, the crops prepared now hold {_scope_text(want.data_scope)}"
+    if r.get("protocol_hash") != want.protocol_hash:
+        return f"made on other folds of the label rule (protocol {str(r.get('protocol_hash'))[:12]}, today's {want.protocol_hash[:12]})"
+    return None
 
 
 def select(records: list[dict], setting: Setting, where=None, vary_backbone: bool = False, none_found: str = "") -> list[dict]:
@@ -151,31 +166,17 @@ def select(records: list[dict], setting: Setting, where=None, vary_backbone: boo
                 sets.append(f"backbone={bb!r}")
             expected[key] = make_spec(r["method"], r["dataset"], 0, 0, chosen["profile"], chosen["source"], chosen["min_readers"], sets)
         want = expected[key]
-        path = r.get("_path", r.get("key"))
-        have_version = r.get("method_version", 1)
-        if have_version != want.method_version:
-            log.warning("leaving out %s: made by version %s of %s, the current one is %s (rerun it)", path, have_version, r["method"],
-                        want.method_version)
-            continue
-        for what, have, now in (("its plugin", r.get("plugin"), want.plugin), ("its backbone's plugin", r.get("backbone_plugin"), want.backbone_plugin)):
-            if have != now:
-                log.warning("leaving out %s: made by %s %s, the one loaded now is %s (rerun it)", path, what, have, now)
-                break
+        why = _not_current(r, want)
+        if why:
+            log.warning("leaving out %s: %s", r.get("_path", r.get("key")), why)
+        elif r["config_hash"] != want.config_hash:
+            other[key].append(r)
         else:
-            if r.get("data_scope") != want.data_scope:
-                log.warning("leaving out %s: made on %s, the crops prepared now hold %s", path, _scope_text(r.get("data_scope")),
-                            _scope_text(want.data_scope))
-            elif r.get("protocol_hash") != want.protocol_hash:
-                log.warning("leaving out %s: made on other folds of the label rule (protocol %s, today's %s)", path,
-                            str(r.get("protocol_hash"))[:12], want.protocol_hash[:12])
-            elif r["config_hash"] != want.config_hash:
-                other[key].append(r)
+            got, problem = evidence(r)
+            if problem:
+                log.warning("leaving out %s: %s", r.get("_path", r.get("key")), problem)
             else:
-                got, problem = evidence(r)
-                if problem:
-                    log.warning("leaving out %s: %s", path, problem)
-                else:
-                    out.append({**r, "metrics": got, "stored_metrics": r["metrics"], "label": m.label})
+                out.append({**r, "metrics": got, "stored_metrics": r["metrics"], "label": m.label})
     for method, n in sorted(unregistered.items()):
         log.warning("leaving out %d records of %s: no such method is registered here (load its plugin with --plugin)", n, method)
     for (method, dataset, _), rs in other.items():
