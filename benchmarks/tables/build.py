@@ -87,12 +87,11 @@ def cell_stats(recs: list[dict], n_boot: int = N_BOOT, boot_seed: int = 0) -> di
             scale = 100.0 if k == "accuracy" else 1.0
             out["interval"][k] = {"estimate": scale * b.estimate, "low": scale * b.low, "high": scale * b.high, "n_boot": b.n_boot,
                                   "n_valid": b.n_valid, "seed": b.seed, "method": "patient bootstrap within folds, percentile"}
-    # Records made on a partial download (a pilot, or scans that could not be read): the cell says how
-    # many of its folds' nodules had crops, and the tables mark it, so it never passes for the whole.
-    scope = {r["fold"]: r["data"]["scope"] for r in recs if (r.get("data") or {}).get("scope")}
-    if any(s["partial"] for s in scope.values()):
-        out["partial"] = {"nodules_with_crops": sum(s["nodules_with_crops"] for s in scope.values()),
-                          "nodules_of_folds": sum(s["nodules_of_fold"] for s in scope.values())}
+    # Records made on partial crops (a pilot download, scans that could not be read): the cell says how
+    # much of the protocol had crops, and the tables mark it, so it never passes for the whole.
+    partial = [r["data"]["scope"] for r in recs if ((r.get("data") or {}).get("scope") or {}).get("partial")]
+    if partial:
+        out["partial"] = partial[0].get("protocol") or {k: partial[0][k] for k in ("nodules_with_crops", "nodules_of_fold")}
     return out
 
 
