@@ -123,6 +123,27 @@ def test_every_run_of_the_setting_gets_one_state(folders, capsys):
     assert st["sweeps"] == 1  # the other runs folder's sweep is not ours
 
 
+def test_a_local_run_waiting_for_a_slot_is_queued_while_its_sweep_lives(folders, capsys):
+    """A local sweep lists every run from the start; one not started yet (no job id) is queued while the
+    sweep's process lives, and missing (never started) once it is gone, so a new sweep may run it."""
+    runs, sweeps = folders / "runs", folders / "sweeps"
+    runs.mkdir()
+    specs = matrix([1], profile="smoke", methods=["ce"], sets=["epochs=1"], folds=[0, 1])
+    sweep_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a stand-in `sweep run`
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        write_manifest(sweeps, "20260101-000000-1", "local", runs, [(None, specs[0])], pid=sweep_proc.pid)
+        write_manifest(sweeps, "20260101-000000-2", "local", runs, [(None, specs[1])], pid=dead.pid)
+        st = status(capsys, "--tables", "1", "--methods", "ce", "--profile", "smoke", "--set", "epochs=1", "--folds", "0", "1")
+    finally:
+        sweep_proc.kill()
+        sweep_proc.wait()
+    by_fold = {r["fold"]: r for r in st["runs"]}
+    assert by_fold[0]["state"] == "queued" and by_fold[0]["sweep"] == "20260101-000000-1"
+    assert by_fold[1]["state"] == "missing" and "ended before this run started" in by_fold[1]["error"]
+
+
 @pytest.mark.slow
 def test_local_failed_task_shows_failed_with_its_line(folders, capsys):
     env = {**os.environ}
