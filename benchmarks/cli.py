@@ -118,10 +118,10 @@ def parse_folds(values) -> list[int]:
 COMMANDS = {
     "run": ("benchmarks.run", "train and evaluate one method on one dataset, fold by fold"),
     "sweep": ("benchmarks.sweep", "the runs of Tables 1-3 on Slurm or locally; their status"),
-    "tables": ("benchmarks.tables", "Tables 1-3 (LaTeX, Markdown) from run records"),
-    "figures": ("benchmarks.figures", "t-SNE, Grad-CAM, localisation, curves, results at one glance"),
+    "tables": ("benchmarks.tables", "Tables 1-3 (LaTeX, Markdown, JSON) from run records, with intervals and paired tests"),
+    "figures": ("benchmarks.figures", "t-SNE, Grad-CAM, localisation, curves, results at one glance, critical-difference diagram"),
     "report": ("benchmarks.report", "one page (Markdown, HTML) of a setting's results"),
-    "prepare": ("benchmarks.prepare", "nodule index, crop caches, statistics"),
+    "prepare": ("benchmarks.prepare", "the real CT from the Imaging Data Commons, crop caches, nodule index, statistics"),
     "speed": ("benchmarks.speed", "training-step and inference cost of every method"),
     "device-check": ("benchmarks.device_check", "the GPU measurements of the README in one command"),
 }
