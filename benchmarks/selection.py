@@ -183,6 +183,10 @@ def select(records: list[dict], setting: Setting, where=None, vary_backbone: boo
         diff, flags = how_they_differ(rs[0], expected[(method, dataset, _)])
         log.warning("leaving out %d records of %s on %s of another setting (%s)%s", len(rs), method, dataset, diff,
                     f"; pick them with {flags}" if flags else "")
+    if not out and other:  # the folder holds only other settings' records of these cells: say which flags pick them
+        picks = sorted({how_they_differ(rs[0], expected[k])[1] for k, rs in other.items()} - {""})
+        raise UserError(f"no run records of this setting ({setting.flags() or 'the profile as it is'}); the records here were made "
+                        f"with other overrides: pick them with {' or '.join(picks) if picks else '--set'}")
     if not out:
         raise UserError(none_found or "no run records of this setting")
     return out

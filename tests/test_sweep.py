@@ -117,7 +117,10 @@ def test_slurm_job_array_sweep_requeue_and_tables(phantom_env, tmp_path):
     st = json.loads(sweep("status", *first, "--json", env=env).stdout)
     assert st["cells"]["ce/LIDC-C"]["done"] == 1 and st["totals"]["done"] == 2
     t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True)  # the default setting: these records (epochs=1) are another one
+    assert t.returncode == 2 and "pick them with --set epochs=1" in t.stderr.splitlines()[-1], t.stderr
+    t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables"),
+                        "--set", "epochs=1"], capture_output=True, text=True)
     assert t.returncode == 0, t.stderr
     # 2. Requeue a running task: it resumes from its checkpoint and ends with the uninterrupted record.
     # One run (table 1 holds LIDC-A only) of 4 epochs: requeued after its first checkpoint, 3 epochs remain.

@@ -140,6 +140,9 @@ def test_records_of_another_set_are_another_setting(tmp_path, recs, caplog, caps
     with pytest.raises(SystemExit) as e:
         main(["--tables", "2", "--runs", str(runs), "--set", "no_such_key=1"])
     assert e.value.code == 2 and "unknown --set key 'no_such_key'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # only another setting's records: the one line says which flag picks them
+        main(["--tables", "2", "--runs", str(write(tmp_path / "only", longer)), "--out", str(tmp_path / "v")])
+    assert e.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith("pick them with --set epochs=20")
 
 
 def test_records_of_an_older_implementation_are_left_out_with_a_warning(tmp_path, recs, caplog):
