@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.config import apply_overrides, field_types
+from benchmarks.config import TrainConfig, apply_overrides, field_types
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes
@@ -80,26 +80,28 @@ def set_key(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
 
+def _known_keys(method_names) -> set[str]:
+    """The ``--set`` keys of the training config and of the configs of ``method_names``."""
+    import methods  # noqa: PLC0415  (torch: deferred for --help speed)
+
+    known = set(field_types(TrainConfig()))
+    for m in method_names:
+        known |= set(field_types(methods.get_method(m).config))
+    return known
+
+
 def sets_for(method: str, sets) -> list[str]:
     """The ``--set`` overrides that apply to ``method``: those of the training config, and those
     of its own config. A setting of several methods (a sweep, a table) names one override for
     all; each method takes the keys it has. Check with :func:`check_sets` that every key is
     some method's."""
-    import methods  # noqa: PLC0415  (torch: deferred for --help speed)
-    from benchmarks.config import TrainConfig  # noqa: PLC0415
-
-    known = set(field_types(TrainConfig())) | set(field_types(methods.get_method(method).config))
+    known = _known_keys([method])
     return [s for s in sets or [] if set_key(s) in known]
 
 
 def check_sets(sets, method_names) -> None:
     """Every ``--set`` key is a field of the training config or of one of ``method_names``' configs."""
-    import methods  # noqa: PLC0415
-    from benchmarks.config import TrainConfig  # noqa: PLC0415
-
-    known = set(field_types(TrainConfig()))
-    for m in method_names:
-        known |= set(field_types(methods.get_method(m).config))
+    known = _known_keys(method_names)
     for s in sets or []:
         if set_key(s) not in known:
             raise UserError(f"unknown --set key {set_key(s)!r} for these methods ({', '.join(method_names)}); known keys: {', '.join(sorted(known))}")
@@ -143,7 +145,7 @@ def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progre
 
     import methods  # noqa: PLC0415
     from benchmarks.data import load_fold  # noqa: PLC0415
-    from benchmarks.train import TrainConfig, resolve_device  # noqa: PLC0415
+    from benchmarks.train import resolve_device  # noqa: PLC0415
     from methods.backbones import ORIGIN  # noqa: PLC0415
 
     m = methods.get_method(spec.method)
