@@ -70,3 +70,52 @@ def test_min_readers_counts_match_environment_notes():
         assert len(t) == n
     t = labelled_folds(2)
     assert np.bincount(t["label"]).tolist() == [514, 1034, 332]
+
+
+# ---------------------------------------------------------------- repeated partitions (benchmarks.data.partitions)
+from benchmarks.data.partitions import MAX_REPEATS, REPEATS_SHA256, compute_repeats, make_partition, repeats_path  # noqa: E402
+from benchmarks.data.protocols import MIN_READERS_CHOICES, eligible  # noqa: E402
+from benchmarks.io import sha256_file  # noqa: E402
+
+
+@pytest.mark.parametrize("min_readers", MIN_READERS_CHOICES)
+def test_repeats_regenerate_to_the_same_bytes_and_pinned_hash(min_readers):
+    text = compute_repeats(eligible(load_index(), min_readers), min_readers).to_csv(index=False)
+    assert text.encode() == repeats_path(min_readers).read_bytes()
+    assert sha256_file(repeats_path(min_readers)) == REPEATS_SHA256[min_readers]
+
+
+@pytest.mark.parametrize("min_readers", MIN_READERS_CHOICES)
+def test_repeats_are_patient_grouped_stratified_and_distinct(min_readers):
+    base = labelled_folds(min_readers)
+    share = np.bincount(base["label"], minlength=3) / len(base)  # (C,) class shares of the whole
+    seen = {tuple(base["fold"])}
+    for k in range(1, MAX_REPEATS):
+        t = labelled_folds(min_readers, k)
+        assert (t["nodule_id"] == base["nodule_id"]).all()
+        assert (t.groupby("patient_id")["fold"].nunique() == 1).all(), k  # no patient in two folds of one repeat
+        for f in range(N_FOLDS):
+            lab = t.loc[t["fold"] == f, "label"].to_numpy()
+            # each class's count in the fold within one nodule of the fold's share of the whole
+            assert np.abs(np.bincount(lab, minlength=3) - len(lab) * share).max() <= 1.0, (k, f)
+        seen.add(tuple(t["fold"]))
+    assert len(seen) == MAX_REPEATS  # every repeat is another partition
+
+
+def test_repeat_zero_keeps_its_protocol_hash_and_repeats_have_their_own():
+    hashes = {protocol_hash(2, k) for k in range(MAX_REPEATS)}
+    assert len(hashes) == MAX_REPEATS
+    assert protocol_hash(2, 0) == protocol_hash(2)
+    a = fold_table("LIDC-A", 0, 2, repeat=1).test
+    assert set(a["nodule_id"]) != set(fold_table("LIDC-A", 0, 2).test["nodule_id"])
+
+
+def test_make_partition_by_hand_small_case():
+    # 6 patients, one nodule each, 2 of each class over 2 folds: each fold gets one of each class
+    pats = [f"p{i}" for i in range(6)]
+    f = make_partition(pats, [0, 0, 1, 1, 2, 2], 2, 1, n_folds=2)
+    for c in range(3):
+        assert sorted(f[2 * c: 2 * c + 2].tolist()) == [0, 1]
+    # a patient's nodules never split
+    f = make_partition(["a", "a", "a", "b", "c", "d"], [0, 1, 2, 0, 1, 2], 2, 3, n_folds=2)
+    assert len(set(f[:3].tolist())) == 1

@@ -17,6 +17,11 @@ Folds: scikit-learn's StratifiedGroupKFold (5 folds, shuffled with a fixed
 seed), stratified by the 3-class label and grouped by patient, computed once
 per ``min_readers`` and committed (``folds_min<r>.csv``) so that a new
 scikit-learn cannot move a nodule to another fold.
+
+Repeated partitions (``--repeats``): that assignment is repeat 0; repeats 1-9 are
+further patient-grouped, stratified partitions of the same nodules, committed in
+``repeats_min<r>.csv`` (``benchmarks.data.partitions``). A run of repeat k >= 1
+hashes its partition into its protocol hash; repeat 0's hash is what it always was.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.data.partitions import check_repeat, repeat_digest, repeat_folds, write_repeats
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text, sha256_file
 
@@ -110,15 +116,19 @@ def compute_folds(index: pd.DataFrame, min_readers: int) -> pd.DataFrame:
 
 
 def write_folds(index: pd.DataFrame) -> list[Path]:
+    """The fold files of every label rule and their repeated partitions (``repeats_min<r>.csv``)."""
     paths = []
     for r in MIN_READERS_CHOICES:
         path = folds_path(r)
         atomic_write_text(path, compute_folds(index, r).to_csv(index=False))
         paths.append(path)
-    return paths
+    return paths + write_repeats({r: eligible(index, r) for r in MIN_READERS_CHOICES})
 
 
-def load_folds(min_readers: int) -> pd.DataFrame:
+def load_folds(min_readers: int, repeat: int = 0) -> pd.DataFrame:
+    """Columns nodule_id, fold of one partition (repeat 0: the committed fold file)."""
+    if check_repeat(repeat):
+        return repeat_folds(check_min_readers(min_readers), repeat)
     path = folds_path(check_min_readers(min_readers))
     if not path.exists():
         raise UserError(f"fold file {path} is missing; run `python -m benchmarks.prepare index`")
@@ -127,12 +137,16 @@ def load_folds(min_readers: int) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-@functools.lru_cache(maxsize=8)
-def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
+@functools.lru_cache(maxsize=32)
+def protocol_hash(min_readers: int = DEFAULT_MIN_READERS, repeat: int = 0) -> str:
     """sha256 over the label rule, the nodule index and the fold assignment.
 
     Shared by LIDC-A/B/C (they are views of one labelled, folded nodule set);
-    every record stores it with the dataset name.
+    every record stores it with the dataset name. Repeat k >= 1 adds its
+    partition (the sha256 of its ``nodule_id,fold`` rows) and k; repeat 0 adds
+    nothing, so its hash is the one records had before repeats existed. The
+    crop caches are keyed by repeat 0's hash (the crops do not depend on the
+    partition).
     """
     rule = {
         "classes": CLASS_NAMES,
@@ -147,6 +161,8 @@ def protocol_hash(min_readers: int = DEFAULT_MIN_READERS) -> str:
 
     h.update(sha256_file(INDEX_PATH).encode())
     h.update(sha256_file(folds_path(min_readers)).encode())
+    if check_repeat(repeat):
+        h.update(f"repeat {repeat}: {repeat_digest(min_readers, repeat)}".encode())
     return h.hexdigest()
 
 
@@ -160,12 +176,12 @@ class FoldTable:
     test: pd.DataFrame
 
 
-def labelled_folds(min_readers: int = DEFAULT_MIN_READERS) -> pd.DataFrame:
-    """Eligible nodules with their 3-class label and fold."""
+def labelled_folds(min_readers: int = DEFAULT_MIN_READERS, repeat: int = 0) -> pd.DataFrame:
+    """Eligible nodules with their 3-class label and fold (in partition ``repeat``)."""
     from benchmarks.data.index import load_index  # noqa: PLC0415
 
     nod = eligible(load_index(), min_readers)
-    folds = load_folds(min_readers)
+    folds = load_folds(min_readers, repeat)
     merged = nod.merge(folds, on="nodule_id", how="left", validate="one_to_one")
     if merged["fold"].isna().any() or len(folds) != len(nod):
         raise UserError("the fold file does not match the nodule index; run `python -m benchmarks.prepare index`")
@@ -173,10 +189,12 @@ def labelled_folds(min_readers: int = DEFAULT_MIN_READERS) -> pd.DataFrame:
     return merged
 
 
-def fold_table(protocol: str, fold: int, min_readers: int = DEFAULT_MIN_READERS, table: pd.DataFrame | None = None) -> FoldTable:
+def fold_table(protocol: str, fold: int, min_readers: int = DEFAULT_MIN_READERS, table: pd.DataFrame | None = None,
+               repeat: int = 0) -> FoldTable:
+    """``table``: ``labelled_folds(min_readers, repeat)`` when given (it decides the partition)."""
     p = get_protocol(protocol)
     fold = check_fold(fold)
-    t = labelled_folds(min_readers) if table is None else table
+    t = labelled_folds(min_readers, repeat) if table is None else table
     train_ok = t["label"].isin([CLASS_NAMES.index(c) for c in p.train_classes])
     test_ok = t["label"].isin([CLASS_NAMES.index(c) for c in p.test_classes])
     train = t[(t["fold"] != fold) & train_ok].reset_index(drop=True)
