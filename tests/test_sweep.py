@@ -85,6 +85,21 @@ def test_the_local_limit_follows_the_cores_and_the_memory(monkeypatch):
     lim = submit.local_limits(args(cpus_per_task=1), 2)  # packs of 2 runs: 5 GB a task
     assert lim["tasks_at_once"] == 4 and lim["why"] == "20 GB available / 5 GB per task" and lim["threads"] == 1
     assert submit.local_limits(args(cpus_per_task=1, max_parallel=3), 1) == {"tasks_at_once": 3, "threads": 1, "why": "--max-parallel"}
+    # More than the machine holds is capped, with a warning: by the memory (20 GB / 2.5 GB), then by the cores.
+    lim = submit.local_limits(args(cpus_per_task=1, max_parallel=1000), 1)
+    assert lim["tasks_at_once"] == 8 and lim["warning"].startswith("--max-parallel 1000 capped at 8: this machine has 64 cores and 20 GB")
+    monkeypatch.setattr(submit.os, "sched_getaffinity", lambda _: set(range(2)))
+    assert submit.local_limits(args(cpus_per_task=1, max_parallel=1000), 1)["tasks_at_once"] == 2
+
+
+def test_max_parallel_is_refused_where_it_would_be_ignored(tmp_path, capsys):
+    from benchmarks.sweep import main
+
+    for executor, why in (("slurm", "--array-parallelism"), ("debug", "one by one")):
+        with pytest.raises(SystemExit) as e:
+            main(["run", "--tables", "1", "--methods", "ce", "--profile", "smoke", "--dry-run", "--executor", executor, "--max-parallel", "4"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: --max-parallel is for --executor local") and why in err and len(err.splitlines()) == 1
 
 
 def _slurm_up() -> bool:

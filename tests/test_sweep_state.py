@@ -4,6 +4,7 @@ answer is one line within $CLIPLUNG_SLURM_TIMEOUT."""
 import json
 import os
 import pickle
+import shlex
 import shutil
 import socket
 import subprocess
@@ -174,6 +175,35 @@ def test_a_failed_pack_gives_its_error_to_each_of_its_runs(folders, capsys, monk
     st = status(capsys, *two)
     assert [r["state"] for r in st["runs"]] == ["failed", "failed"], st["runs"]
     assert all("CUDA is not available" in r["error"] for r in st["runs"]), st["runs"]
+    # The last line names the status command of this very setting: typed as printed, it shows these 2 runs, not the paper's 180.
+    hint = out.strip().splitlines()[-1].split("see `", 1)[1].rstrip("`")
+    assert hint.startswith("python -m benchmarks.sweep status ") and "--profile smoke" in hint and "--set epochs=1" in hint, hint
+    rc, shown, err = call(capsys, *shlex.split(hint)[3:])
+    assert rc == 0 and table_row(shown, "total") == {"done": 0, "queued": 0, "running": 0, "failed": 2, "missing": 0}, shown + err
+
+
+def test_status_loads_the_plugins_its_sweeps_recorded(folders, capsys, tmp_path):
+    """`status --methods X` without --plugin: X's plugin is the one the sweep of this runs folder recorded."""
+    from tests.test_plugins import METHOD
+
+    plugin = tmp_path / "status_plugin.py"
+    plugin.write_text(METHOD.format(name="status_plugin_method"))
+    write_manifest(folders / "sweeps", "20260101-000000-1", "local", folders / "runs", [], plugins=[str(plugin)])
+    rc, out, err = call(capsys, "status", "--tables", "1", "--methods", "status_plugin_method", "--folds", "0", "--profile", "smoke")
+    assert rc == 0 and f"loaded plugin {plugin}, as recorded by sweep 20260101-000000-1" in err, err
+    assert table_row(out, "status_plugin_method/LIDC-A")["missing"] == 1
+    rc, _, err = call(capsys, "status", "--tables", "1", "--methods", "no_such_method", "--profile", "smoke")
+    assert rc == 2 and "unknown method 'no_such_method'" in err and "--plugin" in err and len(err.splitlines()) == 1
+
+
+def test_a_results_root_that_is_a_file_is_one_line_naming_its_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CLIPLUNG_RUNS", raising=False)
+    monkeypatch.delenv("CLIPLUNG_SWEEPS", raising=False)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path / "afile"))
+    rc, out, err = call(capsys, "status", *ONE_RUN)
+    assert rc == 2 and not out and len(err.splitlines()) == 1, err
+    assert "is a file, not a folder" in err and "$CLIPLUNG_RESULTS" in err and "$CLIPLUNG_RUNS)" in err, err
 
 
 @pytest.mark.slow

@@ -40,6 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+import sys
+from pathlib import Path
 
 from benchmarks.cli import (
     SEED_MAX,
@@ -55,7 +58,7 @@ from benchmarks.cli import (
 from benchmarks.data.protocols import DEFAULT_MIN_READERS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import writable_dir
-from benchmarks.paths import runs_dir, sweeps_dir
+from benchmarks.paths import file_in_the_way, hint_for, runs_dir, sweeps_dir
 from benchmarks.sweep.matrix import describe, matrix
 from benchmarks.sweep.slurm import check_slurm
 from benchmarks.sweep.state import STATES, run_states, status
@@ -82,6 +85,28 @@ def _setting_line(args) -> str:
     if args.datasets:
         s += f"; datasets {' '.join(args.datasets)}"
     return s
+
+
+def status_command(args) -> str:
+    """The ``sweep status`` command of this very setting, with its plugins: what ``run`` tells the
+    user to type (a bare ``sweep status`` would show the paper profile's matrix, not this one)."""
+    from benchmarks.plugins import plugin_specs  # noqa: PLC0415
+
+    parts = ["python -m benchmarks.sweep status"]
+    if list(args.tables) != ([] if args.backbones else [1, 2, 3]):  # status's own default
+        parts.append("--tables " + " ".join(map(str, args.tables)))
+    parts += [f"--profile {args.profile}", f"--source {args.source}"]
+    if list(args.seeds) != [0]:
+        parts.append("--seeds " + " ".join(map(str, args.seeds)))
+    if args.min_readers != DEFAULT_MIN_READERS:
+        parts.append(f"--min-readers {args.min_readers}")
+    for flag, values in (("--folds", args.folds), ("--methods", args.methods), ("--backbones", args.backbones), ("--datasets", args.datasets)):
+        if values:
+            parts.append(flag + " " + " ".join(shlex.quote(str(v)) for v in values))
+    parts += [f"--set {shlex.quote(s)}" for s in args.set]
+    # Every plugin the submitting command saw ($CLIPLUNG_PLUGINS too: another shell may not have it), files as absolute paths.
+    parts += [f"--plugin {shlex.quote(str(Path(p).resolve()) if Path(p).exists() else p)}" for p in plugin_specs(getattr(args, "plugin", []))]
+    return " ".join(parts)
 
 
 def _add_setting_flags(p) -> None:
@@ -146,16 +171,45 @@ def _in_sweeps(states: list[dict]) -> str:
     return ("sweep " if len(ids) == 1 else "sweeps ") + ", ".join(ids)
 
 
+def _load_recorded_plugins(args) -> None:
+    """``status --methods X`` where X is a plugin's method that this command did not load: load the
+    plugins the sweeps of this runs folder recorded (newest sweep first) until X is known, saying so."""
+    import methods as registry  # noqa: PLC0415  (torch: deferred for --help speed)
+    from benchmarks.plugins import LOADED, load  # noqa: PLC0415
+    from benchmarks.sweep.state import manifests  # noqa: PLC0415
+
+    unknown = [m for m in args.methods or [] if m not in registry.REGISTRY]
+    for man in reversed(manifests(runs_dir()) if unknown else []):
+        for spec in man.get("plugins") or []:
+            if not isinstance(spec, str) or (Path(spec).is_absolute() and not Path(spec).exists()):
+                continue  # a plugin file moved or deleted since: nothing to load
+            if spec in LOADED:
+                continue
+            load(spec)
+            print(f"loaded plugin {spec}, as recorded by sweep {man['id']} (--plugin {spec})", file=sys.stderr)
+        unknown = [m for m in unknown if m not in registry.REGISTRY]
+        if not unknown:
+            return
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r} (no sweep of {runs_dir()} recorded a plugin that registers it: "
+                        f"load its plugin with --plugin MODULE|FILE.py); known methods: {', '.join(sorted(registry.REGISTRY))}")
+
+
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.folds is not None:
         args.folds = parse_folds(args.folds)
     load_plugins(args)
-    args.datasets = check_datasets(args.datasets)
     if args.tables is None:
         args.tables = [] if args.backbones else [1, 2, 3]
+    args.datasets = check_datasets(args.datasets, None if args.backbones else args.tables)
     if args.cmd == "status":
+        for kind, folder in (("runs", runs_dir()), ("sweeps", sweeps_dir())):
+            bad = file_in_the_way(folder)
+            if bad is not None:  # else every read comes back empty and every run looks missing
+                raise UserError(f"the {kind} folder {folder} cannot be read: {bad} is a file, not a folder; {hint_for(kind)}")
+        _load_recorded_plugins(args)
         specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones, args.datasets)
         st = status(specs, args.tables)
         if args.json:
@@ -165,12 +219,15 @@ def main(argv=None):
         return
     if args.executor not in EXECUTORS:
         raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if args.max_parallel and args.executor != "local":
+        raise UserError("--max-parallel is for --executor local; " + ("on Slurm, --array-parallelism sets how many tasks run at once"
+                        if args.executor == "slurm" else "the debug executor runs its tasks one by one in this process"))
     runs_root = runs_dir()
     specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones, args.datasets)
     warn_phantom(args.profile, args.source)
     if not args.dry_run:
-        writable_dir(runs_root, "runs folder", "set $CLIPLUNG_RUNS to a writable folder")
-        writable_dir(sweeps_dir(), "sweeps folder", "set $CLIPLUNG_SWEEPS to a writable folder")
+        writable_dir(runs_root, "runs folder", hint_for("runs"))
+        writable_dir(sweeps_dir(), "sweeps folder", hint_for("sweeps"))
     with contextlib.nullcontext() if args.dry_run else submit_lock(sweeps_dir()):
         states = run_states(specs, runs_root)
         by_state = {k: [s for s in states if s["state"] == k] for k in STATES}
@@ -202,10 +259,13 @@ def main(argv=None):
             return
         if args.executor == "slurm":
             check_slurm(args.partition)
+        args.status_command = status_command(args)  # into the manifest: the last line names it
         sub_ = submit(todo, args, runs_root)
     man, jobs = sub_["manifest"], sub_["jobs"]
     if sub_["local"]:
         lim = sub_["local"]
+        if lim.get("warning"):
+            print(f"warning: {lim['warning']}", file=sys.stderr)
         print(f"submitted {len(man['jobs'])} runs in {man['tasks']} local tasks ({n_done} already recorded), at most "
               f"{lim['tasks_at_once']} at once ({lim['why']}), {lim['threads']} torch threads each; sweep {man['id']}, logs in {man['logs']}")
         run_local(sub_)
@@ -213,6 +273,6 @@ def main(argv=None):
     ids = sorted({j.job_id.split("_")[0] for j in jobs})
     tasks = f" in {len(jobs)} tasks" if len(jobs) != len(man["jobs"]) else ""
     print(f"submitted {len(man['jobs'])} runs{tasks} ({n_done} already recorded) as {args.executor} job(s) {', '.join(ids)}; "
-          f"sweep {man['id']}, logs in {man['logs']}")
+          f"sweep {man['id']}, logs in {man['logs']}" + ("" if args.wait or args.executor == "debug" else f"; see `{args.status_command}`"))
     if args.wait or args.executor == "debug":
         wait(jobs, man, sub_["path"])

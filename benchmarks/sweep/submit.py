@@ -85,7 +85,15 @@ def local_limits(args, per_task: int) -> dict:
     by_cpu = max(1, cores // args.cpus_per_task)
     by_mem = max(1, int(_available_gb() // gb))
     if args.max_parallel:
-        n, why = args.max_parallel, "--max-parallel"
+        # Capped by the machine: more live tasks than cores only time-slice them (and every record would
+        # claim them as sharing it), more than the memory holds ends in the OOM killer.
+        cap = min(cores, by_mem)
+        n, why = min(args.max_parallel, cap), "--max-parallel"
+        if n < args.max_parallel:
+            why += f", capped at {n}"
+            warning = (f"--max-parallel {args.max_parallel} capped at {n}: this machine has {cores} cores and "
+                       f"{_available_gb():.0f} GB available ({gb:g} GB per task)")
+            return {"tasks_at_once": n, "threads": max(1, min(args.cpus_per_task, cores // n)), "why": why, "warning": warning}
     else:
         n = min(by_cpu, by_mem)
         why = f"{cores} cores / {args.cpus_per_task} per task" if by_cpu <= by_mem else f"{_available_gb():.0f} GB available / {gb:g} GB per task"
@@ -174,7 +182,7 @@ def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
         "submitted_at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
         "runs_dir": str(runs_root.resolve()), "logs": str(logs), "plugins": plugins, "runs_per_task": per_task,
         "jobs": [{"job_id": jobs[i].job_id if jobs else None, "task": i, **describe(s)} for i, p in enumerate(packs) for s in p],
-        "tasks": len(packs),
+        "tasks": len(packs), "status_command": getattr(args, "status_command", None),
         **({"tasks_at_once": local["tasks_at_once"], "threads_per_task": local["threads"]} if local else {}),
     }
     atomic_write_text(folder / "sweep.json", json.dumps(manifest, indent=1))
@@ -235,6 +243,6 @@ def wait(jobs, man: dict, manifest_path: Path) -> None:
     if errors and man["executor"] == "debug":  # no result files in debug mode: status reads the errors from here
         atomic_write_text(manifest_path, json.dumps({**man, "errors": errors}, indent=1))
     n = len(man["jobs"])
-    print(f"{n - len(errors)} of {n} runs finished; see `python -m benchmarks.sweep status`")
+    print(f"{n - len(errors)} of {n} runs finished; see `{man.get('status_command') or 'python -m benchmarks.sweep status'}`")
     if errors:
         raise SystemExit(1)
