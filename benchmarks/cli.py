@@ -67,6 +67,91 @@ def load_plugins(args) -> list[dict]:
     return plugins.load_plugins(getattr(args, "plugin", []) or [])
 
 
+def _registered_names(source: str) -> set[str] | None:
+    """The method names a module's source registers, read without running it: the string
+    literals of its ``register("name")`` calls; None when it cannot be told so (a name that
+    is not a literal, ``register`` imported under another name, a file Python cannot parse)."""
+    import ast  # noqa: PLC0415
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "register" and a.asname not in (None, "register") for a in node.names):
+            return None
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "register":
+            first = node.args[0] if node.args else None
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                return None
+            names.add(first.value)
+    return names
+
+
+def _plugin_sources(spec: str):
+    """The ``.py`` files a plugin spec (a file, a folder, a module) is made of, found without
+    importing it; None when they cannot be found so."""
+    import importlib.util  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(spec).expanduser()
+    if not (spec.endswith(".py") or os.sep in spec or path.exists()):
+        try:
+            found = importlib.util.find_spec(spec.split(".")[0])  # a top-level name: found, not run
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.origin or not found.origin.endswith(".py"):
+            return None
+        path = Path(found.origin)
+        path = path.parent if path.name == "__init__.py" else path
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts) if path.is_dir() else None
+
+
+def static_method_names(plugin_flags=()) -> set[str] | None:
+    """Every method name the built-ins and the plugins a command sees (entry points,
+    ``$CLIPLUNG_PLUGINS``, ``--plugin``) can register, read from their sources without
+    importing them (and so without torch); None when some source cannot be read so.
+
+    A name outside this set is registered by nobody: a command refuses it at once instead of
+    after seconds of imports. The set may hold more (a method file that ``methods`` does not
+    import): those names go on to the registry, which has the last word.
+    """
+    from importlib import metadata  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from benchmarks.plugins import ENTRY_POINT_GROUP, plugin_specs  # noqa: PLC0415
+
+    files = sorted((Path(__file__).resolve().parent.parent / "methods").glob("*.py"))
+    for spec in [ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)] + plugin_specs(plugin_flags):
+        found = _plugin_sources(spec)
+        if found is None:
+            return None
+        files += found
+    names: set[str] = set()
+    for f in files:
+        try:
+            got = _registered_names(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+        if got is None:
+            return None
+        names |= got
+    return names
+
+
+def refuse_unknown_methods(names, plugin_flags=()) -> None:
+    """A UserError for a method name that no source can register, before torch is imported
+    (the registry answers the same for the others, once the plugins are loaded)."""
+    known = static_method_names(plugin_flags) if names else None
+    unknown = [n for n in names or () if known is not None and n not in known]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; known methods: {', '.join(sorted(known))}")
+
+
 def lazy_import(name: str):
     """The module ``name``, loaded on first attribute access (a command's ``--help`` then does
     not pay for torch)."""
@@ -173,13 +258,24 @@ def add_datasets_flag(parser: argparse.ArgumentParser) -> None:
                         help=f"only these datasets of the tables ({', '.join(PROTOCOLS)}) (default: all of them)")
 
 
-def check_datasets(datasets) -> list[str] | None:
-    """``--datasets`` checked against the protocols (None: every dataset)."""
+def check_datasets(datasets, tables=None) -> list[str] | None:
+    """``--datasets`` checked against the protocols (None: every dataset) and, when ``tables`` are
+    given, against their datasets: one that none of them holds would select nothing, silently."""
     if datasets is None:
         return None
     for d in datasets:
         if d not in PROTOCOLS:
             raise UserError(f"--datasets: unknown dataset {d!r}; choose from {', '.join(PROTOCOLS)}")
+    if tables:
+        from benchmarks.grid import TABLES  # noqa: PLC0415
+
+        tables = [t for t in tables if t in TABLES]  # an unknown table is its command's to name
+        held = {ds for t in tables for ds in TABLES[t]["datasets"]}
+        for d in datasets:
+            if tables and d not in held:
+                names = " or ".join(f"Table {t}" for t in tables)
+                raise UserError(f"--datasets {d}: {d} is not in {names} (" + "; ".join(
+                    f"Table {t}: {', '.join(TABLES[t]['datasets'])}" for t in tables) + ")")
     return list(dict.fromkeys(datasets))
 
 
@@ -201,11 +297,13 @@ def runs_folder(args):
     """``--runs`` or the runs folder of the environment, which must exist: one line otherwise."""
     from pathlib import Path  # noqa: PLC0415
 
-    from benchmarks.paths import RUNS_ENV, runs_dir  # noqa: PLC0415
+    from benchmarks.paths import file_in_the_way, runs_dir, variable_of  # noqa: PLC0415
 
     runs = Path(args.runs) if getattr(args, "runs", None) else runs_dir()
     if not runs.is_dir():
-        raise UserError(f"no runs folder {runs}" + ("" if getattr(args, "runs", None) else f" (${RUNS_ENV})"))
+        bad = file_in_the_way(runs)
+        raise UserError((f"no runs folder {runs}: {bad} is a file, not a folder" if bad else f"no runs folder {runs}")
+                        + ("" if getattr(args, "runs", None) else f" ({variable_of('runs')})"))
     return runs
 
 

@@ -231,7 +231,7 @@ def main(argv=None):
     from benchmarks.selection import Setting  # noqa: PLC0415
     from benchmarks.tables.cli import reference_of  # noqa: PLC0415
 
-    datasets = check_datasets(args.datasets)
+    datasets = check_datasets(args.datasets, args.tables)
     runs = runs_folder(args)
     out = output_folder(args.out, "report", "report folder")
     records = read_records(runs)

@@ -288,3 +288,12 @@ def test_records_of_a_pilot_say_partial_and_never_mix_with_the_whole(tmp_path, t
         chosen = select(read_records(write(tmp_path / "runs2", pilot + whole)), [2])
     assert {r["key"] for r in chosen} == {r["key"] for r in whole}
     assert sum("made on 126 of" in m and "the crops prepared now hold every nodule of the protocol" in m for m in caplog.messages) == 10
+
+
+def test_a_dataset_outside_the_tables_is_one_line_not_a_sweep_advice(tmp_path, recs, capsys):
+    from benchmarks.tables import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--tables", "2", "--datasets", "LIDC-A", "--runs", str(write(tmp_path / "runs", recs)), "--out", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == "error: --datasets LIDC-A: LIDC-A is not in Table 2 (Table 2: LIDC-B, LIDC-C)\n"

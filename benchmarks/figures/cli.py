@@ -123,7 +123,7 @@ def main(argv=None):
             raise UserError(f"--runs {args.runs} is not a folder")
     args.out = output_folder(args.out, "figures", "figures folder")
     if args.command in ("tables", "cd"):
-        args.datasets = check_datasets(args.datasets)
+        args.datasets = check_datasets(args.datasets, args.tables)
         print("wrote " + ", ".join(str(p) for p in (cmd_tables if args.command == "tables" else cmd_cd)(args)))
         return
     for ds in args.dataset if isinstance(args.dataset, list) else [args.dataset]:

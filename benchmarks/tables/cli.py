@@ -163,7 +163,7 @@ def main(argv=None):
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)
-    datasets = check_datasets(args.datasets)
+    datasets = check_datasets(args.datasets, None if args.backbones else args.tables)
     runs = runs_folder(args)
     out = output_folder(args.out, "tables", "tables folder")
     records = read_records(runs)
