@@ -165,21 +165,151 @@ def test_compare_to_reference_holm_across_methods():
     values = {"clip_lung": ref,
               "a": {k: ref[k] - 0.05 + 0.01 * rng.normal() for k in keys},
               "b": {k: ref[k] - 0.001 + 0.01 * rng.normal() for k in keys},
-              "c": {k: ref[k] + 0.02 + 0.01 * rng.normal() for k in keys if k != (4, 1)}}  # one pair missing
+              "c": {k: ref[k] + 0.02 + 0.01 * rng.normal() for k in keys if k != (4, 1)}}  # one run missing
     out = S.compare_to_reference(values, n_train=1500, n_test=375)
     assert sorted(out) == ["a", "b", "c"]
-    assert out["c"].t.n == 9 and (4, 1) not in out["c"].keys and out["a"].keys == keys
-    d = [values["a"][k] - ref[k] for k in keys]
+    units = [(0, f) for f in range(5)]  # the unit is a test fold (of repeat 0): seeds are averaged within it
+    assert out["a"].keys == units and out["a"].t.n == 5
+    # c lacks seed 1 on fold 4: that unit is compared on seed 0 alone (the runs both have)
+    assert out["c"].t.n == 5 and out["c"].diffs[4] == pytest.approx(values["c"][(4, 0)] - ref[(4, 0)])
+    d = [(values["a"][(f, 0)] + values["a"][(f, 1)]) / 2 - (ref[(f, 0)] + ref[(f, 1)]) / 2 for f in range(5)]
     assert out["a"].t.p == pytest.approx(S.corrected_t(d, 1500, 375).p) and out["a"].diffs == pytest.approx(d)
     raw = [out[m].test.p for m in ("a", "b", "c")]
     assert [out[m].p_holm for m in ("a", "b", "c")] == pytest.approx(_holm_loop(raw))
-    assert out["a"].p_holm < 0.05 < out["b"].p_holm
+    assert out["a"].p_holm < 0.05
+    assert out["a"].prob.p == 0.0 and out["c"].prob.p == 1.0  # P(method > reference) over the five units
     w = S.compare_to_reference(values, n_train=1500, n_test=375, test="wilcoxon")
-    assert w["a"].test.test == "wilcoxon" and w["a"].test.n == 10 and w["a"].t.test == "corrected_t"
-    assert w["a"].p_holm == pytest.approx(_holm_loop([w[m].test.p for m in ("a", "b", "c")])[0])
+    assert w["a"].test.test == "wilcoxon" and w["a"].test.n == 5 and w["a"].t.test == "corrected_t"
+    assert w["a"].test.reason.startswith("cannot reach 0.05 with 5 pairs")  # five units, whatever the seeds
     five = S.compare_to_reference({"clip_lung": {(f, 0): 0.8 for f in range(5)}, "x": {(f, 0): 0.7 + 0.001 * f for f in range(5)}},
                                   n_train=1500, n_test=375, test="wilcoxon")
     assert five["x"].text.startswith("cannot reach 0.05 with 5 pairs")
+
+
+def _units_by_loop(values):
+    """{(repeat, fold): mean over seeds} by plain loops (the second derivation of ``unit_means``)."""
+    sums, counts = {}, {}
+    for (r, f, s), x in values.items():
+        sums[(r, f)] = sums.get((r, f), 0.0) + x
+        counts[(r, f)] = counts.get((r, f), 0) + 1
+    return {u: sums[u] / counts[u] for u in sums}
+
+
+def test_repeated_cv_t_by_hand_with_n_folds_times_repeats():
+    rng = np.random.default_rng(11)
+    keys = [(r, f, s) for r in range(3) for f in range(5) for s in range(2)]
+    ref = {k: 80 + rng.normal() for k in keys}
+    a = {k: ref[k] + 1.0 + 2.0 * rng.normal() for k in keys}
+    out = S.compare_to_reference({"ref": ref, "a": a}, "ref", n_train=1504.0, n_test=376.0)["a"]
+    ua, ur = _units_by_loop(a), _units_by_loop(ref)
+    d = [ua[u] - ur[u] for u in sorted(ua)]
+    assert len(d) == 15 and out.keys == sorted(ua)
+    mean, se, t, p, low, high = _hand_corrected_t(d, 1504.0, 376.0, 0.05)  # n = 5 folds x 3 repeats, float64 loops
+    for got, want in [(out.t.mean, mean), (out.t.se, se), (out.t.statistic, t), (out.t.p, p), (out.t.low, low), (out.t.high, high)]:
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-14)
+    assert out.t.df == 14
+    # the Wilcoxon test on the same 15 units (no ties: the exact distribution)
+    assert S.compare_to_reference({"ref": ref, "a": a}, "ref", n_train=1504.0, n_test=376.0, test="wilcoxon")["a"].test.p == \
+        pytest.approx(ss.wilcoxon(d).pvalue)
+
+
+def test_unit_summary_one_partition_is_seed_summary_and_repeats_add_their_spread():
+    rng = np.random.default_rng(2)
+    v = {(f, s): float(rng.normal()) for f in range(5) for s in range(3)}
+    a, b = S.unit_summary(v), S.seed_summary(v)
+    assert (a.mean, a.std, a.seed_std, a.n_folds, a.n_seeds, a.partition_std, a.n_repeats) == (b.mean, b.std, b.seed_std, 5, 3, None, 1)
+    v3 = {(r, f, s): float(rng.normal(r, 1)) for r in range(2) for f in range(5) for s in range(2)}
+    u = S.unit_summary(v3)
+    means = [np.mean([v3[(r, f, s)] for f in range(5) for s in range(2)]) for r in range(2)]
+    fold0 = [np.mean([v3[(0, f, s)] for s in range(2)]) for f in range(5)]
+    assert u.mean == pytest.approx(np.mean(means), abs=1e-14) and u.std == pytest.approx(np.std(fold0, ddof=1), abs=1e-14)
+    assert u.partition_std == pytest.approx(abs(means[0] - means[1]) / math.sqrt(2), abs=1e-14)
+    assert (u.n_repeats, u.n_units, u.n_folds) == (2, 10, 5)
+
+
+# ------------------------------------------------------------------------------------------------ P(A > B)
+def test_prob_outperform_against_an_explicit_loop():
+    d = [0.5, -0.2, 0.0, 1.3, 0.7, -0.1, 0.4, 0.9, 0.2, 0.3]
+    r = S.prob_outperform(d, n_boot=500, seed=7)
+    wins = 0.0
+    for x in d:
+        wins += 1.0 if x > 0 else (0.5 if x == 0 else 0.0)
+    assert r.p == pytest.approx(wins / len(d), abs=1e-15) and r.n == 10
+    draws = np.random.default_rng(7).integers(0, len(d), size=(500, len(d)))  # the documented draw order
+    reps = []
+    for b in range(500):
+        tot = 0.0
+        for j in range(len(d)):
+            x = d[draws[b, j]]
+            tot += 1.0 if x > 0 else (0.5 if x == 0 else 0.0)
+        reps.append(tot / len(d))
+    reps.sort()
+
+    def quantile(q):  # numpy's default (linear) quantile, by hand
+        h = (len(reps) - 1) * q
+        lo = math.floor(h)
+        return reps[lo] + (h - lo) * (reps[min(lo + 1, len(reps) - 1)] - reps[lo])
+
+    assert (r.low, r.high) == (pytest.approx(quantile(0.025), abs=1e-15), pytest.approx(quantile(0.975), abs=1e-15))
+
+
+def test_prob_outperform_decision_rule():
+    better = S.prob_outperform([1.0] * 9 + [-1.0], n_boot=2000)  # 0.9, interval above 1/2
+    assert better.p == 0.9 and better.low > 0.5 and better.significant and better.better and better.conclusion == "better"
+    worse = S.prob_outperform([-1.0] * 10)
+    assert worse.p == 0.0 and worse.worse and worse.conclusion == "worse"
+    # significant but not meaningful: 0.7 > 1/2 with many units, yet not above gamma = 0.75
+    mild = S.prob_outperform([1.0] * 70 + [-1.0] * 30, n_boot=2000)
+    assert mild.significant and not mild.better and mild.conclusion == "no conclusion"
+    coin = S.prob_outperform([1.0, -1.0] * 3)
+    assert not coin.significant and coin.conclusion == "no conclusion"
+    assert math.isnan(S.prob_outperform([]).p)
+    assert S.describe_prob(better).endswith(", better")
+
+
+# ------------------------------------------------------------------------------------------------ variance decomposition
+def test_variance_components_against_statsmodels_anova():
+    import pandas as pd
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for r in range(4):
+        a = rng.normal(0, 2.0)
+        for f in range(5):
+            b = rng.normal(0, 1.5)
+            for s in range(3):
+                rows.append((r, f, s, 80 + a + b + rng.normal(0, 1.0)))
+    df = pd.DataFrame(rows, columns=["r", "f", "s", "x"])
+    out = S.cell_components({(r, f, s): x for r, f, s, x in rows})
+    # second derivation: the nested fixed-effects ANOVA table of statsmodels (sequential sums of squares)
+    table = sm.stats.anova_lm(smf.ols("x ~ C(r) + C(r):C(f)", data=df).fit(), typ=1)
+    ms_r, ms_f, ms_e = (table.loc[k, "sum_sq"] / table.loc[k, "df"] for k in ("C(r)", "C(r):C(f)", "Residual"))
+    assert out["mean_squares"]["partition"] == pytest.approx(ms_r, rel=1e-10)
+    assert out["mean_squares"]["fold"] == pytest.approx(ms_f, rel=1e-10)
+    assert out["mean_squares"]["seed"] == pytest.approx(ms_e, rel=1e-10)
+    want = {"seed": ms_e, "fold": (ms_f - ms_e) / 3, "partition": (ms_r - ms_f) / 15}
+    assert out["components"] == pytest.approx(want, rel=1e-10)
+    total = sum(want.values())
+    assert out["shares"] == pytest.approx({k: v / total for k, v in want.items()}, rel=1e-10)
+    assert out["df"] == {"partition": 3, "fold": 16, "seed": 40} and out["hyperparameters"] is None
+
+
+def test_variance_components_edges():
+    # one partition: no partition component; one seed: no seed component
+    one = S.cell_components({(f, 0): float(f) for f in range(5)})
+    assert one["components"]["partition"] is None and one["components"]["seed"] is None
+    assert one["components"]["fold"] == pytest.approx(np.var(range(5), ddof=1))
+    # a negative moment estimate is set to 0 and reported
+    v = {(r, f, s): float(s) for r in range(2) for f in range(2) for s in range(2)}  # all variance within folds
+    out = S.cell_components(v)
+    assert out["components"]["partition"] == 0.0 and out["shares"]["seed"] == pytest.approx(1.0)
+    assert "fold" in out["truncated"] or out["components"]["fold"] == 0.0
+    # an unbalanced cell is cut to its balanced part and says how much was left out
+    v[(0, 0, 2)] = 9.0
+    assert S.cell_components(v)["left_out"] == 1
+    assert S.cell_components({(0, 0): 1.0}) is None
 
 
 def test_split_sizes():

@@ -65,15 +65,26 @@ from benchmarks.stats.paired import (
     Comparison,
     SeedSummary,
     TestResult,
+    UnitSummary,
     compare_to_reference,
     corrected_t,
     describe_p,
     holm,
     min_reachable_p,
+    paired_units,
     seed_summary,
     split_sizes,
+    unit_key,
+    unit_means,
+    unit_summary,
     wilcoxon_signed_rank,
 )
+from benchmarks.stats.prob import GAMMA, ProbResult, describe_prob, prob_outperform
 from benchmarks.stats.ranks import FriedmanResult, block_table, draw_cd, friedman
+from benchmarks.stats.variance import balanced_subset, cell_components, nested_components
 
-__all__ = ["AUC", "Accuracy", "BootstrapResult", "Comparison", "FriedmanResult", "NAN", "PATIENT_ID_LENGTH", "SeedSummary", "TestResult", "block_table", "cell_intervals", "compare_to_reference", "corrected_t", "describe_p", "draw_cd", "friedman", "holm", "min_reachable_p", "patient_bootstrap", "patient_of", "prediction_rows", "seed_summary", "split_sizes", "wilcoxon_signed_rank"]
+__all__ = ["AUC", "GAMMA", "Accuracy", "BootstrapResult", "Comparison", "FriedmanResult", "NAN", "PATIENT_ID_LENGTH", "ProbResult", "SeedSummary",
+           "TestResult", "UnitSummary", "balanced_subset", "block_table", "cell_components", "cell_intervals", "compare_to_reference", "corrected_t",
+           "describe_p", "describe_prob", "draw_cd", "friedman", "holm", "min_reachable_p", "nested_components", "paired_units", "patient_bootstrap",
+           "patient_of", "prediction_rows", "prob_outperform", "seed_summary", "split_sizes", "unit_key", "unit_means", "unit_summary",
+           "wilcoxon_signed_rank"]

@@ -1,5 +1,10 @@
 """Seeds and paired comparisons: the seed aggregation of a cell, the corrected resampled t-test, Wilcoxon, Holm.
 
+The unit of every test is a test fold of a partition, ``(repeat, fold)``: values are keyed
+``(repeat, fold, seed)`` (a ``(fold, seed)`` key means repeat 0) and seeds are averaged within
+their unit before any test (two seeds on one test fold share its test and training sets: they
+are not two resamples).
+
 See ``benchmarks/stats/__init__.py`` for the whole method and its references.
 """
 from __future__ import annotations
@@ -68,6 +73,79 @@ def seed_summary(values: Mapping[tuple[Any, Any], float]) -> SeedSummary:
     )
 
 
+def unit_key(key) -> tuple:
+    """``(repeat, fold, seed)`` of a value's key; a ``(fold, seed)`` key is of repeat 0."""
+    key = tuple(key)
+    if len(key) == 2:
+        return (0, *key)
+    if len(key) != 3:
+        raise ValueError(f"a value's key is (fold, seed) or (repeat, fold, seed), not {key!r}")
+    return key
+
+
+def unit_means(values: Mapping[tuple, float]) -> dict[tuple, float]:
+    """{(repeat, fold): mean over that unit's seeds} of ``values[(repeat, fold, seed)]`` (float64)."""
+    by_unit: dict[tuple, list[float]] = defaultdict(list)
+    for k, v in values.items():
+        r, f, _ = unit_key(k)
+        by_unit[(r, f)].append(float(v))
+    return {u: float(np.mean(np.asarray(by_unit[u], dtype=np.float64))) for u in sorted(by_unit)}
+
+
+def paired_units(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> tuple[list[tuple], list[float]]:
+    """(units, differences): the runs both have (same repeat, fold and seed), averaged over seeds within
+    each (repeat, fold), then ``a - b`` per unit, in sorted unit order."""
+    a3 = {unit_key(k): v for k, v in a.items()}
+    b3 = {unit_key(k): v for k, v in b.items()}
+    shared = sorted(set(a3) & set(b3))
+    ma, mb = unit_means({k: a3[k] for k in shared}), unit_means({k: b3[k] for k in shared})
+    units = sorted(ma)
+    return units, [ma[u] - mb[u] for u in units]
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """A cell's values over partitions, folds and seeds (see ``unit_summary``)."""
+
+    unit_means: dict[tuple, float]  # (repeat, fold) -> mean over that unit's seeds
+    mean: float  # mean over partitions of each partition's mean over folds (one partition: over folds)
+    std: float  # s.d. (ddof=1) over folds of the first partition's unit means (repeat 0: the paper's ±)
+    seed_std: float | None  # pooled within-unit s.d. over seeds; None without a unit of two seeds
+    partition_std: float | None  # s.d. (ddof=1) over partitions of their means over folds; None with one partition
+    n_folds: int  # folds of the first partition
+    n_repeats: int
+    n_seeds: int
+    n_units: int
+
+
+def unit_summary(values: Mapping[tuple, float]) -> UnitSummary:
+    """``seed_summary`` generalised to repeated partitions, ``values[(repeat, fold, seed)]``.
+
+    With one partition every number is that of ``seed_summary`` (tested). With several: ``mean`` is the
+    mean over partitions of ``mean_f xbar_rf``; ``std`` stays the spread over the folds of the first
+    partition (repeat 0, the paper's ±: a number that does not shrink as partitions are added);
+    ``partition_std`` is the spread of the partitions' means (how lucky one partition can be).
+    """
+    if not values:
+        raise ValueError("unit_summary needs at least one value")
+    v3 = {unit_key(k): float(v) for k, v in values.items()}
+    repeats = sorted({k[0] for k in v3})
+    first = seed_summary({(f, s): v for (r, f, s), v in v3.items() if r == repeats[0]})
+    per_repeat = [seed_summary({(f, s): v for (r, f, s), v in v3.items() if r == rep}).mean for rep in repeats]
+    means = unit_means(v3)
+    ss, dof = 0.0, 0
+    for (r, f), m in means.items():
+        x = np.array([v for k, v in v3.items() if k[:2] == (r, f)], dtype=np.float64)
+        ss += float(np.sum((x - m) ** 2))
+        dof += x.size - 1
+    return UnitSummary(
+        unit_means=means, mean=float(np.mean(np.asarray(per_repeat, dtype=np.float64))), std=first.std,
+        seed_std=math.sqrt(ss / dof) if dof > 0 else None,
+        partition_std=float(np.std(np.asarray(per_repeat, dtype=np.float64), ddof=1)) if len(repeats) > 1 else None,
+        n_folds=first.n_folds, n_repeats=len(repeats), n_seeds=len({k[2] for k in v3}), n_units=len(means),
+    )
+
+
 # ------------------------------------------------------------------------------------------------ 2. paired tests
 @dataclass(frozen=True)
 class TestResult:
@@ -126,11 +204,11 @@ def _cannot_reach(test: str, n: int, alpha: float) -> str | None:
 def corrected_t(diffs: Sequence[float], n_train: float, n_test: float, alpha: float = 0.05) -> TestResult:
     """The corrected resampled t-test [Nadeau & Bengio 2003; Bouckaert & Frank 2004] of paired differences.
 
-    With ``n`` differences d_j (one per (fold, seed) pair), ``dbar = mean d_j``, ``s^2 = sum (d_j - dbar)^2 / (n - 1)``:
+    With ``n`` differences d_j (one per unit: a (repeat, fold), seeds averaged), ``dbar = mean d_j``, ``s^2 = sum (d_j - dbar)^2 / (n - 1)``:
     ``se = sqrt((1/n + n_test/n_train) s^2)``, ``t = dbar / se``, ``df = n - 1``, ``p = 2 P(T_df >= |t|)``, interval
     ``dbar ± t_{1 - alpha/2, df} se``. ``n_train``/``n_test`` are the average training/test set sizes of the folds;
     the ``n_test/n_train`` term accounts for the overlap of the training sets (for 5 folds it is 1/4, which dominates
-    1/n). For the repeated k-fold design the Bouckaert-Frank form is the same with n = k r.
+    1/n). For the repeated k-fold design (r partitions) the Bouckaert-Frank form is the same with n = k r.
 
     Zero variance (every difference equal): with ``dbar = 0`` the methods agree on every pair, t = 0 and p = 1 (the
     limit of no evidence of a difference); with ``dbar != 0`` t is ``±inf`` but a p of 0 from identical differences
@@ -233,11 +311,12 @@ class Comparison:
 
     method: str
     reference: str
-    keys: list  # the (fold, seed) pairs compared, sorted
-    diffs: list[float]  # method minus reference, per pair
+    keys: list  # the (repeat, fold) units compared, sorted
+    diffs: list[float]  # method minus reference, per unit (seeds averaged within it)
     t: TestResult  # corrected t: mean difference, interval, p
     test: TestResult  # the test whose p is reported (``t`` itself, or the Wilcoxon test)
     p_holm: float | None  # ``test.p`` adjusted by Holm across the methods of the call
+    prob: Any = None  # ``benchmarks.stats.prob.ProbResult``: P(method > reference) on a random unit
 
     @property
     def text(self) -> str:
@@ -245,14 +324,19 @@ class Comparison:
         return describe_p(self.test, self.p_holm)
 
 
-def compare_to_reference(values: Mapping[str, Mapping[tuple[Any, Any], float]], reference: str = "clip_lung", *, n_train: float,
-                         n_test: float, test: str = "corrected_t", alpha: float = 0.05) -> dict[str, Comparison]:
-    """Every method of ``values`` (method -> {(fold, seed): metric}) against ``reference``, over the (fold, seed) pairs
-    both have: the corrected t mean difference and interval, the p of ``test`` ("corrected_t" or "wilcoxon"), and that
-    p adjusted by Holm across the compared methods (call it once per table, dataset and metric: that is the family).
+def compare_to_reference(values: Mapping[str, Mapping[tuple, float]], reference: str = "clip_lung", *, n_train: float,
+                         n_test: float, test: str = "corrected_t", alpha: float = 0.05, n_boot: int = 2000,
+                         boot_seed: int = 0) -> dict[str, Comparison]:
+    """Every method of ``values`` (method -> {(repeat, fold, seed) or (fold, seed): metric}) against ``reference``, over
+    the runs both have, seeds averaged within each (repeat, fold) unit (``paired_units``): the corrected t mean
+    difference and interval (n = units = folds x repeats), the p of ``test`` ("corrected_t" or "wilcoxon"), that p
+    adjusted by Holm across the compared methods (call it once per table, dataset and metric: that is the family), and
+    P(method > reference) on a random unit with its bootstrap interval (``prob_outperform``, ``n_boot`` resamples).
     A p that could never reach alpha stays in Holm's family (it is a valid, if weak, p); an undefined one does not.
-    A method with no shared pair gets tests with n = 0. The reference itself is left out of the answer.
+    A method with no shared unit gets tests with n = 0. The reference itself is left out of the answer.
     """
+    from benchmarks.stats.prob import prob_outperform  # noqa: PLC0415  (prob imports NAN from here)
+
     if test not in ("corrected_t", "wilcoxon"):
         raise ValueError(f"unknown test {test!r}; one of ('corrected_t', 'wilcoxon')")
     if reference not in values:
@@ -262,8 +346,7 @@ def compare_to_reference(values: Mapping[str, Mapping[tuple[Any, Any], float]], 
     for m in sorted(values):
         if m == reference:
             continue
-        keys = sorted(set(values[m]) & set(ref))
-        d = [float(values[m][k]) - float(ref[k]) for k in keys]
+        keys, d = paired_units(values[m], ref)
         if any(math.isnan(x) for x in d):
             log.warning("%s vs %s: %d undefined difference(s) left out", m, reference, sum(math.isnan(x) for x in d))
             keys = [k for k, x in zip(keys, d) if not math.isnan(x)]
@@ -271,15 +354,16 @@ def compare_to_reference(values: Mapping[str, Mapping[tuple[Any, Any], float]], 
         t = corrected_t(d, n_train, n_test, alpha)
         partial[m] = (keys, d, t, t if test == "corrected_t" else wilcoxon_signed_rank(d, alpha))
     adjusted = holm([r[3].p for r in partial.values()])
-    return {m: Comparison(m, reference, keys, d, t, tr, p) for (m, (keys, d, t, tr)), p in zip(partial.items(), adjusted)}
+    return {m: Comparison(m, reference, keys, d, t, tr, p, prob_outperform(d, n_boot, boot_seed, alpha) if n_boot and d else None)
+            for (m, (keys, d, t, tr)), p in zip(partial.items(), adjusted)}
 
 
 def split_sizes(records: Iterable[Mapping], train_key: str = "n_train") -> tuple[float, float]:
-    """(average training set size, average test set size) over the distinct folds of ``records``, from each record's
-    ``data`` (``n_train`` or ``n_train_used``, and ``n_test``): the ``n_train``, ``n_test`` of ``corrected_t``."""
+    """(average training set size, average test set size) over the distinct (repeat, fold) units of ``records``, from
+    each record's ``data`` (``n_train`` or ``n_train_used``, and ``n_test``): the ``n_train``, ``n_test`` of ``corrected_t``."""
     by_fold: dict[Any, tuple[float, float]] = {}
     for r in records:
-        by_fold.setdefault(r["fold"], (float(r["data"][train_key]), float(r["data"]["n_test"])))
+        by_fold.setdefault((r.get("repeat", 0), r["fold"]), (float(r["data"][train_key]), float(r["data"]["n_test"])))
     if not by_fold:
         raise ValueError("split_sizes: no records")
     return float(np.mean([v[0] for v in by_fold.values()])), float(np.mean([v[1] for v in by_fold.values()]))
