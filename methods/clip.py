@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
+from benchmarks.space import Float
 from clip_lung.losses import image_class_loss
 from clip_lung.text import ENCODERS
 from methods.backbones import DEFAULT_BACKBONE
@@ -30,6 +31,8 @@ class CLIPBaseline(TextGuided):
     class Config(Checked):
         RANGES = {"init_temperature": "[0.01, inf)"}
         CHOICES = {"text_encoder": ENCODERS}
+        # Tuned (benchmarks.tune): the initial temperature; plus lr, weight decay.
+        SEARCH = {"init_temperature": Float(0.01, 0.2, log=True)}
 
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"

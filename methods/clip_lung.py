@@ -50,6 +50,7 @@ from torch import nn
 
 from benchmarks.config import Checked
 from benchmarks.errors import UserError
+from benchmarks.space import Choice, Float
 from clip_lung.losses import attribute_weights, class_attribute_loss, image_attribute_loss, image_class_loss
 from clip_lung.prompts import ATTRIBUTE_WORDS, ClassPrompts, mlp
 from clip_lung.text import ENCODERS
@@ -68,6 +69,10 @@ class CLIPLung(TextGuided):
     class Config(Checked):
         RANGES = {"n_ctx": "[1, 32]", "alpha": "[0, inf)", "beta": "[0, inf)", "init_temperature": "[0.01, inf)"}
         CHOICES = {"text_encoder": ENCODERS, "group_reduction": ("sum", "mean"), "ca_classes": ("all", "own")}
+        # Tuned (benchmarks.tune): the weights of L_IA and L_CA, the context length T and the initial
+        # temperature; plus lr, weight decay. The ablations (variants) share this space.
+        SEARCH = {"alpha": Float(0.1, 10.0, log=True), "beta": Float(0.05, 5.0, log=True), "n_ctx": Choice((2, 4, 8)),
+                  "init_temperature": Float(0.01, 0.2, log=True)}
 
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"

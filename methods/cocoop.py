@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
+from benchmarks.space import Choice, Float
 from clip_lung.losses import image_class_loss
 from clip_lung.prompts import ClassPrompts, mlp
 from clip_lung.text import ENCODERS
@@ -38,6 +39,8 @@ class CoCoOp(TextGuided):
     class Config(Checked):
         RANGES = {"n_ctx": "[1, 32]", "init_temperature": "[0.01, inf)"}
         CHOICES = {"text_encoder": ENCODERS}
+        # Tuned (benchmarks.tune): context length and initial temperature; plus lr, weight decay.
+        SEARCH = {"n_ctx": Choice((2, 4, 8)), "init_temperature": Float(0.01, 0.2, log=True)}
 
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"

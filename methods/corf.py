@@ -39,6 +39,7 @@ from torch import nn
 
 from benchmarks.config import Checked
 from benchmarks.errors import UserError
+from benchmarks.space import Int
 from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
@@ -72,6 +73,8 @@ class OrdinalRegressionForest(nn.Module):
     class Config(Checked):
         RANGES = {"trees": "[1, 1024]", "depth": "[1, 12]", "units": "[1, inf)"}
         CHOICES = {"decision": tuple(DECISIONS)}
+        # Tuned (benchmarks.tune): the forest's size and depth; plus lr, weight decay.
+        SEARCH = {"trees": Int(1, 10), "depth": Int(3, 7)}
 
         trees: int = 5
         depth: int = 5

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
+from benchmarks.space import Float
 from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
@@ -40,6 +41,8 @@ class Poisson(nn.Module):
     @dataclass(frozen=True)
     class Config(Checked):
         RANGES = {"init_temperature": "(0.001, inf)"}  # tau = softplus(t) + 1e-3
+        # Tuned (benchmarks.tune): the initial temperature, a decade either side of 1; plus lr, weight decay.
+        SEARCH = {"init_temperature": Float(0.1, 10.0, log=True)}
         CHOICES = {"first_class": (0, 1)}
 
         init_temperature: float = 1.0

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.config import Checked
+from benchmarks.space import Float
 from methods.backbones import DEFAULT_BACKBONE, build_backbone
 from methods.registry import register
 
@@ -80,6 +81,8 @@ class UnsureDataModel(nn.Module):
     @dataclass(frozen=True)
     class Config(Checked):
         RANGES = {"conservative_margin": "[0, inf)", "aggressive_margin": "[0, inf)"}
+        # Tuned (benchmarks.tune): both margins of the unimodal intervals; plus lr, weight decay.
+        SEARCH = {"conservative_margin": Float(0.0, 2.0), "aggressive_margin": Float(0.0, 2.0)}
 
         conservative_margin: float = 0.5
         aggressive_margin: float = 0.5

@@ -1,0 +1,3 @@
+from benchmarks.tune.cli import main
+
+main()

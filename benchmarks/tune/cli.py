@@ -1,0 +1,283 @@
+"""python -m benchmarks.tune: the same tuning budget for every method, nested so that the test fold never chooses.
+
+  python -m benchmarks.tune run --methods ce nsb clip_lung --datasets LIDC-C --budget 20 --profile quick
+  python -m benchmarks.tune run --tables 1 2 --budget 20 --executor slurm --workers 16 --storage mysql+pymysql://u:p@db/optuna
+  python -m benchmarks.tune status --profile quick
+  python -m benchmarks.sweep run --tuned --methods ce nsb clip_lung --datasets LIDC-C --profile quick --executor local
+  python -m benchmarks.tables --tuned --profile quick
+
+One Optuna study per (method, dataset, outer test fold) and setting, each given
+``--budget`` N trials: the first is the paper's defaults, the rest come from a
+seeded TPE sampler over the method's search space (its ``Config.SEARCH`` and the
+shared learning rate and weight decay; ``benchmarks.space``); a median pruner stops
+poor trials early on their per-epoch validation objective. A trial trains on the
+inner training part of the fold's training folds and is scored on their inner
+validation part (``benchmarks.data.inner``): the test fold is never read. Workers
+(local processes, at most as many as the machine holds, or the tasks of a Slurm
+job array) pull trials from the shared studies; a killed worker's trial is failed
+and its parameters are tried again, and every study ends with exactly N finished
+(completed or pruned) trials. ``sweep run --tuned`` then trains each fold's chosen
+configuration on the whole training split and tests it on the fold. See
+docs/tuning.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.cli import SEED_MAX, ArgumentParser, add_datasets_flag, add_plugin_flag, check_datasets, int_in, load_plugins, parse_folds
+from benchmarks.data.protocols import DEFAULT_MIN_READERS
+from benchmarks.errors import UserError, cli_main
+from benchmarks.io import writable_dir
+from benchmarks.paths import tune_dir
+from benchmarks.tune.summary import OBJECTIVES, StudyKey, check_objective
+
+EXECUTORS = ("local", "slurm", "debug")
+
+
+def add_tune_setting_flags(p, budget_required: bool = False) -> None:
+    """The flags that name a tuned setting (tune run/status, sweep --tuned, tables --tuned)."""
+    p.add_argument("--objective", default="accuracy", help=f"validation objective: {', '.join(OBJECTIVES)}")
+    p.add_argument("--tag", default="", help="a name appended to the studies' names (a second study of one cell and setting)")
+    p.add_argument("--storage", default=None, metavar="FILE|URL",
+                   help="Optuna storage: a journal file or a database URL (default: <results>/tune/journal.log)")
+
+
+def _parser():
+    ap = ArgumentParser(prog="python -m benchmarks.tune", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run every study's trials until each has its budget")
+    s = sub.add_parser("status", help="per study: trials done, pruned, failed, running, and the best so far")
+    for p in (r, s):
+        p.add_argument("--methods", nargs="+", default=None, help="methods to tune (default: Tables 1-2's)")
+        add_datasets_flag(p)
+        p.add_argument("--folds", "--fold", nargs="+", default=["all"], metavar="FOLD", help="outer test folds 0-4 (or all)")
+        p.add_argument("--profile", default="paper", help="paper, quick or smoke")
+        p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check) or lidc (the real CT)")
+        p.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="label rule: nodules with at least this many readers")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable), as in sweep")
+        add_tune_setting_flags(p)
+        add_plugin_flag(p)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--budget", type=int_in(1, 100000), required=True, help="trials per (method, dataset, fold), the same for every method")
+    r.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log]|KEY=A,B,C",
+                   help="replace one range of every method's search space (repeatable)")
+    r.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="the trials' training seed")
+    r.add_argument("--executor", default="local", help="local (default), slurm or debug")
+    r.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda, in each worker")
+    r.add_argument("--workers", type=int_in(1, 4096), default=None,
+                   help="Slurm: tasks of the job array (default: min(trials to run, 16)); local: see --max-parallel")
+    r.add_argument("--max-parallel", type=int_in(1, 4096), default=None,
+                   help="local executor: workers at once (default: as many as the cores and the available memory hold)")
+    r.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    r.add_argument("--gpus-per-node", type=int_in(0, 64), default=0, help="GPUs per Slurm task")
+    r.add_argument("--cpus-per-task", type=int_in(1, 4096), default=4, help="CPU cores per worker")
+    r.add_argument("--mem-gb", type=int_in(1, 10**6), default=None, help="memory per worker, GB (default: 16 on Slurm, 2.5 locally)")
+    r.add_argument("--timeout-min", type=int_in(1, 10**6), default=240, help="time limit per worker task, minutes (requeued on time-out)")
+    r.add_argument("--array-parallelism", type=int_in(1, 10**6), default=64, help="Slurm tasks running at once")
+    r.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. account=abc")
+    r.add_argument("--stale-after", type=int_in(1, 10**6), default=60,
+                   help="minutes without a report after which another host's running trial is taken as dead")
+    r.add_argument("--wait", action="store_true", help="Slurm: wait for the workers to finish")
+    return ap
+
+
+def plan(args) -> list[dict]:
+    """Every study of the command: its name, setting, base run, search space and defaults."""
+    import methods  # noqa: PLC0415  (torch: deferred for --help speed)
+    from benchmarks.data.inner import inner_hash  # noqa: PLC0415
+    from benchmarks.grid import TABLES  # noqa: PLC0415
+    from benchmarks.lifecycle import check_sets, make_spec, sets_for  # noqa: PLC0415
+    from benchmarks.space import parse_range, space_hash, space_json, space_of  # noqa: PLC0415
+    from benchmarks.tune.study import describe_search  # noqa: PLC0415
+
+    names = args.methods or list(dict.fromkeys(m for t in (1, 2) for m in TABLES[t]["methods"]))
+    for m in names:
+        methods.get_method(m)
+    datasets = args.datasets or list(dict.fromkeys(d for t in (1, 2) for d in TABLES[t]["datasets"]))
+    check_objective(args.objective, datasets)
+    check_sets(args.set, names)
+    ranges = dict(parse_range(r) for r in getattr(args, "range", []) or [])
+    out = []
+    for m in names:
+        method = methods.get_method(m)
+        own = sets_for(m, args.set)
+        for ds in datasets:
+            for fold in args.folds:
+                base = make_spec(m, ds, fold, args.seed, args.profile, args.source, args.min_readers, own, split="inner")
+                values = {**base.train_config, **base.method_config}
+                space = space_of(method, ranges, values)
+                key = StudyKey(m, ds, fold, args.profile, args.source, args.min_readers, tuple(own), args.objective, args.tag)
+                epochs = base.train_config["epochs"]
+                setting = {"method": m, "dataset": ds, "fold": fold, "profile": args.profile, "source": args.source,
+                           "min_readers": args.min_readers, "sets": list(own), "objective": args.objective, "seed": args.seed,
+                           "budget": args.budget, "space": space_json(space), "space_hash": space_hash(space),
+                           "config_hash": base.config_hash, "method_version": base.method_version, "plugin": base.plugin,
+                           "backbone_plugin": base.backbone_plugin, "inner_hash": inner_hash(args.min_readers),
+                           **describe_search(args.budget, epochs)}
+                out.append({"study": key.name, "key": dataclasses.asdict(key), "sets": list(own), "seed": args.seed, "epochs": epochs,
+                            "space": space_json(space), "objective": args.objective, "setting": setting,
+                            "defaults": {k: values[k] for k in space}})
+    return out
+
+
+def _executor_args(args):
+    """The sweep's executor options for ``benchmarks.sweep.submit.make_executor``."""
+    ns = dict(vars(args))
+    ns.setdefault("runs_per_task", 1)
+    return type("Args", (), ns)()
+
+
+def _print_status(rows: list[dict]) -> None:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    table = [[r["study"], f"{r['finished']}/{r['budget']}", r["COMPLETE"], r["PRUNED"], r["FAIL"], r["RUNNING"],
+              "—" if r["best"] is None else f"{r['best']:.4f} (trial {r['best_trial']})",
+              " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (r["best_params"] or {}).items())]
+             for r in rows]
+    print(tabulate(table, headers=["study", "finished/budget", "done", "pruned", "failed", "running", "best so far", "best parameters"]))
+
+
+def status_rows(storage, names: list[str] | None) -> list[dict]:
+    import optuna  # noqa: PLC0415
+
+    out = []
+    summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+    for s in sorted(summaries, key=lambda s: s.study_name):
+        if names is not None and s.study_name not in names:
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        counts = {k: sum(t.state.name == k for t in trials) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        best = min(done, key=lambda t: (-t.value, t.number)) if done else None
+        out.append({"study": s.study_name, "budget": study.user_attrs.get("budget"), "finished": counts["COMPLETE"] + counts["PRUNED"],
+                    **counts, "best": best.value if best else None, "best_trial": best.number if best else None,
+                    "best_params": best.params if best else None})
+    return out
+
+
+def _wait(jobs, storage, names: list[str], total: int) -> list[str]:
+    """Wait for the workers with a bar of finished trials; the error line of each failed worker."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from benchmarks.sweep.state import error_line  # noqa: PLC0415
+
+    bar = tqdm(total=total, desc="trials", unit="trial", disable=not sys.stderr.isatty())
+    while not all(j.done() for j in jobs):
+        time.sleep(1.0)
+        try:
+            n = sum(r["finished"] for r in status_rows(storage, names))
+            bar.update(max(0, n - bar.n))
+        except Exception:  # noqa: BLE001  a busy journal: the next poll reads it
+            pass
+    bar.close()
+    errors = []
+    for j in jobs:
+        try:
+            j.result()
+        except Exception as e:  # noqa: BLE001  the worker's own last error line
+            errors.append(f"worker {j.job_id}: {error_line(str(e)) if str(e).strip() else type(e).__name__}")
+    return errors
+
+
+@cli_main
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    args.folds = parse_folds(args.folds)
+    load_plugins(args)
+    args.datasets = check_datasets(args.datasets)
+    if args.cmd == "status":
+        from benchmarks.tune.study import open_storage  # noqa: PLC0415
+
+        if args.storage is None and not (tune_dir() / "journal.log").exists():
+            raise UserError(f"no studies yet: {tune_dir() / 'journal.log'} does not exist (give --storage, or run `tune run` first)")
+        storage = open_storage(args.storage)
+        rows = status_rows(storage, [p["study"] for p in plan_for_status(args)] if args.methods or args.datasets else None)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            _print_status(rows)
+        return
+    if args.executor not in EXECUTORS:
+        raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    items = plan(args)
+    writable_dir(tune_dir(), "tuning folder", "set $CLIPLUNG_RESULTS to a writable folder")
+    from benchmarks.tune.study import open_storage, prepare_study, redact  # noqa: PLC0415
+
+    storage = open_storage(args.storage)
+    label = redact(args.storage) if args.storage else str(tune_dir() / "journal.log")
+    for it in items:  # every check before anything is created: nothing half-written
+        prepare_study(storage, it["study"], it["setting"], args.budget, it["defaults"], create=False)
+    todo = 0
+    for it in items:
+        todo += args.budget - prepare_study(storage, it["study"], it["setting"], args.budget, it["defaults"], create=True)["finished"]
+    names = [it["study"] for it in items]
+    if todo <= 0:
+        print(f"nothing to run: every one of the {len(items)} studies has its {args.budget} trials")
+        _finish_records(storage, names, label)
+        _print_status(status_rows(storage, names))
+        return
+    _launch(args, items, storage, names, todo, label)
+
+
+def plan_for_status(args) -> list[dict]:
+    args.budget, args.seed, args.range = 1, 0, []
+    return plan(args)
+
+
+def _launch(args, items, storage, names, todo, label) -> None:
+    from benchmarks.plugins import plugin_specs  # noqa: PLC0415
+    from benchmarks.sweep.slurm import check_slurm  # noqa: PLC0415
+    from benchmarks.sweep.submit import local_limits, make_executor  # noqa: PLC0415
+    from benchmarks.tune.study import STALE_AFTER_S  # noqa: PLC0415
+    from benchmarks.tune.worker import make_worker  # noqa: PLC0415
+
+    local = local_limits(args, 1) if args.executor == "local" else None
+    if args.executor == "slurm":
+        check_slurm(args.partition)
+    workers = min(todo, local["tasks_at_once"] if local else (args.workers or 16))
+    folder = tune_dir() / "logs" / (time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
+    cache = os.environ.get("CLIPLUNG_CACHE")
+    plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugin_specs(args.plugin)]
+    worker = make_worker(items, args.storage or str((tune_dir() / "journal.log").resolve()), args.budget, str(tune_dir().parent.resolve()),
+                         str(Path(cache).resolve()) if cache else None, args.device, plugins, local and local["threads"],
+                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S)
+    ex = make_executor(_executor_args(args), folder)
+    try:
+        jobs = ex.map_array(worker, list(range(workers)))
+    except Exception as e:  # noqa: BLE001  sbatch's refusal, in its own words
+        raise UserError(f"could not start the tuning workers ({args.executor}): {' '.join(str(e).split())[:300]}") from None
+    how = f"{local['tasks_at_once']} at once ({local['why']}), {local['threads']} torch threads each" if local else f"job {jobs[0].job_id.split('_')[0]}"
+    print(f"{len(items)} studies, {todo} trials to run by {workers} {args.executor} workers ({how}); storage {label}; logs in {folder}")
+    if args.executor == "slurm" and not args.wait:
+        print("see `python -m benchmarks.tune status` " + _flags(args))
+        return
+    errors = _wait(jobs, storage, names, todo)
+    _finish_records(storage, names, label)
+    _print_status(status_rows(storage, names))
+    for e in errors:
+        print(f"failed: {e}", file=sys.stderr)
+    if errors:
+        print("run the same command again: a failed worker's trial is tried again", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _finish_records(storage, names, label) -> None:
+    from benchmarks.tune.study import write_record  # noqa: PLC0415
+
+    for n in names:
+        write_record(storage, n, label)
+
+
+def _flags(args) -> str:
+    parts = [f"--profile {args.profile}", f"--source {args.source}"]
+    parts += [f"--methods {' '.join(args.methods)}"] if args.methods else []
+    parts += [f"--datasets {' '.join(args.datasets)}"] if args.datasets else []
+    parts += [f"--set {s}" for s in args.set] + ([f"--objective {args.objective}"] if args.objective != "accuracy" else [])
+    parts += [f"--storage {args.storage}"] if args.storage else []
+    return " ".join(parts)

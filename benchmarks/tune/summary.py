@@ -1,0 +1,167 @@
+"""Studies as records: their names, settings, and what sweeps, tables and figures read of them.
+
+One study per (method, dataset, outer test fold) and setting. Its trials live in
+Optuna's storage (``benchmarks.tune.study``); after every finished trial the
+worker also writes the study's record, ``<results>/tune/studies/<name>.json``
+(atomic): the setting, the budget, every trial (number, state, parameters,
+validation value per epoch, final value, who ran it, how long), the counts and
+the chosen trial. Everything downstream (``sweep run --tuned``, ``tables
+--tuned``, ``figures tuning``, the report) reads these records, never the
+storage, so they need neither Optuna nor a database. Trials are records of their
+own kind (``"kind": "study"``), kept out of the runs folder: no table shows a
+trial as a result.
+
+The chosen configuration of a finished study (as many finished trials, completed
+or pruned, as its budget) is its completed trial of the best validation value,
+the earliest on ties; the paper's defaults are trial 0, so the chosen value is
+never below the default's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from benchmarks.errors import UserError
+from benchmarks.io import atomic_write_text
+from benchmarks.paths import tune_dir
+
+OBJECTIVES = ("accuracy", "macro_f1", "auc", "qwk")
+# The objective needs a metric the validation split has: AUC on binary test sets, QWK on LIDC-A.
+OBJECTIVE_DATASETS = {"auc": ("LIDC-B", "LIDC-C"), "qwk": ("LIDC-A",)}
+SCHEMA = 1
+SAMPLER_SEED = 0
+
+
+def check_objective(objective: str, datasets) -> str:
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    allowed = OBJECTIVE_DATASETS.get(objective)
+    bad = [d for d in datasets if allowed and d not in allowed]
+    if bad:
+        raise UserError(f"--objective {objective} is not defined on {', '.join(bad)} (only on {', '.join(allowed)})")
+    return objective
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyKey:
+    """What names a study: a cell's fold, its setting and the objective."""
+
+    method: str
+    dataset: str
+    fold: int
+    profile: str
+    source: str
+    min_readers: int
+    sets: tuple[str, ...] = ()  # the --set overrides that apply to this method
+    objective: str = "accuracy"
+    tag: str = ""
+
+    @property
+    def name(self) -> str:
+        extra = f".set-{hashlib.sha256(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]}" if self.sets else ""
+        tag = f".{self.tag}" if self.tag else ""
+        return (f"{self.method}.{self.dataset}.fold{self.fold}.{self.profile}.{self.source}.min{self.min_readers}"
+                f".{self.objective}{extra}{tag}")
+
+
+def studies_dir() -> Path:
+    return tune_dir() / "studies"
+
+
+def record_path(name: str) -> Path:
+    return studies_dir() / f"{name}.json"
+
+
+def write_study_record(rec: dict) -> Path:
+    path = record_path(rec["study"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(rec, indent=1, allow_nan=False, default=_json_default))
+    return path
+
+
+def _json_default(x):
+    if hasattr(x, "item"):  # numpy scalars
+        return x.item()
+    raise TypeError(f"not JSON: {type(x).__name__}")
+
+
+def read_study_record(name: str) -> dict | None:
+    """The study record of ``name``, None when there is none; one line when it is damaged."""
+    path = record_path(name)
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict) or rec.get("kind") != "study" or not isinstance(rec.get("trials"), list):
+            raise ValueError("not a study record")
+    except (OSError, ValueError) as e:
+        raise UserError(f"the study record {path} is damaged ({type(e).__name__}: {e}); run `python -m benchmarks.tune run` "
+                        "with the same flags again to rewrite it from the storage") from None
+    return rec
+
+
+def read_study_records(root: Path | None = None) -> list[dict]:
+    """Every readable study record (a damaged one is skipped with a warning)."""
+    import logging  # noqa: PLC0415
+
+    out = []
+    for p in sorted((root or studies_dir()).glob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            logging.getLogger(__name__).warning("skipping %s: not a readable study record (%s)", p, e)
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "study":
+            out.append(rec)
+    return out
+
+
+def finished(rec: dict) -> int:
+    """Trials that count against the budget: completed and pruned."""
+    return sum(t["state"] in ("COMPLETE", "PRUNED") for t in rec["trials"])
+
+
+def chosen_trial(rec: dict) -> dict | None:
+    """The completed trial of the best value (the earliest on ties), else None."""
+    done = [t for t in rec["trials"] if t["state"] == "COMPLETE" and t.get("value") is not None]
+    if not done:
+        return None
+    return min(done, key=lambda t: (-t["value"], t["number"]))
+
+
+def best_so_far(rec: dict) -> list[float | None]:
+    """The best completed value after each finished trial, in the order they finished (budget slots)."""
+    out, best = [], None
+    for t in sorted((t for t in rec["trials"] if t["state"] in ("COMPLETE", "PRUNED")), key=lambda t: (t.get("finished") or 0, t["number"])):
+        if t["state"] == "COMPLETE" and t.get("value") is not None:
+            best = t["value"] if best is None else max(best, t["value"])
+        out.append(best)
+    return out
+
+
+def tuning_of(rec: dict) -> dict:
+    """What a tuned run's spec carries of its study (it enters the run's key)."""
+    t = chosen_trial(rec)
+    return {"study": rec["study"], "trial": t["number"], "budget": rec["budget"], "objective": rec["setting"]["objective"],
+            "params": t["params"], "value": round(float(t["value"]), 6), "inner_split": rec["setting"]["inner_hash"][:12],
+            "space": rec["setting"]["space_hash"][:12]}
+
+
+def chosen_sets(tuning: dict) -> list[str]:
+    """The chosen parameters as ``--set`` overrides."""
+    return [f"{k}={v!r}" for k, v in sorted(tuning["params"].items())]
+
+
+def study_for_spec(key: StudyKey) -> dict:
+    """The finished study record of ``key``; one line when it is missing or not finished."""
+    rec = read_study_record(key.name)
+    if rec is None:
+        raise UserError(f"no study {key.name} in {studies_dir()}; run `python -m benchmarks.tune run` for it first")
+    n = finished(rec)
+    if n < rec["budget"]:
+        raise UserError(f"the study {key.name} has {n} of its {rec['budget']} trials; finish it with `python -m benchmarks.tune run` first")
+    if chosen_trial(rec) is None:
+        raise UserError(f"the study {key.name} has no completed trial (every trial was pruned or failed)")
+    return rec

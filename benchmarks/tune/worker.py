@@ -1,0 +1,150 @@
+"""What one tuning worker runs (a local process or a Slurm array task): trials, until the budgets are taken.
+
+A worker is given the plan (every study of the command: its name, the base
+run it tunes, its search space) and pulls trials from the studies in turn,
+starting at its own index so that workers spread over the studies. A trial is
+an ordinary run of the method (``benchmarks.lifecycle``: the same spec, data
+and training loop) on the fold's inner split (``benchmarks.data.inner``) with
+the trial's parameters as ``--set`` overrides, seeded with the run's seed. After
+each epoch its validation objective is reported to the study, and the pruner may
+stop it (never at its last epoch); its final value is the objective of the
+model as training ends (no epoch is chosen). A trial that diverges is pruned
+(it spent its budget slot; it is no candidate). Any other error fails the trial
+and ends the worker with that error: its parameters are tried again by the
+next claim.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from benchmarks.paths import RESULTS_ENV, RUNS_ENV
+
+
+class TuneWorker:
+    """The picklable task of a tuning worker (submitit Checkpointable: a requeued task resumes
+    its loop, and the trial its earlier life left running is failed and retried)."""
+
+    def __init__(self, plan: list[dict], storage: str, budget: int, results_root: str, cache_root: str | None,
+                 device: str = "auto", plugins=(), threads: int | None = None, stale_after: float | None = None):
+        self.plan = plan
+        self.storage = storage
+        self.budget = budget
+        self.results_root = results_root
+        self.cache_root = cache_root
+        self.device = device
+        self.plugins = list(plugins)
+        self.threads = threads
+        self.stale_after = stale_after
+
+    def __call__(self, index: int) -> int:
+        os.environ[RESULTS_ENV] = self.results_root
+        os.environ.pop(RUNS_ENV, None)
+        if self.cache_root:
+            os.environ["CLIPLUNG_CACHE"] = self.cache_root
+        import torch  # noqa: PLC0415  (deferred: `tune --help` imports this module)
+
+        from benchmarks.errors import setup_logging  # noqa: PLC0415
+        from benchmarks.plugins import load_plugins  # noqa: PLC0415
+        from benchmarks.tune.study import STALE_AFTER_S, claim, open_storage  # noqa: PLC0415
+
+        setup_logging()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        load_plugins(self.plugins)
+        storage = open_storage(self.storage)
+        n = len(self.plan)
+        ran = 0
+        for i in range(n):
+            item = self.plan[(index + i) % n]
+            dists = distributions(item["space"])
+            while True:
+                got = claim(storage, item["study"], self.budget, item["epochs"], dists, self.stale_after or STALE_AFTER_S)
+                if got is None:
+                    break
+                run_trial(storage, item, *got, device=self.device)
+                ran += 1
+        return ran
+
+
+def distributions(space: dict) -> dict:
+    """Optuna distributions of a search space as JSON (``benchmarks.space.space_json``)."""
+    import optuna  # noqa: PLC0415
+
+    out = {}
+    for k, d in space.items():
+        if d["type"] == "float":
+            out[k] = optuna.distributions.FloatDistribution(d["low"], d["high"], log=d["log"])
+        elif d["type"] == "int":
+            out[k] = optuna.distributions.IntDistribution(d["low"], d["high"], log=d["log"])
+        else:
+            out[k] = optuna.distributions.CategoricalDistribution(list(d["options"]))
+    return out
+
+
+def run_trial(storage, item: dict, study, trial, device: str = "auto") -> str:
+    """Train one trial on the inner split, reporting each epoch; returns its final state."""
+    import optuna  # noqa: PLC0415
+
+    from benchmarks.lifecycle import make_spec, prepare_run  # noqa: PLC0415
+    from benchmarks.train import Diverged, fit  # noqa: PLC0415
+    from benchmarks.tune.study import finish  # noqa: PLC0415
+
+    key, objective = item["key"], item["objective"]
+    sets = [*item["sets"], *(f"{k}={v!r}" for k, v in sorted(trial.params.items()))]
+    t0 = time.perf_counter()
+    epochs_run = 0
+    last = {}
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        nonlocal epochs_run
+        epochs_run = epoch
+        value = float(metrics[objective])
+        last["value"] = value
+        trial.report(value, epoch)
+        trial.set_user_attr("heartbeat", time.time())
+        if epoch < item["epochs"] and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}: {objective} {value:.4f}")
+
+    try:
+        spec = make_spec(key["method"], key["dataset"], key["fold"], item["seed"], key["profile"], key["source"],
+                         key["min_readers"], sets, split="inner")
+        p = prepare_run(spec, device, progress=False)
+        fit(p.model, p.data, p.train, spec.seed, p.device, progress=False, on_epoch=on_epoch)
+    except optuna.TrialPruned:
+        finish(storage, study, trial, "PRUNED", epochs_run=epochs_run, seconds=round(time.perf_counter() - t0, 2))
+        return "PRUNED"
+    except Diverged as e:  # a poor configuration, not a fault: its budget slot is spent
+        finish(storage, study, trial, "PRUNED", diverged=str(e).splitlines()[0][:300], epochs_run=epochs_run,
+               seconds=round(time.perf_counter() - t0, 2))
+        return "PRUNED"
+    except BaseException as e:  # a fault (or the task killed): the trial fails, its parameters are retried
+        msg = (str(e).splitlines() or [type(e).__name__])[-1][:300] if str(e) else type(e).__name__
+        try:
+            finish(storage, study, trial, "FAIL", error=msg, epochs_run=epochs_run)
+        except Exception:  # noqa: BLE001  the storage itself may be what failed: the next claim reaps the trial
+            pass
+        raise
+    finish(storage, study, trial, "COMPLETE", last["value"], epochs_run=epochs_run, seconds=round(time.perf_counter() - t0, 2))
+    return "COMPLETE"
+
+
+def _checkpointable_class():
+    cls = globals().get("CheckpointableTuneWorker")
+    if cls is None:
+        import submitit  # noqa: PLC0415  (deferred for --help speed)
+
+        cls = type("CheckpointableTuneWorker", (TuneWorker, submitit.helpers.Checkpointable), {"__module__": __name__})
+        globals()["CheckpointableTuneWorker"] = cls
+    return cls
+
+
+def __getattr__(name):
+    # A task unpickles ``benchmarks.tune.worker.CheckpointableTuneWorker`` in a fresh process: make it there too.
+    if name == "CheckpointableTuneWorker":
+        return _checkpointable_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_worker(*args, **kwargs):
+    return _checkpointable_class()(*args, **kwargs)
