@@ -30,8 +30,6 @@ Reference. J. Cohen, A coefficient of agreement for nominal scales, Educ. Psycho
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, N_FOLDS, class_of, fold_table, get_protocol, labelled_folds
@@ -107,29 +105,6 @@ def fold_pairs(test, protocol) -> dict:
             "reader_unsure": int(((pred == UNSURE) & keep & (UNSURE not in idx)).sum())}
 
 
-def _table_of_repeat(min_readers: int, repeat: int):
-    """The labelled nodules with the folds of partition ``repeat`` (0: the committed partition)."""
-    table = labelled_folds(min_readers)
-    if repeat == 0:
-        return table
-    partition = _partition_fn()
-    folds = partition(min_readers, repeat)  # DataFrame nodule_id, fold
-    table = table.drop(columns="fold").merge(folds, on="nodule_id", how="left", validate="one_to_one")
-    table["fold"] = table["fold"].astype(int)
-    return table
-
-
-def _partition_fn() -> Callable:
-    from benchmarks.data import protocols  # noqa: PLC0415
-
-    fn = getattr(protocols, "load_partition", None)
-    if fn is None:
-        from benchmarks.errors import UserError  # noqa: PLC0415
-
-        raise UserError("repeated partitions are not available in this version; use repeat=0")
-    return fn
-
-
 def reference_row(dataset: str, min_readers: int = DEFAULT_MIN_READERS, repeat: int = 0, table=None) -> dict:
     """The readers' reference row of ``dataset`` (LIDC-A/B/C), in the shape of a table cell.
 
@@ -141,7 +116,7 @@ def reference_row(dataset: str, min_readers: int = DEFAULT_MIN_READERS, repeat: 
     (default: those of ``min_readers`` and ``repeat``).
     """
     protocol = get_protocol(dataset)
-    t = _table_of_repeat(min_readers, repeat) if table is None else table
+    t = labelled_folds(min_readers, repeat) if table is None else table
     per_fold: dict[int, dict[str, float]] = {}
     details = {"pairs": {}, "nodules": {}, "dropped_unsure_consensus": {}, "single_reader_nodules": {}, "reader_unsure": {}}
     for fold in range(N_FOLDS):
