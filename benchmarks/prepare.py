@@ -220,10 +220,16 @@ def _download(args) -> None:
     from benchmarks.data.protocols import N_FOLDS  # noqa: PLC0415
 
     root = Path(args.to).expanduser() if args.to else idc.default_folder()
+    if args.verify:
+        return _verify(root, args)
     sel = idc.select(args.min_readers, patients=args.patients, scans=args.scans)
+    target = idc.target_problem(root)
+    if target and target != "read-only":  # the real run refuses the same (download.fetch)
+        raise UserError(f"cannot download into {root}: {target}; pick a folder with --to: "
+                        f"{idc.retry_command(Path('DIR'), sel.min_readers, sel.patients, sel.scans)}")
     pl = idc.plan(sel, root)
     ser = sel.series
-    present = sum(v["status"] == "verified" for v in pl.state.values())
+    present = sum(v["status"] == "complete" for v in pl.state.values())
     need = pl.missing_bytes(sel)
     print(f"LIDC-IDRI CT series for the nodules with >= {sel.min_readers} readers: {len(ser)} series of "
           f"{ser['patient_id'].nunique()} patients, {idc.gb(sel.bytes)} ({sel.nodules:,} nodules; "
@@ -235,13 +241,17 @@ def _download(args) -> None:
     if len(sel.not_in_index):
         named = ", ".join(f"{r.scan_id} ({r.patient_id}, series {r.series_uid})" for r in sel.not_in_index.itertuples())
         print(f"not in IDC's index, so not fetched (get them from TCIA): {len(sel.not_in_index)} scans: {named}")
-    print(f"destination: {root} ({idc.gb(pl.free)} free); verified there already: {present} of {len(ser)} series; "
-          f"to fetch: {idc.gb(need)}")
+    print(f"destination: {root} ({idc.gb(pl.free)} free{', read-only' if target else ''}); complete there already "
+          f"(by size; the download checks every file's content): {present} of {len(ser)} series; to fetch: {idc.gb(need)}")
     print(f"licence: {idc.LICENCE}")
     if sel.licences and sel.licences != ["CC BY 3.0"]:
         print(f"note: IDC's index gives these series the licence {', '.join(sel.licences)}")
     if args.dry_run and need > pl.free:  # the real run refuses (download.fetch)
         print(f"warning: {root} has {idc.gb(pl.free)} free, the download needs {idc.gb(need)} more")
+    if args.dry_run and target and present < len(ser):
+        raise UserError(f"cannot write to the download folder {root} (read-only) and {len(ser) - present} of {len(ser)} series "
+                        f"need fetching or repair; make it writable or pick another folder with --to, then retry: "
+                        f"{idc.retry_command(root, sel.min_readers, sel.patients, sel.scans)}")
     if args.dry_run:
         print("dry run: nothing fetched")
         return
@@ -250,8 +260,12 @@ def _download(args) -> None:
     r = download.fetch(sel, root)
     m, s_ = divmod(round(r["seconds"]), 60)
     verified = len(ser) - len(r["incomplete"])
-    print(f"verified {verified} of {len(ser)} series in {root}: {r['fetched_series']} fetched now "
+    _print_repairs(r["repairs"], r["manifest"])
+    ro = " (read-only: checked, nothing to fetch)" if r["read_only"] else ""
+    print(f"verified {verified} of {len(ser)} series in {root} by content{ro}: {r['fetched_series']} fetched now "
           f"({idc.gb(r['fetched_bytes'])} in {m} min {s_} s), {r['already_there']} there before -> {r['manifest']}")
+    if r["unverified"]:
+        print(f"note: {r['unverified']} files have multipart checksums of an unknown part size: checked by size only")
     if r["incomplete"]:
         retry = idc.retry_command(root, sel.min_readers, sel.patients, sel.scans)
         if r["fetched_bytes"] == 0 and r["already_there"] == 0:
@@ -274,6 +288,41 @@ def _download(args) -> None:
     print(f"next: {crops}")
 
 
+def _print_repairs(repairs: list[dict], manifest: str) -> None:
+    """Name each file the download moved aside or fetched again (the first 20; the manifest keeps all)."""
+    for rp in repairs[: download.SHOWN]:
+        if rp.get("moved_to"):
+            print(f"  moved aside: {rp['file']} -> {rp['moved_to']} ({rp['why']})")
+        else:
+            print(f"  fetched again: {rp['file']} ({rp['why']})")
+    if len(repairs) > download.SHOWN:
+        print(f"  ... and {len(repairs) - download.SHOWN} more (every one in {manifest}, under repairs)")
+
+
+def _verify(root: Path, args) -> None:
+    """``download --verify``: every file of a finished download against its checksums, no network, no writes."""
+    if args.dry_run or args.patients is not None or args.scans:
+        raise UserError("--verify checks every series of the folder's manifest; give it only --to")
+    v = download.verify_folder(root)
+    m, s_ = divmod(round(v["seconds"]), 60)
+    for path, why in v["problems"][: download.SHOWN]:
+        print(f"  {path}: {why}")
+    if len(v["problems"]) > download.SHOWN:
+        print(f"  ... and {len(v['problems']) - download.SHOWN} more")
+    for folder in v["unchecked"][: download.SHOWN]:
+        print(f"  {folder}: no checksums recorded (a download of an older release)")
+    print(f"checked {v['files']:,} files ({idc.gb(v['bytes'])}) of {v['series']} series in {root} in {m} min {s_} s: "
+          f"{v['verified']} verified by content")
+    if v["unverified"]:
+        print(f"note: {v['unverified']} files have multipart checksums of an unknown part size: checked by size only")
+    bad = v["series"] - v["verified"]
+    if bad:
+        named = [f"{len(v['problems'])} files named above"] if v["problems"] else []
+        named += [f"{len(v['unchecked'])} series without checksums"] if v["unchecked"] else []
+        raise UserError(f"{bad} of {v['series']} series do not match their checksums ({', '.join(named)}); "
+                        f"the download lists them again and repairs them: {' and '.join(v['retry'])}")
+
+
 def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.prepare", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -289,6 +338,8 @@ def _parser() -> ArgumentParser:
                       help="a pilot: N patients, the same everywhere, every fold represented (docs/data.md)")
     pick.add_argument("--scans", type=int_in(1), nargs="+", default=None, metavar="ID", help="only these scans (nodules.csv's scan_id)")
     p.add_argument("--dry-run", action="store_true", help="print what would be fetched, its size and the free space; fetch nothing")
+    p.add_argument("--verify", action="store_true", help="check every file of the download folder against the checksums of "
+                   "its manifest: no network, no writes (a read-only folder is fine); exit 2 naming each file that differs")
     p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom or lidc)")
     p.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (the DICOM download)")
     p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download: TCIA's (holds LIDC-IDRI-dddd/) or "

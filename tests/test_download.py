@@ -13,6 +13,7 @@ unchanged. The crops made from the download must equal the phantom crops, as in
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,8 +73,19 @@ def table():
 def objects(table):
     """{key: bytes} of the three series as the bucket holds them, and {scan id: (series prefix, [keys])}."""
     _needs_server()
-    sel = idc.select(2, scans=list(SCANS))
-    assert len(sel.series) == 3 and not len(sel.not_in_index)
+    return _objects(table, list(SCANS))
+
+
+@pytest.fixture(scope="module")
+def one(table):
+    """The objects of scan 698's series alone (87 files, 0.03 GB): the fast tests fetch it."""
+    _needs_server()
+    return _objects(table, [698])
+
+
+def _objects(table, scans):
+    sel = idc.select(2, scans=scans)
+    assert len(sel.series) == len(scans) and not len(sel.not_in_index)
     objs, keys = {}, {}
     for r in sel.series.itertuples():
         prefix = r.url.split("/")[3]  # s3://idc-open-data/<uuid>/*
@@ -92,14 +104,27 @@ def _series_files(rows, total_bytes):
     return series_files(rows, total_bytes=total_bytes)
 
 
-@pytest.fixture
-def server(objects):
+def _serve(objs):
     from tests.s3_server import S3Server
 
     srv = S3Server()
     srv.start()
-    for key, data in objects[0].items():
+    for key, data in objs.items():
         srv.put(key, data)
+    return srv
+
+
+@pytest.fixture
+def server(objects):
+    srv = _serve(objects[0])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server1(one):
+    """A local S3 server holding scan 698's series."""
+    srv = _serve(one[0])
     yield srv
     srv.stop()
 
@@ -107,16 +132,19 @@ def server(objects):
 def env_for(tmp_path, srv=None) -> dict:
     env = {**os.environ, idc.DATA_ENV: str(tmp_path / "data"), cache.CACHE_ENV: str(tmp_path / "cache")}
     env.pop(idc.ENDPOINT_ENV, None)
-    if srv is not None:
+    if srv is not None and not isinstance(srv, str):
         env[idc.ENDPOINT_ENV] = srv.url
     return env
 
 
-def run(tmp_path, srv, *args, wait=True):
+def run(tmp_path, srv, *args, wait=True, **extra_env):
     cmd = [sys.executable, "-m", "benchmarks.prepare", *args]
+    env = {**env_for(tmp_path, srv), **extra_env}
+    if isinstance(srv, str):  # an endpoint url of another server
+        env[idc.ENDPOINT_ENV] = srv
     if not wait:
-        return subprocess.Popen(cmd, env=env_for(tmp_path, srv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return subprocess.run(cmd, env=env_for(tmp_path, srv), capture_output=True, text=True)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
 
 def downloaded(root: Path) -> dict[str, bytes]:
@@ -130,8 +158,38 @@ def downloaded(root: Path) -> dict[str, bytes]:
     return out
 
 
+@pytest.fixture
+def here(tmp_path, monkeypatch, capsys):
+    """``run`` in this process (no interpreter to start, pylidc already imported): a few seconds less a command."""
+
+    def call(srv, *args, **extra_env):
+        for k, v in {**env_for(tmp_path, srv), **extra_env}.items():
+            if os.environ.get(k) != v:
+                monkeypatch.setenv(k, v)
+        if srv is None:
+            monkeypatch.delenv(idc.ENDPOINT_ENV, raising=False)
+        elif isinstance(srv, str):
+            monkeypatch.setenv(idc.ENDPOINT_ENV, srv)
+        try:
+            prepare.main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return call
+
+
+def err_line(p) -> str:
+    """The one error line of a command that failed (above it only progress bars); never a traceback."""
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert "Traceback" not in p.stderr and sum(x.startswith("error:") for x in lines) == 1, p.stderr
+    return lines[-1]
+
+
 def leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if idc.PARTIAL.search(p.name) or p.name == dl.RESULT_FILE]
+    return [p for p in root.rglob("*") if idc.PARTIAL.search(p.name) or p.name == dl.COMMANDS_FILE]
 
 
 def crops_of(tmp_path):
@@ -411,3 +469,171 @@ def test_crops_read_only_series_the_manifest_verified_and_that_are_unchanged(tmp
     why = download_verdict(tmp_path, entry, "RETRY")
     assert why.startswith(f"unreadable: series folder {folder} changed since it was downloaded and verified (2 of 2 files")
     assert idc.remove_partials(tmp_path, ["P/study/series"]) == 1 and not (folder / "b.dcm123").exists()
+
+
+# ---------------------------------------------------------------- content, time-outs, targets (scan 698 alone)
+
+
+def _pixel_offset(data: bytes) -> int:
+    """Where the pixel data's value starts: after the (7FE0,0010) OW element's 12-byte header."""
+    at = data.index(b"\xe0\x7f\x10\x00OW")
+    return at + 12
+
+
+def test_damaged_files_are_found_by_content_named_and_fetched_again(tmp_path, server1, one, here):
+    import hashlib
+
+    import pydicom
+
+    objs, keys = one
+    prefix, names = keys[698]
+    root = tmp_path / "d"
+    p = here(server1, "download", "--scans", "698", "--to", str(root))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "verified 1 of 1 series" in p.stdout
+    # The manifest holds each object's size and MD5, computed here from the bucket's bytes.
+    man = json.loads((root / idc.MANIFEST).read_text())
+    (entry,) = man["series"].values()
+    assert entry["objects"] == {k.split("/")[1]: [len(v), hashlib.md5(v).hexdigest()] for k, v in objs.items()}
+    folder = root / entry["folder"]
+
+    garbage, garbled, cut = (folder / names[i].split("/")[1] for i in (3, 10, 20))
+    garbage.write_bytes(os.urandom(garbage.stat().st_size))  # same size, not DICOM
+    data = bytearray(garbled.read_bytes())
+    at = _pixel_offset(bytes(data)) + 100_000
+    data[at: at + 4096] = os.urandom(4096)  # garbled pixels, header intact: the reader cannot tell
+    garbled.write_bytes(bytes(data))
+    assert pydicom.dcmread(garbled).SeriesInstanceUID == entry["folder"].rsplit("/", 1)[1]
+    cut.write_bytes(cut.read_bytes()[:1000])
+    stray = folder / "extra.dcm"
+    stray.write_bytes(garbage.read_bytes()[:10])
+
+    p = here(None, "download", "--verify", "--to", str(root))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"  {garbage}: content differs from the bucket's MD5" in p.stdout
+    assert f"  {garbled}: content differs from the bucket's MD5" in p.stdout
+    assert f"  {cut}: 1000 of {len(objs[names[20]])} bytes" in p.stdout
+    assert f"  {stray}: stray: not an object of the series" in p.stdout
+    assert err_line(p) == ("error: 1 of 1 series do not match their checksums (4 files named above); the download lists them "
+                        f"again and repairs them: python -m benchmarks.prepare download --to {root} --scans 698")
+
+    server1.tap.reset()
+    p = here(server1, "download", "--scans", "698", "--to", str(root))
+    assert p.returncode == 0, p.stdout + p.stderr
+    for f in (garbage, garbled, cut):
+        assert f"  fetched again: {f} (" in p.stdout
+    aside = [x for x in (root / "cliplung-aside").rglob("extra.dcm")]
+    assert len(aside) == 1 and f"  moved aside: {stray} -> {aside[0]} (stray" in p.stdout
+    assert dict(server1.tap.gets) == {names[i]: 1 for i in (3, 10, 20)}  # those three, nothing else
+    assert downloaded(root) == objs  # byte-identical
+    p = here(None, "download", "--verify", "--to", str(root))
+    assert p.returncode == 0 and "1 verified by content" in p.stdout, p.stdout + p.stderr
+
+    # The folder moved: the command that repairs it names where it is now.
+    moved = tmp_path / "elsewhere"
+    root.rename(moved)
+    (moved / entry["folder"] / garbage.name).write_bytes(b"x")
+    p = here(None, "download", "--verify", "--to", str(moved))
+    assert p.returncode == 2 and err_line(p).endswith(f"python -m benchmarks.prepare download --to {moved} --scans 698"), p.stderr
+
+
+def test_a_silent_endpoint_ends_in_one_line_within_the_time_out(tmp_path, index, here):
+    import socket
+
+    _needs_server()
+    with socket.socket() as srv:  # accepts connections (the kernel does) and never answers
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(64)
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+        t0 = time.perf_counter()
+        p = here(url, "download", "--scans", "698", "--to", str(tmp_path / "d"), CLIPLUNG_IDC_TIMEOUT="2")
+        seconds = time.perf_counter() - t0
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert err_line(p) == (f"error: no answer from {url} to the listing of the series in 2 s ($CLIPLUNG_IDC_TIMEOUT); check the "
+                        f"network or the endpoint, then retry: python -m benchmarks.prepare download --to {tmp_path / 'd'} "
+                        "--scans 698")
+    assert seconds < 2 + 10, seconds  # the time-out, plus the selection
+
+
+def test_a_transfer_that_stalls_ends_in_one_line_within_the_time_out(tmp_path, server1, index, here):
+    import psutil
+
+    server1.tap.budget = 0  # every GET sends half its body, then nothing
+    t0 = time.perf_counter()
+    p = here(server1, "download", "--scans", "698", "--to", str(tmp_path / "d"), CLIPLUNG_IDC_TIMEOUT="2")
+    seconds = time.perf_counter() - t0
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert err_line(p).startswith(f"error: no answer from {server1.url} to the copy of the files in 2 s")
+    assert seconds < 2 + 10, seconds
+    assert not [q for q in psutil.Process().children(recursive=True) if q.name() == "s5cmd"]
+    man = json.loads((tmp_path / "d" / idc.MANIFEST).read_text())
+    assert [e["status"] for e in man["series"].values()] == ["incomplete"]
+    assert not leftovers(tmp_path / "d")
+
+
+def test_kill_9_leaves_no_transfer_running_and_frees_the_lock(tmp_path, server1, one):
+    import fcntl
+
+    import psutil
+
+    root = tmp_path / "d"
+    server1.tap.budget = 20
+    proc = run(tmp_path, server1, "download", "--scans", "698", "--to", str(root), wait=False)
+    deadline = time.time() + 60
+    while not server1.tap.held:
+        assert time.time() < deadline and proc.poll() is None, "the download did not start"
+        time.sleep(0.05)
+    under = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "s5cmd"]
+    assert under
+    proc.kill()
+    proc.wait()
+    t0 = time.perf_counter()
+    _, alive = psutil.wait_procs(under, timeout=2)
+    assert not alive, f"s5cmd still running {time.perf_counter() - t0:.1f} s after kill -9"
+    with open(root / dl.LOCK_FILE, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: nothing holds it any more
+    server1.tap.budget = None
+    server1.tap.release.set()
+    p = run(tmp_path, server1, "download", "--scans", "698", "--to", str(root))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert downloaded(root) == one[0] and not leftovers(root)
+
+
+def test_a_file_or_a_read_only_folder_as_target_is_one_line_dry_run_too(tmp_path, capsys, index):
+    target = tmp_path / "file"
+    target.write_text("x")
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as e:
+            prepare.main(["download", "--scans", "698", "--to", str(target / "sub"), *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == (f"error: cannot download into {target / 'sub'}: {target} is a file, not a folder; "
+                                             "pick a folder with --to: python -m benchmarks.prepare download --to DIR --scans 698\n")
+    with read_only(tmp_path / "ro") as ro:
+        for extra in ([], ["--dry-run"]):
+            with pytest.raises(SystemExit) as e:
+                prepare.main(["download", "--scans", "698", "--to", str(ro / "d"), *extra])
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err == (
+                f"error: cannot write to the download folder {ro / 'd'} (read-only) and 1 of 1 series need fetching or repair; make it "
+                f"writable or pick another folder with --to, then retry: python -m benchmarks.prepare download --to {ro / 'd'} "
+                "--scans 698\n"), err
+    assert not (tmp_path / "ro" / "d").exists()
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """``path`` made read-only: a read-only tmpfs (as root, whom permissions do not stop), else chmod."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("as root, a read-only folder needs a read-only mount, which this machine does not allow")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

