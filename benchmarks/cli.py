@@ -289,8 +289,19 @@ def add_setting_filters(parser: argparse.ArgumentParser, runs: bool = True) -> N
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="pick records made with these config overrides, as given to run or sweep (repeatable; default: none, "
                              "the profile's own configs)")
+    parser.add_argument("--repeats", type=int, metavar="R",
+                        help="use the records of partitions 0..R-1 (repeated partitions; default: every partition the records hold)")
+    add_tuned_flags(parser)
     if runs:
         parser.add_argument("--runs", help="folder of run records (default $CLIPLUNG_RUNS, else $CLIPLUNG_RESULTS/runs)")
+
+
+def add_tuned_flags(parser: argparse.ArgumentParser) -> None:
+    """``--tuned`` and the flags that name a tuned setting (sweep, tables, figures, report; benchmarks.tune)."""
+    parser.add_argument("--tuned", action="store_true",
+                        help="the tuned setting: each fold's configuration as its study chose it (python -m benchmarks.tune)")
+    parser.add_argument("--objective", default="accuracy", help="with --tuned: the studies' validation objective (accuracy, macro_f1, auc, qwk)")
+    parser.add_argument("--tag", default=None, help="with --tuned: the studies' --tag")
 
 
 def runs_folder(args):

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.config import TrainConfig, apply_overrides, field_types
+from benchmarks.data.inner import inner_hash
+from benchmarks.data.partitions import check_repeat
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, check_fold, check_min_readers, get_protocol, protocol_hash
 from benchmarks.errors import UserError
-from benchmarks.io import atomic_write_bytes
+from benchmarks.io import DamagedFile, atomic_write_bytes, load_torch_file, move_aside
 from benchmarks.metrics import evaluate
 from benchmarks.plugins import plugin_id
 from benchmarks.profiles import get_profile
@@ -38,17 +40,26 @@ log = logging.getLogger(__name__)
 
 
 def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str = "paper", source: str = "phantom",
-              min_readers: int = DEFAULT_MIN_READERS, sets: list[str] | None = None) -> RunSpec:
-    """Resolve every config of a run (registry defaults, profile, ``--set``) into a spec."""
+              min_readers: int = DEFAULT_MIN_READERS, sets: list[str] | None = None, split: str | None = None,
+              tuning: dict | None = None, repeat: int = 0) -> RunSpec:
+    """Resolve every config of a run (registry defaults, profile, ``--set``) into a spec.
+
+    ``split="inner"``: a tuning trial, trained on the inner training part of the fold's training
+    folds and scored on its inner validation part (``benchmarks.data.inner``; its protocol hash
+    is the inner split's). ``tuning``: what a tuned run's study chose (``benchmarks.tune``).
+    ``repeat``: the partition whose fold ``fold`` is (0: the committed folds; ``benchmarks.data.partitions``)."""
     import methods  # noqa: PLC0415  (torch: deferred for --help speed)
     from benchmarks.data.cache import check_source  # noqa: PLC0415
     from methods.backbones import BACKBONES, ORIGIN  # noqa: PLC0415
 
     m = methods.get_method(method)
+    if split not in (None, "inner"):
+        raise ValueError(f"split must be None or 'inner', got {split!r}")
     get_protocol(dataset)
     check_fold(fold)
     check_source(source)
     check_min_readers(min_readers)
+    check_repeat(repeat)
     prof = get_profile(profile)
     mcfg = m.config
     own = {k: v for k, v in prof.method_overrides.items() if k in field_types(mcfg)}
@@ -68,8 +79,9 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
     return RunSpec(
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
-        train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=protocol_hash(min_readers),
+        train_config=dataclasses.asdict(cfgs["train"]), protocol_hash=inner_hash(min_readers) if split == "inner" else protocol_hash(min_readers, repeat),
         method_version=m.version, plugin=plugin_id(m.origin), backbone_plugin=backbone_plugin, data_scope=scope,
+        split=split, tuning=tuning, repeat=int(repeat),
     )
 
 
@@ -108,19 +120,33 @@ def check_sets(sets, method_names) -> None:
 
 
 def existing_record(spec: RunSpec) -> dict | None:
-    """The spec's record when it exists and is whole; a damaged one is moved aside (None)."""
+    """The spec's record when it exists and is whole, and so are the weights it names (reuse);
+    else None, and the run is redone: a damaged record, or damaged weights, is moved aside
+    (``<name>.bad``, then ``.bad.1``, ... : earlier damaged copies are kept), with one warning."""
     path = spec.path(".json")
     if not path.exists():
         return None
     try:
         rec = read_record(path)
-        log.info("record exists, reused: %s", path)
-        return rec
     except (OSError, ValueError) as e:  # damaged: keep it for inspection, compute the run again
-        bad = path.with_name(path.name + ".bad")
-        path.replace(bad)
+        bad = move_aside(path)
         log.warning("the record %s is damaged (%s); moved it to %s and running again", path, e, bad)
         return None
+    if rec.get("weights"):  # the record promises its final weights (figures rebuild the model from them)
+        weights = spec.path(".pt")
+        try:
+            saved = load_torch_file(weights)
+            if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+                raise DamagedFile(f"{weights}: not the weights of a run (no state_dict)")
+        except DamagedFile as e:
+            if weights.exists():
+                bad = move_aside(weights)
+                log.warning("the weights of %s are damaged (%s); moved them to %s and running again", path.name, e, bad)
+            else:
+                log.warning("the weights of %s are missing (%s); running again", path.name, weights)
+            return None
+    log.info("record exists, reused: %s", path)
+    return rec
 
 
 @dataclasses.dataclass
@@ -155,7 +181,8 @@ def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progre
         if loaded != wanted:
             raise UserError(f"{what}: the plugin loaded here is {loaded}, the run was made for {wanted}; submit it again")
     dev = resolve_device(device)
-    data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress)
+    data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress, split=spec.split,
+                     repeat=spec.repeat)
     info = methods.DataInfo(
         num_classes=data.num_classes, class_names=data.class_names, attribute_names=data.attribute_names,
         class_counts=tuple(int((data.train.labels == k).sum()) for k in range(data.num_classes)),

@@ -37,10 +37,13 @@ class RunSpec:
     method_config: dict
     train_config: dict
     protocol_hash: str
+    repeat: int = 0  # the partition: 0 the committed folds, 1-9 those of benchmarks/data/repeats_min<r>.csv
     method_version: int = 1  # the method's implementation version (``version`` on its class)
     plugin: str | None = None  # "name@version" or "name#sha256" of the plugin the method comes from
     backbone_plugin: str | None = None  # the same for a backbone a plugin registered (None: built in)
     data_scope: str | None = None  # None: every nodule of the protocol had a crop; "partial:..." (a pilot download) otherwise
+    split: str | None = None  # None: train on the training folds, test on the test fold; "inner": a tuning trial (benchmarks.data.inner)
+    tuning: dict | None = None  # a tuned run: {study, trial, budget, objective, params, ...} of the study that chose its config
 
     @property
     def key(self) -> str:
@@ -59,7 +62,9 @@ class RunSpec:
     @property
     def stem(self) -> str:
         bb = "" if self.backbone == LEGACY_BACKBONE else f"_{self.backbone}"
-        return f"{self.method}_{self.dataset}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}{bb}_{self.key[:12]}"
+        rep = f"_rep{self.repeat}" if self.repeat else ""  # repeat 0 (every record before repeats) keeps its name
+        tuned = "_tuned" if self.tuning else ""
+        return f"{self.method}_{self.dataset}{rep}_fold{self.fold}_seed{self.seed}_{self.profile}_{self.source}{bb}{tuned}_{self.key[:12]}"
 
     def path(self, suffix: str = ".json", root: Path | None = None) -> Path:
         return (root or runs_dir()) / f"{self.stem}{suffix}"
@@ -71,8 +76,9 @@ class RunSpec:
 # before backbones were a choice, and the one a file name leaves unsaid), frozen here; the
 # paper's default backbone is ``methods.backbones.DEFAULT_BACKBONE`` (today the same name).
 LEGACY_BACKBONE = "resnet18_2d"
-_LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None, "data_scope": None}
+_LEGACY = {"method_version": 1, "plugin": None, "backbone_plugin": None, "data_scope": None, "split": None, "tuning": None}
 _LEGACY_METHOD = {"backbone": LEGACY_BACKBONE}
+_LEGACY["repeat"] = 0  # repeated partitions: a record of the committed folds keeps its key
 
 
 def _keyed(d: dict) -> dict:
@@ -157,6 +163,64 @@ def read_records(root: Path | None = None) -> list[dict]:
 def backbone_of(rec: dict) -> str:
     """The image encoder of a record (records from before backbones had the paper's)."""
     return rec.get("backbone") or rec.get("config", {}).get("method", {}).get("backbone", LEGACY_BACKBONE)
+
+
+# How far a stored probability row may sum from 1: its K values are rounded to 6 decimals
+# (at most K * 5e-7 off, 1.5e-6 for K = 3) after float32 arithmetic (about 1e-7 a value).
+ROW_SUM_TOL = 1e-5
+
+
+def predictions_problem(rec: dict, fold_labels: dict[str, str]) -> str | None:
+    """Why a record's predictions are not evidence of its fold, else None.
+
+    ``fold_labels``: {nodule id: class name} of the test nodules of the record's fold under
+    its protocol (``benchmarks.data.protocols.fold_table``). The predictions must hold every
+    one of them exactly once (all but the ``data.missing["test"]`` that had no crop, on a
+    pilot download), each with the protocol's label (an index into the record's
+    ``data.class_names``) and a row of K probabilities, each finite and in [0, 1], that sums
+    to 1 within :data:`ROW_SUM_TOL`.
+    """
+    import math  # noqa: PLC0415
+
+    preds, data = rec.get("predictions"), rec.get("data") if isinstance(rec.get("data"), dict) else {}
+    classes = data.get("class_names")
+    if not isinstance(classes, list) or not classes:
+        return "it names no class names (data.class_names)"
+    k = len(classes)
+    if not isinstance(preds, list) or not preds:
+        return "it holds no test predictions"
+    where = f"{rec.get('dataset')} fold {rec.get('fold')}"
+    seen: set[str] = set()
+    for i, p in enumerate(preds):
+        if not isinstance(p, dict) or "id" not in p:
+            return f"prediction {i + 1} of {len(preds)} has no nodule id"
+        nid = p["id"]
+        if not isinstance(nid, str) or nid not in fold_labels:
+            return f"prediction {i + 1} of {len(preds)} names {nid!r}, not a test nodule of {where}"
+        if nid in seen:
+            return f"nodule {nid} is listed twice"
+        seen.add(nid)
+        label, want = p.get("label"), fold_labels[nid]
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < k:
+            return f"nodule {nid} has label {label!r}, not a class index 0-{k - 1}"
+        if classes[label] != want:
+            return f"nodule {nid} has label {label} ({classes[label]}), the protocol's is {want}"
+        row = p.get("probs")
+        if not isinstance(row, list) or len(row) != k or not all(isinstance(q, (int, float)) and not isinstance(q, bool) for q in row):
+            return f"nodule {nid}: its probabilities {row!r} are not {k} numbers"
+        if not all(math.isfinite(q) for q in row):
+            return f"nodule {nid}: a probability is not finite ({row})"
+        if not all(0 <= q <= 1 for q in row):
+            return f"nodule {nid}: a probability lies outside [0, 1] ({row})"
+        if abs(math.fsum(row) - 1) > ROW_SUM_TOL:
+            return f"nodule {nid}: its probabilities sum to {math.fsum(row):.6g}, not 1"
+    absent = sorted(set(fold_labels) - seen)
+    missing = (data.get("missing") or {}).get("test", 0) if isinstance(data.get("missing"), dict) else 0
+    if len(absent) != (missing if isinstance(missing, int) else 0):
+        said = f" (it says {missing} had no crop)" if missing else ""
+        return f"{len(absent)} test nodule(s) of {where} are not in its predictions{said}, e.g. {absent[0]}" if absent else \
+            f"it says {missing} test nodule(s) had no crop, yet it holds every test nodule of {where}"
+    return None
 
 
 def evidence(rec: dict) -> tuple[dict | None, str | None]:

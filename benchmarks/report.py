@@ -60,7 +60,21 @@ def setting_lines(recs: list[dict]) -> list[str]:
         + (f" ({dirty} records from a working tree with uncommitted changes)" if dirty else ""),
         f"devices: {', '.join(devices)}",
         "packages: " + ", ".join(f"{k} {'/'.join(sorted(map(str, v)))}" for k, v in sorted(versions.items())),
+        plugins_line(recs),
     ]
+
+
+def plugins_line(recs: list[dict]) -> str:
+    """'plugins: cliplung-coral@0.1.0 (coral)': each plugin identity the records were made with (name@version of
+    an installed package, name#sha256 of a file's source), with its methods or backbones."""
+    used: dict[str, set] = {}
+    for r in recs:
+        for ident, what in ((r.get("plugin"), r.get("method")), (r.get("backbone_plugin"), f"backbone {r.get('backbone')}")):
+            if ident:
+                used.setdefault(ident, set()).add(what)
+    if not used:
+        return "plugins: none (every method and backbone built in)"
+    return "plugins: " + "; ".join(f"`{k}` ({', '.join(sorted(v))})" for k, v in sorted(used.items()))
 
 
 def interpretability(figures: Path, profile: str, source: str) -> tuple[list[Path], list[str]]:
@@ -75,17 +89,26 @@ def interpretability(figures: Path, profile: str, source: str) -> tuple[list[Pat
     return found, missing
 
 
-READING = ("How to read a difference. Each Δ is the paired difference of a method to the reference over the same folds and "
-           "seeds, with the interval of the corrected resampled t-test (Nadeau & Bengio 2003), whose variance accounts for the "
-           "overlap of the folds' training sets; its p is Holm-adjusted across the methods of the table. A method is better "
-           "than the reference on a dataset when the interval lies above 0 and the adjusted p is below 0.05; an interval "
-           "that holds 0 says the folds cannot tell them apart. The bracket after an accuracy is the 95% patient-bootstrap "
-           "interval of that number (how much it would move with other patients), not a test of a difference.")
+READING = ("How to read a difference. The unit of every comparison is a test fold of a partition: a method's seeds on one "
+           "fold are averaged first (they share its training and test sets, so they are not extra samples), and with repeated "
+           "partitions (--repeats) every partition's folds count, n = folds x partitions. Each Δ is the paired difference of a "
+           "method to the reference over those units, with the interval of the corrected resampled t-test (Nadeau & Bengio "
+           "2003; Bouckaert & Frank 2004), whose variance accounts for the overlap of the folds' training sets; its p is "
+           "Holm-adjusted across the methods of the table. A method is better than the reference on a dataset when the "
+           "interval lies above 0 and the adjusted p is below 0.05; an interval that holds 0 says the folds cannot tell them "
+           "apart. P(>) is the share of those units on which the method beats the reference, with its bootstrap interval; "
+           "↑/↓ mark Bouthillier et al.'s (MLSys 2021) verdict: the interval excludes 1/2 and P(>) is above 0.75 (below "
+           "0.25). With five units P(>) moves in steps of 0.2 and its interval is wide: repeated partitions narrow it. The "
+           "bracket after an accuracy is the 95% patient-bootstrap interval of that number (how much it would move with "
+           "other patients), not a test of a difference. The radiologists' row is a reference: how well one reader agrees "
+           "with the others on the same test folds; it is never ranked or compared.")
 
 
 def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict], datasets=None, reference: str = "clip_lung",
-                   test: str = "corrected_t", n_boot: int = 2000) -> tuple[str, list[Path]]:
-    """The page in Markdown (images linked relative to ``out``) and the images it shows."""
+                   test: str = "corrected_t", n_boot: int = 2000, left_out: dict | None = None,
+                   paper_recs: list[dict] | None = None) -> tuple[str, list[Path]]:
+    """The page in Markdown (images linked relative to ``out``) and the images it shows; ``left_out``: {(method,
+    dataset): why} of the cells whose records were all left out (their rows say so)."""
     from benchmarks import tables as tb  # noqa: PLC0415
     from benchmarks.figures import cd  # noqa: PLC0415
     from benchmarks.figures.common import save_figure  # noqa: PLC0415
@@ -93,8 +116,8 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
 
     r0 = recs[0]
     paper = json.loads(tb.PAPER.read_text())
-    data = tb.build(recs, tables, datasets, reference, test, n_boot)
-    labels = tb.labels_of(recs)
+    data = tb.build(recs, tables, datasets, reference, test, n_boot, left_out=left_out)
+    labels = tb.labels_of(recs, left_out)
     lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
     if r0["source"] == "phantom":
         lines += [f"> **{PHANTOM_WARNING}**", ""]
@@ -111,9 +134,10 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     for t in tables:
         if not data[t]:
             continue
-        cap = tb.caption_for(t, recs, reference, test, labels, n_boot)
-        _, md = tb.render_3(data, paper, cap, False) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference)
+        cap = tb.caption_for(t, recs, reference, test, labels, n_boot, datasets)
+        _, md = tb.render_3(data, paper, cap, False, left_out) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference, left_out)
         lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
+    lines += variance_section(data, tables, out, images)
     ranks = cd.rank_test(recs, tables, "accuracy", datasets)
     lines += ["## Ranks over datasets and folds", ""]
     if ranks is None:
@@ -122,13 +146,15 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         fig = save_figure(cd.draw(ranks, "accuracy", recs), out, "cd_accuracy")[0]
         images.append(fig)
         lines += [f"Friedman test of {len(ranks.methods)} methods by accuracy over {len(ranks.blocks)} (dataset, fold) blocks (seeds "
-                  f"averaged): chi2 = {ranks.statistic:.2f} (df {ranks.df}), p = {ranks.p:.3g}; Iman-Davenport F = {ranks.iman_davenport:.2f}, "
+                  "averaged; the folds of a dataset share training data and patients, so these blocks are not independent and the "
+                  "test is exploratory; `python -m benchmarks.figures cd --blocks datasets` ranks over Demsar's dataset blocks): chi2 = {ranks.statistic:.2f} (df {ranks.df}), p = {ranks.p:.3g}; Iman-Davenport F = {ranks.iman_davenport:.2f}, "
                   f"p = {ranks.p_iman_davenport:.3g}. Methods joined by a bar are not told apart by the Nemenyi test at "
                   f"{ranks.alpha:g} (critical difference {ranks.cd:.2f} ranks).", "", f"![critical-difference diagram]({fig.name})", ""]
     if backbones:
         bdata = tb.build_backbones(backbones, test, n_boot)
         _, md = tb.render_backbones(bdata, paper, "CE and CLIP-Lung per backbone")
         lines += ["## CE vs CLIP-Lung per backbone", "", md.strip(), ""]
+    lines += tuning_section(recs, paper_recs, out, images)
     found, missing = interpretability(figures, r0["profile"], r0["source"])
     lines += ["## Interpretability", ""]
     for p in found:
@@ -136,6 +162,55 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         lines += [f"![{p.stem}]({_relative(p, out)})", ""]
     lines += [f"- {m}" for m in missing] + [""]
     return "\n".join(lines), images
+
+
+def tuning_section(recs: list[dict], paper: list[dict] | None, out: Path, images: list) -> list[str]:
+    """The Tuning section of a tuned setting's report: how it was tuned, each method's paper configuration
+    against its tuned one with the chosen parameters, and the best-so-far curves of the studies."""
+    from benchmarks.figures.common import save_figure  # noqa: PLC0415
+    from benchmarks.figures.tuning import draw  # noqa: PLC0415
+    from benchmarks.tables.tuning import build_tuning, render_tuning, tuning_note  # noqa: PLC0415
+    from benchmarks.tune.summary import read_study_record  # noqa: PLC0415
+
+    tuned = [r for r in recs if r.get("tuning")]
+    if not tuned:
+        return []
+    lines = ["## Tuning", "", tuning_note(tuned) + "Trials never saw a test fold (docs/tuning.md).", ""]
+    _, md = render_tuning(build_tuning(tuned, paper or []), "", {r["method"]: r.get("label") for r in tuned})
+    lines += [md.strip(), ""]
+    studies = [s for s in (read_study_record(n) for n in sorted({r["tuning"]["study"] for r in tuned})) if s]
+    if studies:
+        fig, _ = draw(studies)
+        img = save_figure(fig, out, "tuning_best_so_far")[0]
+        images.append(img)
+        lines += ["Best validation value after each finished trial, per method (thin: each fold's study; thick: their mean): a "
+                  "curve still climbing at the last trial means the budget was too small for that method.", "",
+                  f"![best-so-far validation per trial]({img.name})", ""]
+    return lines
+
+
+def variance_section(data: dict, tables, out: Path, images: list) -> list[str]:
+    """'What moves a cell': the share of each cell's accuracy variance from the partition, the fold and the seed
+    (``benchmarks.stats.variance``), as a small figure and a table."""
+    from benchmarks.figures.common import save_figure  # noqa: PLC0415
+    from benchmarks.figures.variance import draw_variance, variance_rows  # noqa: PLC0415
+
+    rows = variance_rows(data, tables)
+    lines = ["## What moves a cell", ""]
+    if not rows:
+        return lines + ["- no cell has two runs to split its variance", ""]
+    fig = save_figure(draw_variance(rows), out, "variance_accuracy")[0]
+    images.append(fig)
+    lines += ["Each cell's accuracy variance split by a nested analysis of variance (method of moments; negative estimates "
+              "set to 0) into the share of the partition (with --repeats), the test fold and the seed. A level the records "
+              "do not vary has no share (one seed: the fold's share holds the seed's too). Hyperparameters get a share once "
+              "tuned records exist.", "", f"![variance shares per cell]({fig.name})", "",
+              "| Cell | partition | fold | seed | runs |", "|---|---|---|---|---|"]
+    for ds, m, comp in rows:
+        sh = comp["shares"]
+        cells = ["—" if sh.get(k) is None else f"{sh[k]:.2f}" for k in ("partition", "fold", "seed")]
+        lines.append(f"| {m}, {ds} | " + " | ".join(cells) + f" | {comp['n']} |")
+    return lines + [""]
 
 
 def _relative(p: Path, base: Path) -> str:
@@ -203,8 +278,9 @@ def to_html(markdown: str, images: dict[str, Path], title: str) -> str:
 
 
 def write_report(recs: list[dict], tables, out: Path, figures: Path, backbones: list[dict] | None = None, datasets=None,
-                 reference: str = "clip_lung", test: str = "corrected_t", n_boot: int = 2000) -> list[Path]:
-    md, images = build_markdown(recs, tables, out, figures, backbones or [], datasets, reference, test, n_boot)
+                 reference: str = "clip_lung", test: str = "corrected_t", n_boot: int = 2000, left_out: dict | None = None,
+                 paper_recs: list[dict] | None = None) -> list[Path]:
+    md, images = build_markdown(recs, tables, out, figures, backbones or [], datasets, reference, test, n_boot, left_out, paper_recs)
     by_link = {_relative(p, out) if p.parent.resolve() != out.resolve() else p.name: p for p in images}
     title = md.splitlines()[0].lstrip("# ")
     atomic_write_text(out / "report.md", md)
@@ -236,7 +312,8 @@ def main(argv=None):
     out = output_folder(args.out, "report", "report folder")
     records = read_records(runs)
     setting = Setting.from_args(args)
-    recs = tb.select(records, args.tables, setting, runs, datasets)
+    left_out: dict = {}
+    recs = tb.select(records, args.tables, setting, runs, datasets, left_out=left_out)
     reference = reference_of(recs, args.reference)
     r0 = recs[0]
     try:  # CE vs CLIP-Lung per backbone, when records of another backbone than the paper's exist
@@ -247,7 +324,15 @@ def main(argv=None):
     if len({backbone_of(r) for r in backbones}) < 2:
         backbones = []
     figures = Path(args.figures) if args.figures else output_dir("figures")
-    paths = write_report(recs, args.tables, out, figures, backbones, datasets, reference, args.test, args.bootstrap)
+    paper_recs = None
+    if setting.tuned:  # the Tuning section sets each method's paper configuration beside its tuned one
+        import dataclasses  # noqa: PLC0415
+
+        try:
+            paper_recs = tb.select(records, args.tables, dataclasses.replace(setting, tuned=False), runs, datasets)
+        except UserError:
+            paper_recs = []
+    paths = write_report(recs, args.tables, out, figures, backbones, datasets, reference, args.test, args.bootstrap, left_out, paper_recs)
     if r0["source"] == "phantom":
         print(f"warning: {PHANTOM_WARNING}")
     print(f"{len(recs)} records -> " + ", ".join(map(str, paths)))

@@ -38,7 +38,7 @@ import torch
 
 from benchmarks.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from benchmarks.errors import UserError
-from benchmarks.io import atomic_write_bytes
+from benchmarks.io import atomic_write_bytes, load_torch_file, move_aside
 from benchmarks.metrics import evaluate
 
 log = logging.getLogger(__name__)
@@ -123,15 +123,14 @@ def load_checkpoint(path: Path, device) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = load_torch_file(path, map_location=device)
         if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
             raise ValueError("not a checkpoint of this suite")
         return state
     except Exception as e:  # noqa: BLE001  truncated zip, refused pickle, wrong content: all mean "start again"
-        bad = path.with_name(path.name + ".bad")
-        why = " ".join(str(e).split())[:200] or type(e).__name__
+        why = " ".join(str(e).split())[:200] or type(e).__name__  # one line, never PyTorch's advice on weights_only
         try:
-            path.replace(bad)
+            bad = move_aside(path)  # beside earlier damaged copies, never over them
             log.warning("cannot use the checkpoint %s (%s); moved it to %s and starting from epoch 0", path, why, bad)
         except OSError:
             log.warning("cannot use the checkpoint %s (%s); starting from epoch 0", path, why)
@@ -184,14 +183,16 @@ def predict(model, split, device, batch_size: int = 128, amp: bool = False, retu
 
 
 def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoint: Path | None = None,
-        checkpoint_tag: str = "", progress: bool = True, stop_after_epoch: int | None = None) -> dict:
+        checkpoint_tag: str = "", progress: bool = True, stop_after_epoch: int | None = None, on_epoch=None) -> dict:
     """Train ``model`` on ``data.train`` and predict ``data.test``.
 
     Returns {"probs": (N_test, K) numpy, "history": [per-epoch dict], "seconds_per_epoch": [...],
     "state_dict": final (EMA) weights on the CPU}. ``stop_after_epoch`` ends the
-    call early after that many epochs (tests of the resume path).
+    call early after that many epochs (tests of the resume path). ``on_epoch(epoch, metrics)``,
+    when given, is called after every epoch with the metrics of ``data.test`` under the model
+    as it stands (a tuning trial's validation split: its pruner's input); it may raise to stop.
     """
-    steps = fit_steps(model, data, cfg, seed, device, checkpoint, checkpoint_tag, progress, stop_after_epoch)
+    steps = fit_steps(model, data, cfg, seed, device, checkpoint, checkpoint_tag, progress, stop_after_epoch, on_epoch)
     while True:
         try:
             next(steps)
@@ -200,7 +201,7 @@ def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoi
 
 
 def fit_steps(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoint: Path | None = None,
-              checkpoint_tag: str = "", progress: bool = True, stop_after_epoch: int | None = None):
+              checkpoint_tag: str = "", progress: bool = True, stop_after_epoch: int | None = None, on_epoch=None):
     """:func:`fit` as a generator that yields after every optimiser step and returns fit's
     result: several runs can then be stepped in turn in one process (``benchmarks.pack``),
     each computing exactly what it computes alone.
@@ -287,6 +288,10 @@ def fit_steps(model, data, cfg: TrainConfig, seed: int, device: torch.device, ch
             torch.save({"tag": checkpoint_tag, "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "ema": ema, "history": history, "rng": torch.get_rng_state()}, buf)
             atomic_write_bytes(checkpoint, buf.getvalue())
+        if on_epoch is not None:  # a tuning trial: score the validation split now (the pruner decides)
+            probs = _predict_with(model, ema, data.test, device, cfg)
+            on_epoch(epoch + 1, evaluate(probs, data.test.labels, data.class_names, data.test_class_names,
+                                         getattr(model, "decision_rule", "argmax")))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
             return {"stopped": True, "history": history}
     t_eval = time.perf_counter()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from benchmarks.data import cache
 from benchmarks.data.index import ATTRIBUTES
+from benchmarks.data.inner import inner_fold_table
 from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, check_fold, fold_table, get_protocol, labelled_folds, protocol_hash
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def load_fold(
     source: str = "phantom",
     min_readers: int = DEFAULT_MIN_READERS,
     progress: bool = True,
+    split: str | None = None,
+    repeat: int = 0,
 ) -> FoldData:
     """Train and test splits of one fold of one protocol.
 
@@ -73,12 +76,18 @@ def load_fold(
     The lidc source serves what ``prepare crops --source lidc`` prepared; nodules
     whose scans were missing from the download or unreadable are left out and
     counted in ``FoldData.missing`` (the warning tells the two apart).
+    ``split="inner"``: ``train`` and ``test`` are the inner training and validation parts of
+    the fold's training folds (``benchmarks.data.inner``), for tuning trials.
+    ``repeat``: the partition (0: the committed folds; ``benchmarks.data.partitions``); the
+    crops are the same in every partition, so their cache is keyed by repeat 0's protocol hash.
     """
     p = get_protocol(protocol)
     check_fold(fold)
     cache.check_source(source)
-    table = labelled_folds(min_readers)
+    table = labelled_folds(min_readers, repeat)
     ft = fold_table(protocol, fold, min_readers, table=table)
+    if split == "inner":  # a tuning trial: the training folds' inner split; the test fold is never loaded
+        ft = inner_fold_table(ft)
     phash = protocol_hash(min_readers)
     missing = {"train": 0, "test": 0}
     train_rows, test_rows = ft.train, ft.test

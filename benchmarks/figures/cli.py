@@ -9,6 +9,7 @@
   tables        results at one glance: accuracy per method and dataset beside the paper's
   cd            critical-difference diagram (Demsar 2006) of the methods' average ranks
                 over datasets and folds, with the Friedman test (--metric)
+  tuning        best-so-far validation curves of the tuning studies (benchmarks.tune)
 
   python -m benchmarks.figures tsne --dataset LIDC-B --methods clip cocoop clip_lung --fold 0
   python -m benchmarks.figures gradcam --dataset LIDC-B --nodules 6
@@ -32,6 +33,7 @@ from pathlib import Path
 from benchmarks.cli import (
     SEED_MAX,
     ArgumentParser,
+    add_datasets_flag,
     add_folds_seeds,
     add_plugin_flag,
     add_setting_filters,
@@ -52,7 +54,7 @@ METRICS = ("accuracy", "auc", "macro_f1")  # those of figures cd (benchmarks.fig
 
 def _parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m benchmarks.figures", description=__doc__)
-    sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves,tables,cd}")
+    sub = ap.add_subparsers(dest="command", metavar="{tsne,gradcam,localisation,curves,tables,cd,tuning}")
     common = ArgumentParser(add_help=False)
     common.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="registered methods")
     common.add_argument("--seeds", "--seed", nargs=1, type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="the runs' seed (one)")
@@ -94,6 +96,21 @@ def _parser() -> ArgumentParser:
                         description="The Friedman test of the methods of the tables over (dataset, fold) blocks (seeds averaged), the "
                                     "Nemenyi critical difference, and its diagram (Demsar 2006); cd_<metric>_tables<n>_<profile>_<source>.{png,pdf,json}.")
     cd.add_argument("--metric", default="accuracy", choices=METRICS, help="the metric ranked (auc: the binary datasets only)")
+    cd.add_argument("--blocks", default="folds", choices=("folds", "datasets"),
+                    help="folds: (dataset, fold) blocks, which share training data (exploratory, the default); datasets: "
+                         "Demsar's blocks, one per dataset (the mean over its folds)")
+    tun = sub.add_parser("tuning", help="best-so-far validation curves of the tuning studies (benchmarks.tune)",
+                         description="Per dataset and method, the best validation value after each finished trial of every fold's "
+                                     "study: did each method converge within the budget? tuning_<objective>_<profile>_<source>.{png,pdf,json}.")
+    tun.add_argument("--methods", dest="methods_tuned", nargs="+", default=None, help="only these methods' studies")
+    add_datasets_flag(tun)
+    for flag in ("--profile", "--source"):
+        tun.add_argument(flag, default=None, help=f"the studies' {flag[2:]} (needed when they mix several)")
+    tun.add_argument("--min-readers", type=int, default=None, help="the studies' label rule")
+    tun.add_argument("--objective", default="accuracy", help="the studies' objective")
+    tun.add_argument("--tag", default=None, help="the studies' --tag")
+    tun.add_argument("--out", default=None, help="folder of the figures (default: $CLIPLUNG_RESULTS/figures)")
+    add_plugin_flag(tun)
     for p in (tab, cd):
         add_tables_flag(p)
         add_setting_filters(p)
@@ -107,7 +124,7 @@ def main(argv=None):
     ap = _parser()
     args = ap.parse_args(argv)
     if not args.command:
-        raise UserError("name a figure: tsne, gradcam, localisation, curves, tables or cd (see --help)")
+        raise UserError("name a figure: tsne, gradcam, localisation, curves, tables, cd or tuning (see --help)")
     # Each figure's module imports torch, the models and the data: after parsing, for --help speed.
     from benchmarks.data.protocols import get_protocol  # noqa: PLC0415
     from benchmarks.figures.cd import cmd_cd  # noqa: PLC0415
@@ -117,11 +134,17 @@ def main(argv=None):
     from benchmarks.figures.localisation import cmd_localisation  # noqa: PLC0415
     from benchmarks.figures.tsne import cmd_tsne  # noqa: PLC0415
     load_plugins(args)
-    if args.runs:
+    if getattr(args, "runs", None):
         args.runs = Path(args.runs)
         if not args.runs.is_dir():
             raise UserError(f"--runs {args.runs} is not a folder")
     args.out = output_folder(args.out, "figures", "figures folder")
+    if args.command == "tuning":
+        from benchmarks.figures.tuning import cmd_tuning  # noqa: PLC0415
+
+        args.datasets = check_datasets(args.datasets)
+        print("wrote " + ", ".join(str(p) for p in cmd_tuning(args)))
+        return
     if args.command in ("tables", "cd"):
         args.datasets = check_datasets(args.datasets, args.tables)
         print("wrote " + ", ".join(str(p) for p in (cmd_tables if args.command == "tables" else cmd_cd)(args)))

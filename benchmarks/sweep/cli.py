@@ -49,6 +49,7 @@ from benchmarks.cli import (
     ArgumentParser,
     add_datasets_flag,
     add_plugin_flag,
+    add_tuned_flags,
     check_datasets,
     int_in,
     load_plugins,
@@ -63,6 +64,7 @@ from benchmarks.sweep.matrix import describe, matrix
 from benchmarks.sweep.slurm import check_slurm
 from benchmarks.sweep.state import STATES, run_states, status
 from benchmarks.sweep.submit import run_local, submit, submit_lock, wait
+from benchmarks.tune.summary import tuned_specs
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -104,6 +106,8 @@ def status_command(args) -> str:
         if values:
             parts.append(flag + " " + " ".join(shlex.quote(str(v)) for v in values))
     parts += [f"--set {shlex.quote(s)}" for s in args.set]
+    if args.tuned:
+        parts += ["--tuned"] + ([f"--objective {args.objective}"] if args.objective != "accuracy" else []) + ([f"--tag {args.tag}"] if args.tag else [])
     # Every plugin the submitting command saw ($CLIPLUNG_PLUGINS too: another shell may not have it), files as absolute paths.
     parts += [f"--plugin {shlex.quote(str(Path(p).resolve()) if Path(p).exists() else p)}" for p in plugin_specs(getattr(args, "plugin", []))]
     return " ".join(parts)
@@ -116,12 +120,15 @@ def _add_setting_flags(p) -> None:
     p.add_argument("--seeds", "--seed", nargs="+", type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="training seeds")
     p.add_argument("--folds", "--fold", nargs="+", default=None, metavar="FOLD",
                    help="only these test folds, 0-4 (or all; 0,1 works too) (default: all five)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="repeated partitions: the folds of partitions 0..R-1 (1-10; 0 is the committed one; default 1)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="only these methods of the tables; other registered methods are added on the tables' datasets")
     p.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
                    help="the backbone table's runs (CE and CLIP-Lung on LIDC-A/B/C) on these backbones; alone unless --tables is given")
     add_datasets_flag(p)
     add_plugin_flag(p)
+    add_tuned_flags(p)
     p.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="label rule: nodules with at least this many readers")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (repeatable): each method whose config has the key takes it, the training config's keys all")
@@ -195,6 +202,18 @@ def _load_recorded_plugins(args) -> None:
                         f"load its plugin with --plugin MODULE|FILE.py); known methods: {', '.join(sorted(registry.REGISTRY))}")
 
 
+def _matrix(args):
+    """The runs of this setting: the tables' matrix, or with ``--tuned`` each run with the configuration
+    its fold's study chose (``benchmarks.tune``)."""
+    specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones, args.datasets,
+                   getattr(args, "repeats", 1))
+    if args.tuned:
+        if args.backbones:
+            raise UserError("--tuned runs the tuned configurations of Tables 1-3's cells; the backbone table is not tuned")
+        specs = tuned_specs(specs, args.set, args.objective, args.tag)
+    return specs
+
+
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
@@ -210,7 +229,7 @@ def main(argv=None):
             if bad is not None:  # else every read comes back empty and every run looks missing
                 raise UserError(f"the {kind} folder {folder} cannot be read: {bad} is a file, not a folder; {hint_for(kind)}")
         _load_recorded_plugins(args)
-        specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones, args.datasets)
+        specs = _matrix(args)
         st = status(specs, args.tables)
         if args.json:
             print(json.dumps({"setting": _setting(args), **st}, indent=1))
@@ -223,7 +242,7 @@ def main(argv=None):
         raise UserError("--max-parallel is for --executor local; " + ("on Slurm, --array-parallelism sets how many tasks run at once"
                         if args.executor == "slurm" else "the debug executor runs its tasks one by one in this process"))
     runs_root = runs_dir()
-    specs = matrix(args.tables, args.seeds, args.profile, args.source, args.min_readers, args.set, args.folds, args.methods, args.backbones, args.datasets)
+    specs = _matrix(args)
     warn_phantom(args.profile, args.source)
     if not args.dry_run:
         writable_dir(runs_root, "runs folder", hint_for("runs"))

@@ -16,6 +16,7 @@ test's p (``--test wilcoxon``), Holm-adjusted across the methods of the table. S
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,16 +39,19 @@ def table_datasets(t: int, datasets=None) -> tuple[str, ...]:
     return tuple(d for d in TABLES[t]["datasets"] if datasets is None or d in datasets)
 
 
-def select(records: list[dict], tables, setting: Setting | None = None, runs: Path | None = None, datasets=None) -> list[dict]:
+def select(records: list[dict], tables, setting: Setting | None = None, runs: Path | None = None, datasets=None,
+           left_out: dict | None = None) -> list[dict]:
     """The records of the tables' cells (and of other methods on the datasets of Tables 1-2) in one
-    setting (``benchmarks.selection``: the ``--set`` overrides pick the image encoder too)."""
+    setting (``benchmarks.selection``: the ``--set`` overrides pick the image encoder too);
+    ``left_out``, when given, is filled with {(method, dataset): why} of the cells whose every record
+    was left out (``build`` keeps their rows)."""
     want = {c for c in cells(tables) if datasets is None or c[1] in datasets}
     extra_ds = {ds for t in tables if t in (1, 2) for ds in table_datasets(t, datasets)}
 
     def where(r):
         return (r.get("method"), r.get("dataset")) in want or (extra_method(r.get("method")) and r.get("dataset") in extra_ds)
 
-    return select_setting(records, setting or Setting(), where,
+    return select_setting(records, setting or Setting(), where, left_out=left_out,
                           none_found=f"no run records for tables {', '.join(map(str, tables))} in {runs or runs_dir()} with these filters; "
                           "run them with `python -m benchmarks.sweep run` or `python -m benchmarks.run`")
 
@@ -65,25 +69,39 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
 
 
 def _values(recs: list[dict]) -> dict[str, dict[tuple, float]]:
-    """{metric: {(fold, seed): value}} of a cell's records."""
+    """{metric: {(repeat, fold, seed): value}} of a cell's records (a record from before repeats: repeat 0)."""
     per: dict[str, dict[tuple, float]] = defaultdict(dict)
     for r in recs:
         for k, v in flat_metrics(r["metrics"]).items():
-            per[k][(r["fold"], r["seed"])] = v
+            per[k][(r.get("repeat", 0), r["fold"], r["seed"])] = v
     return per
+
+
+VARIANCE_METRICS = ("accuracy", "auc")  # the metrics whose variance is split into partition, fold and seed
 
 
 def cell_stats(recs: list[dict], n_boot: int = N_BOOT, boot_seed: int = 0) -> dict:
     """The numbers of one cell (see the module's docstring)."""
-    from benchmarks.stats import cell_intervals, seed_summary  # noqa: PLC0415  (scipy: deferred for --help speed)
+    from benchmarks.stats import cell_components, cell_intervals, unit_summary  # noqa: PLC0415  (scipy: deferred for --help speed)
 
-    metrics = {}
+    metrics, variance = {}, {}
     for k, v in _values(recs).items():
-        s = seed_summary(v)
+        s = unit_summary(v)
         metrics[k] = {"mean": s.mean, "std": s.std, "seed_std": s.seed_std, "n": len(v), "n_folds": s.n_folds, "n_seeds": s.n_seeds}
-    out = {"metrics": metrics, "folds": sorted({r["fold"] for r in recs}), "seeds": sorted({r["seed"] for r in recs}), "interval": {}}
+        if s.n_repeats > 1:  # repeated partitions: the spread of the partitions' means beside the paper's ± (repeat 0's folds)
+            metrics[k].update(partition_std=s.partition_std, n_repeats=s.n_repeats, n_units=s.n_units)
+        if k in VARIANCE_METRICS:
+            variance[k] = cell_components(v)
+    repeats = sorted({r.get("repeat", 0) for r in recs})
+    first = [r for r in recs if r.get("repeat", 0) == repeats[0]]
+    out = {"metrics": metrics, "folds": sorted({r["fold"] for r in first}), "seeds": sorted({r["seed"] for r in recs}), "interval": {},
+           "variance": variance}
+    if len(repeats) > 1:
+        out["repeats"] = repeats
     if n_boot:
-        for k, b in cell_intervals(recs, n_boot=n_boot, seed=boot_seed, alpha=ALPHA).items():
+        # The patient bootstrap of the first partition's mean (repeat 0: the paper's folds): partitions reuse the same
+        # patients, so resampling each partition's folds independently would treat one patient as several.
+        for k, b in cell_intervals(first, n_boot=n_boot, seed=boot_seed, alpha=ALPHA).items():
             scale = 100.0 if k == "accuracy" else 1.0
             out["interval"][k] = {"estimate": scale * b.estimate, "low": scale * b.low, "high": scale * b.high, "n_boot": b.n_boot,
                                   "n_valid": b.n_valid, "seed": b.seed, "method": "patient bootstrap within folds, percentile"}
@@ -109,7 +127,8 @@ def comparisons(cells_: dict[str, list[dict]], reference: str, test: str = "corr
         per = {m: v[metric] for m, v in values.items() if metric in v}
         for m, c in compare_to_reference(per, reference, n_train=n_train, n_test=n_test, test=test, alpha=ALPHA).items():
             out[m][metric] = {
-                "mean": c.t.mean, "low": c.t.low, "high": c.t.high, "n": len(c.keys), "test": c.test.test, "p": c.test.p,
+                "mean": c.t.mean, "low": c.t.low, "high": c.t.high, "n": len(c.keys), "n_repeats": len({u[0] for u in c.keys}),
+                "unit": "(repeat, fold), seeds averaged", "prob": c.prob.as_dict() if c.prob else None, "test": c.test.test, "p": c.test.p,
                 "p_holm": c.p_holm, "reachable": c.test.reachable, "min_p": c.test.min_p, "reason": c.test.reason, "text": c.text,
                 "significant": bool(c.test.reachable and c.p_holm is not None and c.p_holm < ALPHA),
                 "n_train": n_train, "n_test": n_test,
@@ -118,10 +137,12 @@ def comparisons(cells_: dict[str, list[dict]], reference: str, test: str = "corr
 
 
 def build(records: list[dict], tables, datasets=None, reference: str = "clip_lung", test: str = "corrected_t",
-          n_boot: int = N_BOOT, boot_seed: int = 0) -> dict:
+          n_boot: int = N_BOOT, boot_seed: int = 0, left_out: dict | None = None) -> dict:
     """Every number of the requested tables: {table: {dataset: {method: cell}}}, the paper's methods
     first, then (Tables 1-2) the other methods found in the records, by name. A cell holds its
-    statistics and, for every method but the reference, ``vs_reference``: its comparisons."""
+    statistics and, for every method but the reference, ``vs_reference``: its comparisons. A method
+    outside the paper whose every record on a dataset was left out (``left_out``, from ``select``)
+    keeps its row there, empty, as the paper's methods do."""
     if test not in TESTS:
         raise UserError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
     by_cell = defaultdict(list)
@@ -131,7 +152,7 @@ def build(records: list[dict], tables, datasets=None, reference: str = "clip_lun
     for t in tables:
         out[t] = {}
         dsets = table_datasets(t, datasets)
-        extras = sorted({m for m, ds in by_cell if extra_method(m) and ds in dsets}) if t in (1, 2) else []
+        extras = sorted({m for m, ds in [*by_cell, *(left_out or {})] if extra_method(m) and ds in dsets}) if t in (1, 2) else []
         for ds in dsets:
             methods = (*TABLES[t]["methods"], *extras)
             found = {m: by_cell[(m, ds)] for m in methods if by_cell.get((m, ds))}
@@ -142,7 +163,32 @@ def build(records: list[dict], tables, datasets=None, reference: str = "clip_lun
                 if entry is not None and m != reference:
                     entry["vs_reference"] = versus.get(m)
                 out[t][ds][m] = entry
+    if any(t in (1, 2) for t in tables) and records:
+        out["readers"] = readers_rows({ds for t in tables if t in (1, 2) for ds in table_datasets(t, datasets)}, records[0].get("min_readers", 2))
     return out
+
+
+_READERS: dict[tuple, dict | None] = {}  # (dataset, min readers) -> its row: the annotations do not change within a process
+
+
+def _reader_row(dataset: str, min_readers: int) -> dict | None:
+    import logging  # noqa: PLC0415
+
+    from benchmarks.stats.readers import reference_row  # noqa: PLC0415  (pandas: deferred for --help speed)
+
+    if (dataset, min_readers) not in _READERS:
+        try:
+            _READERS[(dataset, min_readers)] = reference_row(dataset, min_readers, repeat=0)
+        except (UserError, ValueError) as e:  # no annotations for this rule: the tables go on without the row
+            logging.getLogger(__name__).warning("no readers' reference row for %s: %s", dataset, e)
+            _READERS[(dataset, min_readers)] = None
+    return _READERS[(dataset, min_readers)]
+
+
+def readers_rows(datasets, min_readers: int) -> dict:
+    """{dataset: the radiologists' leave-one-out agreement on the same test folds (repeat 0)}: a reference
+    row (``benchmarks.stats.readers``), shown in Tables 1-2 and the report, never ranked, bolded or compared."""
+    return {ds: _reader_row(ds, int(min_readers)) for ds in sorted(datasets)}
 
 
 # ---------------------------------------------------------------- CE vs CLIP-Lung per backbone
@@ -176,11 +222,28 @@ def build_backbones(records: list[dict], test: str = "corrected_t", n_boot: int 
     return out
 
 
-def labels_of(records: list[dict]) -> dict[str, str]:
-    """{method: its row label} (``label`` on its class; the registered name when it has none)."""
-    return {r["method"]: r.get("label") or r["method"] for r in records}
+def labels_of(records: list[dict], left_out: dict | None = None) -> dict[str, str]:
+    """{method: its row label} (``label`` on its class; the registered name when it has none), for the
+    methods of ``records`` and those of the ``left_out`` cells (their label from the registry)."""
+    import methods  # noqa: PLC0415  (torch: deferred for --help speed)
+
+    out = {m: methods.REGISTRY[m].label for m, _ in (left_out or {}) if m in methods.REGISTRY}
+    return {**out, **{r["method"]: r.get("label") or r["method"] for r in records}}
 
 
-def setting_tag(records: list[dict]) -> str:
-    """'<profile>_<source>' of one setting's records: in every file name the tables make."""
-    return f"{records[0]['profile']}_{records[0]['source']}"
+def setting_tag(records: list[dict], datasets=None) -> str:
+    """'<profile>_<source>' of one setting's records, in every file name the tables and figures make;
+    preceded by the datasets when ``--datasets`` keeps some ('LIDC-B_quick_phantom') and followed by
+    the plugins whose methods or backbones made records among them ('quick_phantom_coral'), so that
+    the files of other datasets or plugins never overwrite these."""
+    ds = "+".join(sorted(datasets)) + "_" if datasets else ""
+    plugins = sorted({plugin_name(p) for r in records for p in (r.get("plugin"), r.get("backbone_plugin")) if p})
+    tuned = "_tuned" if any(r.get("tuning") for r in records) else ""  # the tuned setting's files never overwrite the paper's
+    return f"{ds}{records[0]['profile']}_{records[0]['source']}{tuned}" + "".join(f"_{p}" for p in plugins)
+
+
+def plugin_name(identity: str) -> str:
+    """A plugin's name for a file name: 'coral@0.1.0' -> 'coral', 'my_method.py#0123abcd' -> 'my_method'."""
+    name = re.split(r"[@#]", identity, maxsplit=1)[0].strip()
+    name = name[:-3] if name.endswith(".py") else name
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-.") or "plugin"

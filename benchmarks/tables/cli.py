@@ -38,6 +38,7 @@ disagree with their predictions, are left out with a warning naming them.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from benchmarks.cli import (
@@ -59,6 +60,7 @@ from benchmarks.records import backbone_of, read_records
 from benchmarks.selection import Setting
 from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
+from benchmarks.tables.tuning import tuning_note
 
 # What the generated LaTeX uses: rules, \resizebox, \checkmark.
 PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
@@ -81,18 +83,20 @@ def _no_nan(x):
 
 
 def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False, datasets=None, reference: str = "clip_lung",
-                 test: str = "corrected_t", n_boot: int = N_BOOT) -> list[Path]:
+                 test: str = "corrected_t", n_boot: int = N_BOOT, left_out: dict | None = None) -> list[Path]:
+    """The tables' files; ``left_out``: {(method, dataset): why} of the cells whose records were all left out (``select``)."""
     paper = json.loads(PAPER.read_text())
-    data = build(records, tables, datasets, reference, test, n_boot)
-    labels = labels_of(records)
+    data = build(records, tables, datasets, reference, test, n_boot, left_out=left_out)
+    labels = labels_of(records, left_out)
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = setting_tag(records)
+    tag = setting_tag(records, datasets)
     for t in tables:
         if not data[t]:
             continue  # --datasets left this table none of its datasets
-        cap = caption_for(t, records, reference, test, labels, n_boot)
-        tex, md = render_3(data, paper, cap, with_paper) if t == 3 else render_12(t, data, paper, cap, with_paper, labels, reference)
+        cap = caption_for(t, records, reference, test, labels, n_boot, datasets) + tuning_note(records)
+        tex, md = (render_3(data, paper, cap, with_paper, left_out) if t == 3
+                   else render_12(t, data, paper, cap, with_paper, labels, reference, left_out))
         for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
             p = out_dir / f"table{t}_{tag}{suffix}"
             atomic_write_text(p, text)
@@ -105,7 +109,9 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
         paths.append(out_dir / name)
     j = out_dir / f"tables_{tag}.json"
     atomic_write_text(j, json.dumps(_no_nan({"setting": _setting_json(records), "reference": reference, "test": test, "bootstrap": n_boot,
-                                             "tables": {str(t): data[t] for t in written}}), indent=1))
+                                             "tables": {str(t): data[t] for t in written}, "readers": data.get("readers"),
+                                             "left_out": [{"method": m, "dataset": d, "why": w} for (m, d), w in sorted((left_out or {}).items())]}),
+                                     indent=1))
     paths.append(j)
     return paths
 
@@ -132,6 +138,19 @@ def write_backbones(records: list[dict], out_dir: Path, test: str = "corrected_t
         atomic_write_text(out_dir / name, text)
         paths.append(out_dir / name)
     return paths
+
+
+def _write_tuning(records, tuned, args, setting, runs, datasets, out) -> list[Path]:
+    import dataclasses  # noqa: PLC0415
+
+    from benchmarks.tables.tuning import write_tuning  # noqa: PLC0415
+
+    try:
+        paper = select(records, [t for t in args.tables if t in (1, 2)] or [1, 2], dataclasses.replace(setting, tuned=False), runs, datasets)
+    except UserError as e:  # no runs of the paper's configuration: the table shows the tuned side alone
+        logging.getLogger(__name__).warning("no runs of the paper's configuration to put beside the tuned ones (%s)", e)
+        paper = []
+    return write_tuning(tuned, paper, out, setting_tag(tuned, datasets), labels_of(tuned), args.test)
 
 
 def add_comparison_flags(parser) -> None:
@@ -174,10 +193,15 @@ def main(argv=None):
         paths = write_backbones(recs, out, args.test, args.bootstrap)
         print(f"{len(recs)} records of {len({backbone_of(r) for r in recs})} backbones -> " + ", ".join(str(p) for p in paths))
         return
-    recs = select(records, args.tables, setting, runs, datasets)
+    left_out: dict = {}
+    recs = select(records, args.tables, setting, runs, datasets, left_out=left_out)
     reference = reference_of(recs, args.reference)
     warn_phantom(recs[0]["profile"], recs[0]["source"])
-    paths = write_tables(args.tables, recs, out, args.with_paper, datasets, reference, args.test, args.bootstrap)
-    n_cells = len({(r["method"], r["dataset"]) for r in recs})
-    want = [c for c in cells(args.tables) if datasets is None or c[1] in datasets]
-    print(f"{len(recs)} records in {n_cells} of {len(want)} cells -> " + ", ".join(str(p) for p in paths))
+    paths = write_tables(args.tables, recs, out, args.with_paper, datasets, reference, args.test, args.bootstrap, left_out)
+    if setting.tuned:  # beside Tables 1-2 of the tuned runs: each method's paper configuration against its tuned one
+        paths += _write_tuning(records, recs, args, setting, runs, datasets, out)
+    have = {(r["method"], r["dataset"]) for r in recs}
+    # The tables' cells, and the cells of the methods outside them (a plugin's) that have records: counted
+    # on both sides, so that a plugin's cell never makes "3 of 8" out of what is 3 of 9.
+    want = {c for c in cells(args.tables) if datasets is None or c[1] in datasets} | have | set(left_out)
+    print(f"{len(recs)} records in {len(have)} of {len(want)} cells -> " + ", ".join(str(p) for p in paths))

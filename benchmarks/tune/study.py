@@ -68,6 +68,7 @@ def open_storage(url: str | None):
     and exit 2 when it is not."""
     import optuna  # noqa: PLC0415  (deferred for --help speed)
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what happens; Optuna's INFO repeats them
     url = url or default_storage()
     if "://" not in url:  # a journal file
         path = Path(url)

@@ -60,10 +60,22 @@ class StudyKey:
 
     @property
     def name(self) -> str:
-        extra = f".set-{hashlib.sha256(json.dumps(sorted(self.sets)).encode()).hexdigest()[:8]}" if self.sets else ""
+        norm = sorted(_normal_set(x) for x in self.sets)  # "lr=1e-2" and "lr=0.01" name one study
+        extra = f".set-{hashlib.sha256(json.dumps(norm).encode()).hexdigest()[:8]}" if self.sets else ""
         tag = f".{self.tag}" if self.tag else ""
         return (f"{self.method}.{self.dataset}.fold{self.fold}.{self.profile}.{self.source}.min{self.min_readers}"
                 f".{self.objective}{extra}{tag}")
+
+
+def _normal_set(item: str) -> str:
+    import ast  # noqa: PLC0415
+
+    key, _, text = item.partition("=")
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text.strip()
+    return f"{key.strip()}={value!r}"
 
 
 def studies_dir() -> Path:
@@ -165,3 +177,20 @@ def study_for_spec(key: StudyKey) -> dict:
     if chosen_trial(rec) is None:
         raise UserError(f"the study {key.name} has no completed trial (every trial was pruned or failed)")
     return rec
+
+
+def tuned_specs(specs: list, sets=(), objective: str = "accuracy", tag: str = "") -> list:
+    """The tuned runs of a sweep's matrix: each spec's method, dataset, fold and seed with the
+    configuration its finished study chose (the ``--set`` overrides ``sets`` that apply to its
+    method, plus the chosen parameters), naming the study in its ``tuning``; one line naming the
+    first study missing or unfinished."""
+    from benchmarks.lifecycle import make_spec, sets_for  # noqa: PLC0415
+
+    out = []
+    for s in specs:
+        own = sets_for(s.method, sets)
+        key = StudyKey(s.method, s.dataset, s.fold, s.profile, s.source, s.min_readers, tuple(own), objective, tag)
+        tuning = tuning_of(study_for_spec(key))
+        out.append(make_spec(s.method, s.dataset, s.fold, s.seed, s.profile, s.source, s.min_readers,
+                             [*own, *chosen_sets(tuning)], tuning=tuning))
+    return out
