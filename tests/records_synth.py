@@ -19,21 +19,23 @@ from benchmarks.metrics import evaluate
 
 
 def record(method: str, dataset: str, fold: int, acc: float, seed: int = 0, profile: str = "smoke", source: str = "phantom",
-           sets=(), rng_seed: int | None = None, min_readers: int = 2, partial: int = 0) -> dict:
+           sets=(), rng_seed: int | None = None, min_readers: int = 2, partial: int = 0, repeat: int = 0) -> dict:
     """A record of ``method`` on ``dataset`` fold ``fold`` whose accuracy is ``acc`` (to one test nodule).
 
     The predictions put probability 0.7 on the true class for the first round(acc n) nodules of a seeded
     shuffle, and on another test class for the rest. ``partial``: that many test nodules left out, as a
-    pilot download would (the record's ``data.scope`` says so).
+    pilot download would (the record's ``data.scope`` says so). ``repeat``: the partition (its fold's
+    test nodules are those of ``fold`` in that repeat).
     """
-    spec = make_spec(method, dataset, fold, seed, profile, source, min_readers, sets_for(method, list(sets)))
-    ft = fold_table(dataset, fold, min_readers)
+    spec = make_spec(method, dataset, fold, seed, profile, source, min_readers, sets_for(method, list(sets)), repeat=repeat)
+    ft = fold_table(dataset, fold, min_readers, repeat=repeat)
     p = ft.protocol
     test = ft.test.iloc[partial:] if partial else ft.test
     classes, test_classes = list(p.train_classes), list(p.test_classes)
     labels = np.array([classes.index(CLASS_NAMES[k]) for k in test["label"]])  # (N,) index into the training classes
     n, k = len(labels), len(classes)
-    rng = np.random.default_rng(rng_seed if rng_seed is not None else zlib.crc32(f"{method}/{dataset}/{fold}/{seed}".encode()))
+    tag = f"{method}/{dataset}/{fold}/{seed}" + (f"/rep{repeat}" if repeat else "")
+    rng = np.random.default_rng(rng_seed if rng_seed is not None else zlib.crc32(tag.encode()))
     right = np.zeros(n, bool)
     right[rng.permutation(n)[: int(round(acc * n))]] = True
     allowed = [classes.index(c) for c in test_classes]
@@ -48,6 +50,7 @@ def record(method: str, dataset: str, fold: int, acc: float, seed: int = 0, prof
         "schema": 1, "key": spec.key, "config_hash": spec.config_hash, "method": method, "dataset": dataset, "fold": fold, "seed": seed,
         "profile": profile, "source": source, "min_readers": min_readers, "protocol_hash": spec.protocol_hash,
         "method_version": spec.method_version, "plugin": spec.plugin, "backbone_plugin": spec.backbone_plugin, "data_scope": spec.data_scope,
+        "repeat": spec.repeat,
         "config": {"method": spec.method_config, "train": spec.train_config}, "text_encoder": spec.method_config.get("text_encoder"),
         "decision_rule": "argmax", "backbone": spec.backbone,
         "data": {"class_names": classes, "test_class_names": test_classes, "n_train": len(ft.train), "n_train_used": len(ft.train),

@@ -152,6 +152,29 @@ def test_report_of_two_seeds_shows_the_statistics(tmp_path, capsys):
     cells = [c.strip() for c in ce_row.split("|")]
     assert re.fullmatch(r"\[\d+\.\d, \d+\.\d\]", cells[3]), cells  # the accuracy's bootstrap interval
     assert re.fullmatch(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", cells[4]), cells  # the AUC with its interval
-    assert re.fullmatch(r"−\d+\.\d \[−\d+\.\d, [−+]\d+\.\d\]\*?", cells[-3]) and cells[-2].startswith("p "), cells  # Δ and its p
+    assert re.fullmatch(r"−\d+\.\d \[−\d+\.\d, [−+]\d+\.\d\]\*?", cells[-4]) and cells[-3].startswith("p "), cells  # Δ and its p
+    assert re.fullmatch(r"0\.\d\d \[0\.\d\d, 0\.\d\d\][↑↓]?", cells[-2]), cells  # P(CE > CLIP-Lung) and its interval
     assert "Friedman test of 3 methods by accuracy over 10 (dataset, fold) blocks" in md and "![critical-difference diagram](cd_accuracy.png)" in md
     assert (rep / "cd_accuracy.png").stat().st_size > 5_000
+
+
+def test_report_of_repeated_partitions_shows_units_prob_variance_and_readers(tmp_path):
+    """Smoke records of 2 partitions x 5 folds x 2 seeds (made in the test): the report shows the partitions' spread,
+    P(A > B) with its interval, the variance shares (a figure and a table), the readers' reference row and ranks whose
+    blocks are named as exploratory."""
+    from tests.records_synth import record, write
+
+    rs = [record(m, "LIDC-B", f, (0.76 if m == "ce" else 0.84) + 0.01 * f + 0.005 * s + 0.01 * k, seed=s, repeat=k)
+          for m in ("ce", "clip_lung") for k in (0, 1) for f in range(5) for s in (0, 1)]
+    rep = tmp_path / "report"
+    report.main(["--tables", "2", "--runs", str(write(tmp_path / "runs", rs)), "--figures", str(tmp_path), "--out", str(rep),
+                 "--bootstrap", "100", "--repeats", "2"])
+    md = (rep / "report.md").read_text()
+    ce_row = next(x for x in md.split("**LIDC-B**")[1].splitlines() if x.startswith("| CE Loss |"))
+    assert "(2 partitions s.d. " in ce_row and "0.00 [0.00, 0.00]↓" in ce_row  # CE below CLIP-Lung on all 10 units
+    assert "Repeated partitions 0, 1" in md and "n = folds x partitions" in md and "Bouthillier" in md
+    assert "*Radiologists (leave-one-out)* (reference)" in md.split("**LIDC-B**")[1]
+    assert "## What moves a cell" in md and "![variance shares per cell](variance_accuracy.png)" in md
+    assert re.search(r"\| ce, LIDC-B \| \d\.\d\d \| \d\.\d\d \| \d\.\d\d \| 20 \|", md)
+    assert (rep / "variance_accuracy.png").stat().st_size > 3_000
+    assert "not independent and the test is exploratory" in md or "too few methods" in md

@@ -544,6 +544,33 @@ def test_block_table_averages_seeds_and_drops_incomplete_blocks():
     assert r.methods == ["a", "b"] and r.average_ranks == {"a": 2.0, "b": 1.0}
 
 
+def test_block_table_of_datasets_is_demsars_blocks():
+    """--blocks datasets: one block per dataset, its value the mean over folds of the seed means (by hand)."""
+    v = {(m, ds, f, s): 0.5 + 0.1 * (m == "b") * (ds != "LIDC-C") + 0.01 * f + 0.002 * s * (m == "a")
+         for m in ("a", "b") for ds in ("LIDC-A", "LIDC-B", "LIDC-C") for f in range(3) for s in range(2)}
+    v[("a", "LIDC-A", 2, 1)] = 0.9  # one seed of one fold: moves that fold's seed mean, then the dataset's
+    t = S.block_table(v, blocks="datasets")
+    assert list(t.columns) == ["LIDC-A", "LIDC-B", "LIDC-C"] and t.columns.name == "dataset"
+    fold_means = [(v[("a", "LIDC-A", f, 0)] + v[("a", "LIDC-A", f, 1)]) / 2 for f in range(3)]
+    assert t.loc["a", "LIDC-A"] == pytest.approx(sum(fold_means) / 3, abs=1e-15)
+    r = S.friedman(t)
+    assert len(r.blocks) == 3 and r.average_ranks["b"] < r.average_ranks["a"] + 1e-12
+    with pytest.raises(ValueError, match="blocks must be one of"):
+        S.block_table(v, blocks="seeds")
+
+
+def test_cd_names_its_blocks(tmp_path):
+    """The CD diagram's JSON says what its blocks are, and that (dataset, fold) blocks are exploratory."""
+    from benchmarks.figures import cd
+
+    recs = [{"method": m, "dataset": ds, "fold": f, "seed": 0, "metrics": {"accuracy": 0.5 + 0.1 * (m == "b") + 0.01 * f + 0.03 * (ds == "LIDC-C")}}
+            for m in ("a", "b", "c") for ds in ("LIDC-B", "LIDC-C") for f in range(5)]
+    folds = cd.summary(cd.rank_test(recs, [2], "accuracy", blocks="folds"))
+    assert folds["block_kind"] == "folds" and folds["exploratory"] and "share training data" in folds["blocks_are"] and len(folds["blocks"]) == 10
+    ds = cd.summary(cd.rank_test(recs, [2], "accuracy", blocks="datasets"))
+    assert ds["block_kind"] == "datasets" and not ds["exploratory"] and ds["blocks"] == [["LIDC-B"], ["LIDC-C"]]
+
+
 def test_draw_cd_writes_a_png(tmp_path, scores):
     r = S.friedman(scores, methods=["CLIP", "CoOp", "CoCoOp", "CORF", "CLIP-Lung"])
     path = S.draw_cd(r, tmp_path / "cd" / "cd_accuracy.png", title="accuracy")

@@ -115,15 +115,37 @@ def friedman(scores, methods: Sequence[str] | None = None, blocks: Sequence | No
                           nemenyi_p=nem)
 
 
-def block_table(values: Mapping[tuple[str, Any, Any, Any], float]):
-    """{(method, dataset, fold, seed): metric} -> pandas DataFrame, methods x blocks (dataset, fold), each value the
-    mean over seeds. Blocks that some method lacks, or where a value is NaN, are dropped (logged): the Friedman test
+BLOCKS = ("folds", "datasets")
+
+
+def block_table(values: Mapping[tuple[str, Any, Any, Any], float], blocks: str = "folds"):
+    """{(method, dataset, fold, seed): metric} -> pandas DataFrame, methods x blocks, each value the mean over seeds.
+
+    ``blocks="folds"``: a block is a (dataset, fold) pair (``fold`` may be a (repeat, fold) pair). The folds of one
+    dataset share training data and patients, so these blocks are not the independent data sets the Friedman test and
+    Demsar's diagram assume: exploratory. ``blocks="datasets"``: Demsar's (2006) blocks, one per dataset, its value the
+    mean over folds of the seed means (few blocks: LIDC-A/B/C are three views of one nodule set, so even these are not
+    independent). Blocks that some method lacks, or where a value is NaN, are dropped (logged): the Friedman test
     needs complete blocks."""
     import pandas as pd  # noqa: PLC0415
 
+    if blocks not in BLOCKS:
+        raise ValueError(f"blocks must be one of {BLOCKS}, not {blocks!r}")
     acc: dict[tuple, list[float]] = defaultdict(list)
     for (m, ds, fold, _seed), v in values.items():
         acc[(m, ds, fold)].append(float(v))
+    if blocks == "datasets":
+        folds: dict[tuple, list[float]] = defaultdict(list)
+        for (m, ds, _fold), vs in acc.items():
+            folds[(m, ds)].append(float(np.mean(vs)))  # seeds averaged within a fold, then folds within a dataset
+        methods = sorted({m for m, _ in folds})
+        names = sorted({ds for _, ds in folds})
+        table = pd.DataFrame([[float(np.mean(folds[(m, ds)])) if (m, ds) in folds else NAN for ds in names] for m in methods],
+                             index=methods, columns=pd.Index(names, name="dataset"))
+        complete = table.notna().all(axis=0)
+        if not complete.all():
+            log.warning("block_table: %d incomplete dataset block(s) dropped: %s", int((~complete).sum()), [b for b, ok in complete.items() if not ok])
+        return table.loc[:, complete]
     methods = sorted({m for m, _, _ in acc})
     blocks = sorted({(ds, fold) for _, ds, fold in acc})
     table = pd.DataFrame([[float(np.mean(acc[(m, *b)])) if (m, *b) in acc else NAN for b in blocks] for m in methods], index=methods,

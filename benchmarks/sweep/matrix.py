@@ -9,7 +9,7 @@ from benchmarks.records import RunSpec
 
 
 def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2, sets=None,
-           folds=None, methods=None, backbones=None, datasets=None) -> list[RunSpec]:
+           folds=None, methods=None, backbones=None, datasets=None, repeats: int = 1) -> list[RunSpec]:
     """Every run of the tables, each once.
 
     ``methods`` restricts the tables' methods; a registered method that is not in the
@@ -18,8 +18,12 @@ def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2,
     (CE and CLIP-Lung on LIDC-A/B/C with ``backbone=`` each name). ``folds`` and
     ``datasets`` restrict the folds and the datasets (pilots, one dataset, tests). Each
     ``--set`` override goes to the methods whose configs have its key (the training
-    config's keys to all); a key that no method of the matrix has is an error.
+    config's keys to all); a key that no method of the matrix has is an error. ``repeats``: the
+    partitions 0..repeats-1 (``benchmarks.data.partitions``; 1: the committed folds only).
     """
+    from benchmarks.data.partitions import check_repeats  # noqa: PLC0415
+
+    check_repeats(repeats)
     import methods as registry  # noqa: PLC0415  (torch: deferred for --help speed)
     from methods.backbones import BACKBONES  # noqa: PLC0415
 
@@ -43,14 +47,15 @@ def matrix(tables, seeds=(0,), profile="paper", source="phantom", min_readers=2,
     for method, dataset, extra in grid:
         own = sets_for(method, sets)
         for seed in seeds:
-            for fold in (folds if folds is not None else range(N_FOLDS)):
-                s = make_spec(method, dataset, fold, seed, profile, source, min_readers, [*own, *extra])
-                if s.key not in seen:
-                    seen.add(s.key)
-                    specs.append(s)
+            for repeat in range(repeats):
+                for fold in (folds if folds is not None else range(N_FOLDS)):
+                    s = make_spec(method, dataset, fold, seed, profile, source, min_readers, [*own, *extra], repeat=repeat)
+                    if s.key not in seen:
+                        seen.add(s.key)
+                        specs.append(s)
     return specs
 
 
 def describe(s: RunSpec) -> dict:
     """What a manifest and ``status`` say of one run."""
-    return {"key": s.key, "stem": s.stem, "method": s.method, "dataset": s.dataset, "fold": s.fold, "seed": s.seed}
+    return {"key": s.key, "stem": s.stem, "method": s.method, "dataset": s.dataset, "fold": s.fold, "seed": s.seed, "repeat": s.repeat}

@@ -19,7 +19,8 @@ TEST_NAMES = {"corrected_t": "corrected resampled t-test (Nadeau & Bengio 2003)"
 def tex_escape(s: str) -> str:
     """Plain text -> LaTeX that pdflatex takes (no raw Unicode symbols)."""
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"),
-                 ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("—", "--"), ("Δ", r"$\Delta$"), ("−", "-"), ("≥", r"$\geq$")):
+                 ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("—", "--"), ("Δ", r"$\Delta$"), ("−", "-"), ("≥", r"$\geq$"),
+                 ("↑", r"$^{\uparrow}$"), ("↓", r"$^{\downarrow}$")):
         s = s.replace(a, b)
     return s
 
@@ -49,6 +50,9 @@ def fmt_mean(entry, key, best, latex, with_std=False, digits=1) -> str:
         text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
     if with_std and s.get("seed_std") is not None:
         text += rf" {{\scriptsize (seed s.d. {s['seed_std']:.{digits}f})}}" if latex else f" (seed s.d. {s['seed_std']:.{digits}f})"
+    if with_std and s.get("partition_std") is not None:  # repeated partitions: how far one partition's mean can move
+        part = f"{s['n_repeats']} partitions s.d. {s['partition_std']:.{digits}f}"
+        text += rf" {{\scriptsize ({part})}}" if latex else f" ({part})"
     if len(entry["folds"]) < N_FOLDS:
         text += r"$^\dagger$" if latex else "†"
     if entry.get("partial"):
@@ -78,6 +82,44 @@ def fmt_diff(c: dict | None, latex: bool) -> str:
         return _dash(latex)
     mark = (r"$^{*}$" if latex else "*") if c["significant"] else ""
     return f"{_signed(c['mean'], latex)} [{_signed(c['low'], latex)}, {_signed(c['high'], latex)}]{mark}"
+
+
+def fmt_prob(c: dict | None, latex: bool) -> str:
+    """'0.80 [0.60, 1.00]↑': P(method > reference) on a random (repeat, fold), its bootstrap interval, and
+    Bouthillier et al.'s verdict (↑ better, ↓ worse: the interval excludes 1/2 and P is beyond 0.75 / 0.25)."""
+    pr = (c or {}).get("prob")
+    if not pr or pr.get("p") is None:
+        return _dash(latex)
+    mark = {"better": "↑", "worse": "↓"}.get(pr["conclusion"], "")
+    text = f"{pr['p']:.2f} [{pr['low']:.2f}, {pr['high']:.2f}]{mark}"
+    return tex_escape(text) if latex else text
+
+
+def reference_row_md(row: dict | None, t: int, classes) -> str | None:
+    """The radiologists' reference row of one dataset (Markdown): italic, never bold, nothing compared."""
+    if not row:
+        return None
+    cells = [f"*{row.get('label', 'Radiologists')}* (reference)", f"*{fmt_mean(row, 'accuracy', None, False, True)}*", ""]
+    cells += [f"*{fmt_auc(row, False)}*"] if _binary(t) else []
+    cells += [f"*{fmt_mean(row, f'{k}.{c}', None, False)}*" for c in classes for k in ("recall", "f1")]
+    return "| " + " | ".join(cells + ["", "", ""]) + " |"
+
+
+def reference_row_tex(rows: dict, t: int, classes, dsets, n_cols: int) -> list[str]:
+    """The radiologists' reference row (LaTeX), below a rule, in italics."""
+    if not any(rows.get(ds) for ds in dsets):
+        return []
+    label = next(r.get("label", "Radiologists") for r in rows.values() if r)
+    out = [rf"\textit{{{tex_escape(label)}, reference}}"]
+    for ds in dsets:
+        r = rows.get(ds)
+        if not r:
+            out += [""] * n_cols
+            continue
+        cells = [fmt_mean(r, "accuracy", None, True, True), ""] + ([fmt_auc(r, True)] if _binary(t) else [])
+        cells += [fmt_mean(r, f"{k}.{c}", None, True) for c in classes for k in ("recall", "f1")]
+        out += [rf"\textit{{{x}}}" if x else "" for x in cells] + ["", "", ""]
+    return [r"\midrule", " & ".join(out) + r" \\"]
 
 
 def fmt_p(c: dict | None, latex: bool) -> str:
@@ -111,21 +153,25 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
     md = []
     for ds in dsets:
         head = ["Method", "Accuracy", "95% CI"] + (["AUC [95% CI]"] if _binary(t) else []) \
-            + [f"{c.capitalize()} {k}" for c in classes for k in ("recall", "F1")] + [f"Δ acc. vs {ref} [95% CI]", "p (Holm)"]
+            + [f"{c.capitalize()} {k}" for c in classes for k in ("recall", "F1")] + [f"Δ acc. vs {ref} [95% CI]", "p (Holm)",
+                                                                                  f"P(> {ref}) [95% CI]"]
         md += [f"**{ds}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, e in table[ds].items():
             row = [display(m, labels.get(m)), fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), False, True), fmt_interval(e, "accuracy", False)]
             row += [fmt_auc(e, False)] if _binary(t) else []
             row += [fmt_mean(e, f"{k}.{c}", _best(table[ds], f"{k}.{c}"), False) for c in classes for k in ("recall", "f1")]
             c = ((e or {}).get("vs_reference") or {}).get("accuracy")
-            row += ["", ""] if m == reference else [fmt_diff(c, False), fmt_p(c, False)]
+            row += ["", "", ""] if m == reference else [fmt_diff(c, False), fmt_p(c, False), fmt_prob(c, False)]
             md.append("| " + " | ".join(row) + " |")
             pr = _paper_row(paper, t, ds, m, classes, extra)
             if pr:
-                md.append("| *paper* | " + " | ".join(f"*{x}*" if x else "" for x in pr) + " | | |")
+                md.append("| *paper* | " + " | ".join(f"*{x}*" if x else "" for x in pr) + " | | | |")
+        readers = reference_row_md((data.get("readers") or {}).get(ds), t, classes)
+        if readers:
+            md.append(readers)
         md.append("")
     # LaTeX: the paper's layout, one block of columns per dataset.
-    n_cols = 1 + extra + 2 * len(classes) + 2
+    n_cols = 1 + extra + 2 * len(classes) + 3
     tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{tab:table{t}}}",
            r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{l{'c' * n_cols * len(dsets)}}}", r"\toprule"]
     if len(dsets) > 1:
@@ -134,8 +180,8 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
     top, sub = ["Method"], [""]
     for _ in dsets:
         top += ["Accuracy", "95\\% CI"] + (["AUC"] if _binary(t) else []) + [rf"\multicolumn{{2}}{{c}}{{{c.capitalize()}}}" for c in classes]
-        top += [rf"$\Delta$ vs {tex_escape(ref)}", "$p$ (Holm)"]
-        sub += ["", ""] + ([""] if _binary(t) else []) + ["Recall", "F1"] * len(classes) + ["", ""]
+        top += [rf"$\Delta$ vs {tex_escape(ref)}", "$p$ (Holm)", rf"$P(>)$ {tex_escape(ref)}"]
+        sub += ["", ""] + ([""] if _binary(t) else []) + ["Recall", "F1"] * len(classes) + ["", "", ""]
     tex += [" & ".join(top) + r" \\", " & ".join(sub) + r" \\", r"\midrule"]
     first_extra = next((m for m in table[dsets[0]] if extra_method(m)), None)
     for m in table[dsets[0]]:
@@ -148,13 +194,14 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
             row += [fmt_auc(e, True)] if _binary(t) else []
             row += [fmt_mean(e, f"{k}.{c}", _best(table[ds], f"{k}.{c}"), True) for c in classes for k in ("recall", "f1")]
             c = ((e or {}).get("vs_reference") or {}).get("accuracy")
-            row += ["", ""] if m == reference else [fmt_diff(c, True), fmt_p(c, True)]
+            row += ["", "", ""] if m == reference else [fmt_diff(c, True), fmt_p(c, True), fmt_prob(c, True)]
             pr = _paper_row(paper, t, ds, m, classes, extra)
             has_paper |= pr is not None
-            prow += ([r"\textit{" + tex_escape(x) + "}" if x else "" for x in pr] + ["", ""]) if pr else [""] * n_cols
+            prow += ([r"\textit{" + tex_escape(x) + "}" if x else "" for x in pr] + ["", "", ""]) if pr else [""] * n_cols
         tex.append(" & ".join(row) + r" \\")
         if with_paper and has_paper:
             tex.append(" & ".join(prow) + r" \\")
+    tex += reference_row_tex(data.get("readers") or {}, t, classes, dsets, n_cols)
     tex += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(tex) + "\n", "\n".join(md) + "\n"
 
@@ -208,9 +255,15 @@ def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: st
                + (" and AUC" if t == 2 else "") + "; " if n_boot else "")
             + "bold: best of ours per column; † fewer than 5 folds; ‡ partial data (not every nodule of the folds had a CT crop); — missing. ")
     if t in (1, 2):
-        text += (f"Δ: paired accuracy difference to {ref} over the same folds and seeds, mean [95% interval of the corrected resampled "
+        text += (f"Δ: paired accuracy difference to {ref} over the same test folds (each fold's seeds averaged first), mean [95% interval of the corrected resampled "
                  f"t-test (Nadeau & Bengio 2003)]; p: {TEST_NAMES[test]}, Holm-adjusted across the methods of the table; "
-                 "* p < 0.05; 'cannot reach 0.05': no outcome of the test with this many pairs could. ")
+                 "* p < 0.05; 'cannot reach 0.05': no outcome of the test with this many pairs could. "
+                 f"P(> {ref}): the share of test folds (seeds averaged; with repeats, of every partition's folds) on which the "
+                 "method's accuracy beats the reference's, ties half, [95% bootstrap interval over those folds]; ↑/↓: better/worse by "
+                 "the rule of Bouthillier et al. (MLSys 2021), the interval excludes 1/2 and P is above 0.75 (below 0.25). "
+                 + repeats_note(recs)
+                 + "Radiologists (leave-one-out), reference: each reader's own malignancy rating scored against the other readers' "
+                 "consensus on the same test folds (repeat 0); not a method, never bold, ranked or compared. ")
     else:
         text += (f"*: differs from {ref} (last row) at a Holm-adjusted p < 0.05 ({TEST_NAMES[test]}, per dataset across the ablations). ")
     return text + partial_note(recs) + "Paper: reported by Lei et al. (MICCAI 2023)."
@@ -228,6 +281,16 @@ def partial_note(recs: list[dict]) -> str:
         return (f"PARTIAL DATA (‡): {prot['nodules_with_crops']} of the protocol's {prot['nodules_in_protocol']} nodules had a CT crop "
                 f"({prot['patients']} of {prot['patients_in_protocol']} patients{pilot}); not results on the whole dataset. ")
     return "PARTIAL DATA (‡): not every nodule of the folds had a CT crop; not results on the whole dataset. "
+
+
+def repeats_note(recs: list[dict]) -> str:
+    """What the cells mean when the records hold several partitions (none with one)."""
+    reps = sorted({r.get("repeat", 0) for r in recs})
+    if len(reps) < 2:
+        return ""
+    return (f"Repeated partitions {', '.join(map(str, reps))}: the mean is over every partition's folds, ± over the folds of "
+            f"partition {reps[0]} (the paper's ±), 'partitions s.d.' the spread of the {len(reps)} partitions' means; the unit of "
+            f"Δ, p and P(>) is a test fold of a partition (n = folds x partitions); the 95% CI is partition {reps[0]}'s. ")
 
 
 def render_backbones(data: dict, paper: dict, caption: str) -> tuple[str, str]:
