@@ -84,6 +84,8 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--method", help="a registered method (see --list)")
     ap.add_argument("--dataset", help=f"one of {', '.join(PROTOCOLS)}")
     add_folds_seeds(ap)
+    ap.add_argument("--repeats", type=int, default=1, metavar="R",
+                    help="repeated partitions: run the folds of partitions 0..R-1 (1-10; 0 is the committed one; default 1)")
     ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
     ap.add_argument("--source", default="phantom", help="phantom (offline, rendered from the annotations) or lidc (prepared CT crops)")
     ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules annotated by at least this many readers (1-4)")
@@ -113,8 +115,10 @@ def main(argv=None):
     if not args.method or not args.dataset:
         raise UserError("--method and --dataset are required (or --list)")
     folds = parse_folds(args.folds)
-    specs = [make_spec(args.method, args.dataset, f, s, args.profile, args.source, args.min_readers, args.set)
-             for s in args.seeds for f in folds]
+    from benchmarks.data.partitions import check_repeats  # noqa: PLC0415  (after parsing, as the rest of the data layer)
+
+    specs = [make_spec(args.method, args.dataset, f, s, args.profile, args.source, args.min_readers, args.set, repeat=k)
+             for s in args.seeds for k in range(check_repeats(args.repeats)) for f in folds]
     writable_dir(runs_dir(), "runs folder", f"set ${RUNS_ENV} to a writable folder")
     warn_phantom(args.profile, args.source)
     t0 = time.perf_counter()

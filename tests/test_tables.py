@@ -1,6 +1,7 @@
 """Tables from run records: every number from the records' predictions, one setting, the statistics, LaTeX that compiles."""
 import json
 import math
+import re
 import shutil
 import subprocess
 
@@ -297,3 +298,95 @@ def test_a_dataset_outside_the_tables_is_one_line_not_a_sweep_advice(tmp_path, r
         main(["--tables", "2", "--datasets", "LIDC-A", "--runs", str(write(tmp_path / "runs", recs)), "--out", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err == "error: --datasets LIDC-A: LIDC-A is not in Table 2 (Table 2: LIDC-B, LIDC-C)\n"
+
+
+# ---------------------------------------------------------------- repeated partitions, P(A > B), variance, the readers' row
+def _old_cell(recs, method):
+    """A cell and its comparison as the tables made them before repeats: seed_summary over (fold, seed) and the
+    corrected t over the (fold, seed) pairs (the old unit)."""
+    from benchmarks import stats as S
+
+    vals = {m: {(r["fold"], r["seed"]): 100 * accuracy_of(r) for r in recs if r["method"] == m} for m in (method, "clip_lung")}
+    keys = sorted(set(vals[method]) & set(vals["clip_lung"]))
+    d = [vals[method][k] - vals["clip_lung"][k] for k in keys]
+    n_tr = np.mean([r["data"]["n_train_used"] for r in recs if r["seed"] == 0 and r["method"] == method])
+    n_te = np.mean([r["data"]["n_test"] for r in recs if r["seed"] == 0 and r["method"] == method])
+    return S.seed_summary(vals[method]), S.corrected_t(d, n_tr, n_te)
+
+
+def test_one_repeat_tables_are_as_before_apart_from_the_unit(tmp_path):
+    """Records of partition 0 only (every record made before repeats): each cell's numbers are those of the old
+    aggregation; the comparison differs only in its unit: with one seed not at all, with two seeds n = 5 folds."""
+    rs = [record("ce", "LIDC-B", f, 0.78 + 0.02 * f + 0.01 * s * (f % 2)) for f in range(5) for s in (0,)]
+    rs += [record("clip_lung", "LIDC-B", f, 0.84 + 0.01 * f) for f in range(5)]
+    assert all(r["repeat"] == 0 and "repeat" not in json.dumps(r["key"]) for r in rs)
+    data = build(select(read_records(write(tmp_path / "one", rs)), [2]), [2], n_boot=100)
+    cell = data[2]["LIDC-B"]["ce"]
+    old, t = _old_cell(rs, "ce")
+    m = cell["metrics"]["accuracy"]
+    assert (m["mean"], m["std"], m["seed_std"], m["n_folds"]) == (pytest.approx(old.mean), pytest.approx(old.std), None, 5)
+    assert "partition_std" not in m and "repeats" not in cell
+    c = cell["vs_reference"]["accuracy"]
+    assert (c["n"], c["p"], c["low"], c["high"]) == (5, pytest.approx(t.p), pytest.approx(t.low), pytest.approx(t.high))
+    two = rs + [record(r["method"], "LIDC-B", r["fold"], 0.80 + 0.015 * r["fold"] if r["method"] == "ce" else 0.85, seed=1) for r in rs]
+    data = build(select(read_records(write(tmp_path / "two", two)), [2]), [2], n_boot=100)
+    old, t_pairs = _old_cell(two, "ce")
+    m = data[2]["LIDC-B"]["ce"]["metrics"]["accuracy"]
+    assert (m["mean"], m["std"], m["seed_std"]) == (pytest.approx(old.mean), pytest.approx(old.std), pytest.approx(old.seed_std))
+    c = data[2]["LIDC-B"]["ce"]["vs_reference"]["accuracy"]
+    assert t_pairs.n == 10 and c["n"] == 5 and c["unit"].startswith("(repeat, fold)")  # the unit: a test fold, not a (fold, seed) pair
+    assert c["mean"] == pytest.approx(t_pairs.mean)  # the same mean difference (balanced seeds), another variance
+
+
+@pytest.fixture(scope="module")
+def repeated():
+    """Smoke records of 2 partitions x 5 folds x 2 seeds, CE and CLIP-Lung on LIDC-A (Table 1) and LIDC-B (Table 2)."""
+    return [record(m, d, f, (0.74 if m == "ce" else 0.80) + 0.01 * ((3 * f + 2 * s + 5 * k) % 4), seed=s, repeat=k)
+            for m in ("ce", "clip_lung") for d in ("LIDC-A", "LIDC-B") for k in (0, 1) for f in range(5) for s in (0, 1)]
+
+
+def test_repeated_partitions_in_tables_json_markdown_and_latex(tmp_path, repeated):
+    from benchmarks import stats as S
+
+    assert {r["repeat"] for r in repeated} == {0, 1} and len({r["key"] for r in repeated}) == len(repeated)
+    chosen = select(read_records(write(tmp_path / "runs", repeated)), [1, 2])
+    assert len(chosen) == len(repeated)
+    write_tables([1, 2], chosen, tmp_path / "t", n_boot=100)
+    js = json.loads((tmp_path / "t" / "tables_smoke_phantom.json").read_text())
+    ce = js["tables"]["2"]["LIDC-B"]["ce"]
+    acc = {(r["repeat"], r["fold"], r["seed"]): 100 * accuracy_of(r) for r in repeated if r["method"] == "ce" and r["dataset"] == "LIDC-B"}
+    ref = {(r["repeat"], r["fold"], r["seed"]): 100 * accuracy_of(r) for r in repeated if r["method"] == "clip_lung" and r["dataset"] == "LIDC-B"}
+    rep_means = [np.mean([acc[(k, f, s)] for f in range(5) for s in (0, 1)]) for k in (0, 1)]
+    m = ce["metrics"]["accuracy"]
+    assert m["mean"] == pytest.approx(np.mean(rep_means)) and m["partition_std"] == pytest.approx(np.std(rep_means, ddof=1))
+    assert m["n_repeats"] == 2 and m["n_units"] == 10 and ce["repeats"] == [0, 1]
+    c = ce["vs_reference"]["accuracy"]
+    units = sorted({(k, f) for k, f, _ in acc})
+    d = [np.mean([acc[(*u, s)] for s in (0, 1)]) - np.mean([ref[(*u, s)] for s in (0, 1)]) for u in units]
+    assert c["n"] == 10 and c["n_repeats"] == 2 and c["mean"] == pytest.approx(np.mean(d))
+    assert c["prob"]["p"] == pytest.approx(np.mean([(x > 0) + 0.5 * (x == 0) for x in d])) and c["prob"]["n"] == 10
+    var = ce["variance"]["accuracy"]
+    want = S.cell_components(acc)
+    assert var["shares"] == pytest.approx(want["shares"], rel=1e-9) and var["components"] == pytest.approx(want["components"], rel=1e-9)
+    assert var["df"] == {"partition": 1, "fold": 8, "seed": 10} and var["hyperparameters"] is None
+    assert js["readers"]["LIDC-A"]["reference"] is True and js["readers"]["LIDC-B"]["metrics"]["accuracy"]["mean"] > 0
+    for t, ds in ((1, "LIDC-A"), (2, "LIDC-B")):
+        md = (tmp_path / "t" / f"table{t}_smoke_phantom.md").read_text()
+        row = next(x for x in md.split(f"**{ds}**")[1].splitlines() if x.startswith("| CE Loss |"))
+        assert "(2 partitions s.d. " in row and re.search(r"\| [01]\.\d\d \[[01]\.\d\d, [01]\.\d\d\][↑↓]? \|$", row), row
+        readers = next(x for x in md.split(f"**{ds}**")[1].splitlines() if "Radiologists" in x)
+        assert "(reference)" in readers and "**" not in readers  # a reference: never bold
+        assert "P(> CLIP-Lung)" in md and "Repeated partitions 0, 1" in md
+        tex = (tmp_path / "t" / f"table{t}_smoke_phantom.tex").read_text()
+        assert "Radiologists (leave-one-out), reference" in tex and r"$P(>)$" in tex
+
+
+def test_repeats_flag_keeps_the_first_partitions(tmp_path, repeated, caplog):
+    runs = write(tmp_path / "runs", [r for r in repeated if r["dataset"] == "LIDC-B"])
+    chosen = select(read_records(runs), [2], Setting(repeats=1))
+    assert {r["repeat"] for r in chosen} == {0}
+    with caplog.at_level("WARNING"):
+        select(read_records(runs), [2], Setting(repeats=3))
+    assert "no records of partition(s) 2" in caplog.text
+    with pytest.raises(UserError, match="--repeats must be an integer in 1-10"):
+        select(read_records(runs), [2], Setting(repeats=11))

@@ -1,9 +1,12 @@
 """The critical-difference diagram (Demsar 2006): the methods' average ranks over datasets and folds.
 
-Blocks are (dataset, fold) pairs of the requested tables, each method's value in a
+Blocks (``--blocks``): ``folds`` (the default) are (dataset, fold) pairs of the requested
+tables (with repeated partitions, (dataset, (repeat, fold))), each method's value in a
 block its metric on that fold, averaged over seeds (metrics recomputed from the
-records' predictions); blocks that some method lacks are dropped (the Friedman test
-needs complete blocks). The Friedman test and the Nemenyi critical difference come
+records' predictions). These blocks share training data and patients, while the
+Friedman test assumes independent blocks: the diagram is exploratory, and says so.
+``datasets`` gives Demsar's blocks, one per dataset (the mean over its folds). Blocks
+that some method lacks are dropped (the Friedman test needs complete blocks). The Friedman test and the Nemenyi critical difference come
 from ``benchmarks.stats.ranks`` (scikit-posthocs draws the diagram).
 """
 from __future__ import annotations
@@ -26,24 +29,31 @@ log = logging.getLogger(__name__)
 METRICS = ("accuracy", "auc", "macro_f1")
 
 
-def rank_test(recs: list[dict], tables, metric: str = "accuracy", datasets=None, alpha: float = 0.05):
-    """The Friedman test of the methods of ``tables`` over the (dataset, fold) blocks of ``recs``; None when
-    fewer than 2 methods or 2 complete blocks remain (said in the log)."""
+BLOCK_TEXT = {"folds": "(dataset, fold) blocks; they share training data, so exploratory",
+              "datasets": "dataset blocks (Demsar 2006)"}
+
+
+def rank_test(recs: list[dict], tables, metric: str = "accuracy", datasets=None, alpha: float = 0.05, blocks: str = "folds"):
+    """The Friedman test of the methods of ``tables`` over the blocks of ``recs`` (``blocks``: "folds", the
+    (dataset, fold) pairs, or "datasets"); None when fewer than 2 methods or 2 complete blocks remain (said in the log)."""
     wanted = {m for t in tables for m in TABLES[t]["methods"]} | {r["method"] for r in recs if r["dataset"] in
                                                                     {d for t in tables if t in (1, 2) for d in table_datasets(t, datasets)}}
-    values = {(r["method"], r["dataset"], r["fold"], r["seed"]): r["metrics"][metric]
+    repeated = any(r.get("repeat", 0) for r in recs)  # with repeated partitions a fold is (repeat, fold)
+    values = {(r["method"], r["dataset"], (r.get("repeat", 0), r["fold"]) if repeated else r["fold"], r["seed"]): r["metrics"][metric]
               for r in recs if r["method"] in wanted and r["metrics"].get(metric) is not None}
-    table = block_table(values)
+    table = block_table(values, blocks)
     if table.shape[0] < 2 or table.shape[1] < 2:
-        log.warning("critical-difference diagram of %s: %d methods over %d complete (dataset, fold) blocks; it needs at least 2 of each",
-                    metric, table.shape[0], table.shape[1])
+        log.warning("critical-difference diagram of %s: %d methods over %d complete %s; it needs at least 2 of each",
+                    metric, table.shape[0], table.shape[1], BLOCK_TEXT[blocks])
         return None
     return friedman(table, alpha=alpha)
 
 
 def summary(res) -> dict:
     """The numbers of a Friedman test, for JSON and the report."""
-    return {"methods": res.methods, "blocks": [list(b) for b in res.blocks], "average_ranks": res.average_ranks, "chi2": res.statistic,
+    kind = "folds" if res.blocks and isinstance(res.blocks[0], tuple) else "datasets"
+    return {"methods": res.methods, "blocks": [list(b) if isinstance(b, tuple) else [b] for b in res.blocks], "block_kind": kind,
+            "blocks_are": BLOCK_TEXT[kind], "exploratory": kind == "folds", "average_ranks": res.average_ranks, "chi2": res.statistic,
             "df": res.df, "p": res.p, "iman_davenport_F": res.iman_davenport, "p_iman_davenport": res.p_iman_davenport, "cd": res.cd,
             "alpha": res.alpha, "nemenyi_p": res.nemenyi_p.round(6).to_dict() if res.nemenyi_p is not None else None}
 
@@ -57,20 +67,23 @@ def draw(res, metric: str, recs: list[dict]):
                     nemenyi_p=res.nemenyi_p.rename(index=names, columns=names) if res.nemenyi_p is not None else None)
     r0 = recs[0]
     fig, ax = plt_().subplots(figsize=(7.0, 1.6 + 0.3 * len(res.methods)))
-    draw_cd(shown, ax, title=f"Average rank by {metric} (1 = best) over {len(res.blocks)} (dataset, fold) blocks: "
-                             f"profile {r0['profile']}, source {r0['source']}")
+    kind = "folds" if res.blocks and isinstance(res.blocks[0], tuple) else "datasets"
+    blocks = (f"{len(res.blocks)} (dataset, fold) blocks (they share training data: exploratory)" if kind == "folds"
+              else f"{len(res.blocks)} datasets (Demsar's blocks)")
+    draw_cd(shown, ax, title=f"Average rank by {metric} (1 = best) over {blocks}: profile {r0['profile']}, source {r0['source']}")
     return fig
 
 
 def cmd_cd(args) -> list[Path]:
     runs = args.runs or runs_dir()
     recs = select(read_records(runs), args.tables, Setting.from_args(args), runs, args.datasets)
-    res = rank_test(recs, args.tables, args.metric, args.datasets)
+    blocks = getattr(args, "blocks", "folds")
+    res = rank_test(recs, args.tables, args.metric, args.datasets, blocks=blocks)
     if res is None:
-        raise UserError(f"no critical-difference diagram: the records hold fewer than 2 methods on 2 complete (dataset, fold) blocks "
+        raise UserError(f"no critical-difference diagram: the records hold fewer than 2 methods on 2 complete {BLOCK_TEXT[blocks]} "
                         f"for {args.metric} (see the warning above)")
     r0 = recs[0]
-    stem = f"cd_{args.metric}_tables{''.join(map(str, args.tables))}_{r0['profile']}_{r0['source']}"
+    stem = ("cd_" if blocks == "folds" else "cd_datasets_") + f"{args.metric}_tables{''.join(map(str, args.tables))}_{r0['profile']}_{r0['source']}"
     paths = save_figure(draw(res, args.metric, recs), args.out, stem)
     atomic_write_text(args.out / f"{stem}.json", json.dumps(summary(res), indent=1, default=str))
     print(f"Friedman test of {len(res.methods)} methods by {args.metric} over {len(res.blocks)} blocks: chi2 = {res.statistic:.2f} "
