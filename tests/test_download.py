@@ -78,7 +78,7 @@ def objects(table):
 
 @pytest.fixture(scope="module")
 def one(table):
-    """The objects of scan 698's series alone (87 files, 0.03 GB): the fast tests fetch it."""
+    """The objects of scan 698's series alone (65 files, 0.03 GB): the fast tests fetch it."""
     _needs_server()
     return _objects(table, [698])
 
@@ -719,3 +719,31 @@ def test_a_multipart_etag_of_an_s3_server_is_verified(tmp_path):
     assert verify.match(path, len(data), etag) == ("ok", "")
     path.write_bytes(data[:-1] + b"\0" if data[-1] else data[:-1] + b"\1")
     assert verify.match(path, len(data), etag)[0] == "unverified"  # a multipart file is not caught by content
+
+
+def test_a_disk_that_fills_up_mid_transfer_is_one_line_with_the_folder_and_the_retry(tmp_path, server1, one, here):
+    objs, keys = one
+    total = sum(map(len, objs.values()))
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={total + 3 * 2**20}", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode:
+        pytest.skip("a disk that fills up needs a small tmpfs, which only root may mount here")
+    try:
+        root = mnt / "d"
+        sel = idc.select(2, scans=[698])
+        folder = root / sel.series["folder"][0]
+        folder.mkdir(parents=True)
+        # A stray file as big as the series: the size check before the transfer counts it as the series'
+        # bytes, the content check moves it aside (on the same disk), and the transfer runs out of room.
+        with open(folder / "filler.dcm", "wb") as f:
+            for _ in range(0, total - 2**20, 2**20):
+                f.write(b"\1" * 2**20)
+        p = here(server1, "download", "--scans", "698", "--to", str(root))
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert err_line(p).startswith(f"error: the disk of {root} is full (") and err_line(p).endswith(
+            f"free some space or pick another folder with --to, then retry: python -m benchmarks.prepare download --to {root} "
+            "--scans 698"), p.stderr
+        assert not leftovers(root)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -210,7 +210,12 @@ def fetch(sel: Selection, root: Path, progress: bool = True) -> dict:
             finally:  # Ctrl-C too: the verdicts of the files as they are
                 remove_partials(root, [rows[u]["folder"] for u in todo])
                 verdicts = {u: verdict(rows[u], objects.get(u), checks.get(u)) for u in rows}
-                _write_manifest(root, sel, verdicts, objects, listed, old, repairs)
+                try:
+                    _write_manifest(root, sel, verdicts, objects, listed, old, repairs)
+                except UserError as e:  # a full disk: its own line says more; the manifest of the start stands
+                    if error is None:
+                        raise
+                    log.warning("%s", e)
         else:
             verdicts = {u: verdict(rows[u], objects.get(u), checks.get(u)) for u in rows}
             _write_manifest(root, sel, verdicts, objects, listed, old, [])
