@@ -51,6 +51,23 @@ def test_units_are_the_tables_units():
     assert not res["Wilcoxon (R=1)"][0]  # five units cannot reach 0.05
 
 
+def test_signflip_p_is_the_tables_wilcoxon_with_ties():
+    """Where scipy runs its permutation test (ties, n <= 13), the fast sign-flip p equals the tables' p."""
+    from benchmarks.stats import wilcoxon_signed_rank
+
+    rng = np.random.default_rng(4)
+    for n in (6, 9, 12):
+        for _ in range(2):
+            d = rng.integers(-4, 5, n).astype(float) * 0.27  # a few levels: ties certain
+            d[d == 0] = 0.54
+            want = wilcoxon_signed_rank(d)
+            assert want.method == "permutation"
+            assert C.signflip_p(d) == pytest.approx(want.p, abs=1e-12), d
+            assert C.wilcoxon_rejects(d) == bool(want.reachable and want.p < 0.05)
+    d = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # all positive: p = 2 / 2^8
+    assert C.signflip_p(d) == pytest.approx(2 / 256) and C.wilcoxon_rejects(d)
+
+
 def test_sgd_learns_and_a_masked_attribute_is_never_used():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3))

@@ -71,6 +71,37 @@ def null_bound(n: int, alpha: float = ALPHA, risk: float = 1e-3) -> int:
     return int(binom.ppf(1.0 - risk, n, alpha))
 
 
+def signflip_p(nz: np.ndarray) -> float:
+    """The two-sided p of Wilcoxon's signed-rank test by exhaustive sign flips, for non-zero differences ``nz`` with
+    ties (n <= 13): what ``scipy.stats.wilcoxon`` computes there through ``permutation_test`` (the statistic T+, the
+    sum of the average ranks of |d| over the positive d; ``p = min(1, 2 min(P(T >= t), P(T <= t)))`` over the 2^n
+    equally likely sign vectors), in milliseconds instead of a second. ``tests/test_calibrate.py`` checks it against
+    the tables' ``wilcoxon_signed_rank``.
+    """
+    from scipy.stats import rankdata  # noqa: PLC0415
+
+    r = rankdata(np.abs(nz))  # (n,) average ranks
+    t = float(r[nz > 0].sum())
+    bits = (np.arange(2**nz.size)[:, None] >> np.arange(nz.size)[None, :]) & 1  # (2^n, n) every sign vector
+    null = bits @ r  # (2^n,) T+ of each
+    tol = abs(t) * np.finfo(np.float64).eps * 100  # scipy's tolerance for equal statistics
+    return float(min(1.0, 2.0 * min(np.mean(null >= t - tol), np.mean(null <= t + tol))))
+
+
+def wilcoxon_rejects(d: np.ndarray, alpha: float = ALPHA) -> bool:
+    """The tables' rule on ``wilcoxon_signed_rank(d)``: reachable and p < alpha. Short cuts with the same answer:
+    a test that cannot reach alpha (``min_reachable_p``) is not run; ties with n <= 13 go through ``signflip_p``."""
+    from benchmarks.stats.paired import min_reachable_p, wilcoxon_signed_rank  # noqa: PLC0415
+
+    nz = d[d != 0]
+    if nz.size == 0 or min_reachable_p("wilcoxon", int(nz.size)) > alpha:
+        return False
+    if nz.size <= 13 and np.unique(np.abs(nz)).size < nz.size:
+        return signflip_p(nz) < alpha
+    w = wilcoxon_signed_rank(d, alpha)
+    return bool(w.reachable and w.p < alpha)
+
+
 def decide_all(x: np.ndarray, y: np.ndarray, repeats, n_train: np.ndarray, n_test: np.ndarray, alpha: float = ALPHA,
                n_boot: int = N_BOOT, boot_seed: int = 0) -> dict[str, tuple[bool, float]]:
     """Every test of the module's list on one simulated comparison: {test name: (rejected, mean difference)}.
@@ -82,7 +113,7 @@ def decide_all(x: np.ndarray, y: np.ndarray, repeats, n_train: np.ndarray, n_tes
     """
     from scipy import stats as ss  # noqa: PLC0415
 
-    from benchmarks.stats.paired import corrected_t, wilcoxon_signed_rank  # noqa: PLC0415
+    from benchmarks.stats.paired import corrected_t  # noqa: PLC0415
     from benchmarks.stats.prob import prob_outperform  # noqa: PLC0415
 
     out: dict[str, tuple[bool, float]] = {}
@@ -97,8 +128,7 @@ def decide_all(x: np.ndarray, y: np.ndarray, repeats, n_train: np.ndarray, n_tes
         t = corrected_t(d, float(n_train[:r].mean()), float(n_test[:r].mean()), alpha)
         out[f"units t (R={r})"] = (bool(t.reachable and t.p < alpha), t.mean)
     for r, d in d_of.items():
-        w = wilcoxon_signed_rank(d, alpha)
-        out[f"Wilcoxon (R={r})"] = (bool(w.reachable and w.p < alpha), w.mean)
+        out[f"Wilcoxon (R={r})"] = (wilcoxon_rejects(d, alpha), float(d.mean()))
     for r, d in d_of.items():
         pr = prob_outperform(d, n_boot=n_boot, seed=boot_seed, alpha=alpha)
         out[f"P(A>B) (R={r})"] = (bool(pr.better or pr.worse), float(d.mean()))
