@@ -157,7 +157,7 @@ def test_records_of_an_older_implementation_are_left_out_with_a_warning(tmp_path
         chosen = select(read_records(runs), [2])
     udm = [r for r in chosen if r["method"] == "udm"]
     assert len(udm) == 2 and all(abs(r["metrics"]["accuracy"] - 0.6) < 0.01 for r in udm)
-    assert sum("made by version 1 of udm" in m for m in caplog.messages) == 5
+    assert [m.split(": made by")[0] for m in caplog.messages if "made by version 1 of udm" in m] == ["leaving out 5 records of udm on LIDC-C"]
 
 
 def test_table3_check_marks(tmp_path):
@@ -255,7 +255,7 @@ def test_paper_profile_on_the_phantom_source_warns_and_datasets_restrict(tmp_pat
     runs = write(tmp_path / "q", recs + [record("ce", "LIDC-B", 0, 0.7)])
     main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "u"), "--datasets", "LIDC-B", "--bootstrap", "0"])
     assert "warning" not in capsys.readouterr().err
-    md = (tmp_path / "u" / "table2_smoke_phantom.md").read_text()
+    md = (tmp_path / "u" / "table2_LIDC-B_smoke_phantom.md").read_text()
     assert "**LIDC-B**" in md and "LIDC-C" not in md.split("\n\n", 2)[2]
 
 
@@ -288,7 +288,9 @@ def test_records_of_a_pilot_say_partial_and_never_mix_with_the_whole(tmp_path, t
     with caplog.at_level("WARNING"):
         chosen = select(read_records(write(tmp_path / "runs2", pilot + whole)), [2])
     assert {r["key"] for r in chosen} == {r["key"] for r in whole}
-    assert sum("made on 126 of" in m and "the crops prepared now hold every nodule of the protocol" in m for m in caplog.messages) == 10
+    said = [m for m in caplog.messages if "made on 126 of" in m and "the crops prepared now hold every nodule of the protocol" in m]
+    assert sorted(m.split(":")[0] for m in said) == ["leaving out 5 records of ce on LIDC-C", "leaving out 5 records of clip_lung on LIDC-C"]
+    assert all("rerun them: `python -m benchmarks.run --method " in m and "--source lidc" in m for m in said)
 
 
 def test_a_dataset_outside_the_tables_is_one_line_not_a_sweep_advice(tmp_path, recs, capsys):
@@ -298,6 +300,78 @@ def test_a_dataset_outside_the_tables_is_one_line_not_a_sweep_advice(tmp_path, r
         main(["--tables", "2", "--datasets", "LIDC-A", "--runs", str(write(tmp_path / "runs", recs)), "--out", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err == "error: --datasets LIDC-A: LIDC-A is not in Table 2 (Table 2: LIDC-B, LIDC-C)\n"
+
+
+@pytest.fixture
+def plugin_method(monkeypatch):
+    """A method registered as a file plugin would be ('plus.py#<sha>'), labelled CE+."""
+    from methods.ce import CrossEntropy as CE
+    from methods.registry import Method
+
+    class Labelled(CE):
+        label = "CE+"
+
+    origin = {"plugin": "plus.py", "sha256": "0123456789abcdef" * 4, "path": "/somewhere/plus.py"}
+    monkeypatch.setitem(methods.REGISTRY, "ce_plus", Method("ce_plus", Labelled, CE.Config(), origin))
+    return "ce_plus"
+
+
+def test_captions_counts_and_file_names_follow_the_datasets_and_plugins(tmp_path, recs, plugin_method, capsys):
+    from benchmarks.tables import main
+
+    plus = [record(plugin_method, "LIDC-C", f, 0.9) for f in range(5)]
+    assert plus[0]["plugin"] == "plus.py#0123456789abcdef"
+    runs = write(tmp_path / "runs", recs + plus + [record("ce", "LIDC-B", f, 0.7) for f in range(5)])
+    main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "t"), "--bootstrap", "0"])
+    out = capsys.readouterr().out
+    # 8 methods x 2 datasets of Table 2, and the plugin's cell: counted in both numerator and denominator.
+    assert out.startswith("23 records in 5 of 17 cells -> "), out
+    both = (tmp_path / "t" / "table2_smoke_phantom_plus.md").read_text()  # the plugin in the name: never overwritten by a run without it
+    assert "test sets of LIDC-B and LIDC-C (ours" in both
+    main(["--tables", "2", "--datasets", "LIDC-B", "--runs", str(runs), "--out", str(tmp_path / "t"), "--bootstrap", "0"])
+    assert capsys.readouterr().out.startswith("5 records in 1 of 8 cells -> ")
+    one = (tmp_path / "t" / "table2_LIDC-B_smoke_phantom.md").read_text()  # the datasets in the name
+    assert "test sets of LIDC-B (ours" in one and "LIDC-C" not in one
+    assert (tmp_path / "t" / "table2_smoke_phantom_plus.md").read_text() == both  # the other run's files untouched
+    assert json.loads((tmp_path / "t" / "tables_LIDC-B_smoke_phantom.json").read_text())["tables"]["2"].keys() == {"LIDC-B"}
+
+
+def test_a_method_whose_records_were_all_left_out_keeps_its_row_with_the_reason(tmp_path, recs, plugin_method, caplog):
+    from benchmarks.tables import main
+
+    ahead = [record(plugin_method, "LIDC-C", f, 0.9) for f in range(5)]
+    for r in ahead:
+        r["method_version"] = 7  # made by newer code than this
+    old = [record("udm", "LIDC-C", f, 0.9) for f in range(5)]
+    for r in old:
+        del r["method_version"]  # version 1: older than udm's now
+    with caplog.at_level("WARNING"):
+        main(["--tables", "2", "--datasets", "LIDC-C", "--runs", str(write(tmp_path / "runs", recs + ahead + old)), "--out", str(tmp_path / "t"),
+              "--bootstrap", "0"])
+    md = (tmp_path / "t" / "table2_LIDC-C_smoke_phantom.md").read_text()
+    assert "| CE+ (not in the paper) | — (left out: made by version 7 of ce_plus, newer code than this copy's version 1) |" in md, md
+    assert "| UDM | — (left out: made by version 1 of udm, the current one is " in md
+    left = json.loads((tmp_path / "t" / "tables_LIDC-C_smoke_phantom.json").read_text())["left_out"]
+    assert {x["method"] for x in left} == {"ce_plus", "udm"}
+    # One warning per reason, with the count and the command that fixes it (not one line per record, not "rerun" for newer code).
+    lines = [x for x in caplog.messages if "leaving out" in x]
+    assert len(lines) == 2, lines
+    udm = next(x for x in lines if "of udm" in x)
+    assert "leaving out 5 records of udm on LIDC-C" in udm
+    assert udm.endswith("rerun them: `python -m benchmarks.run --method udm --dataset LIDC-C --folds 0 1 2 3 4 --profile smoke --source phantom`")
+    plus = next(x for x in lines if "of ce_plus" in x)
+    assert "update this copy of the suite to use them" in plus and "--plugin /somewhere/plus.py" in plus and "rerun them" not in plus
+
+
+def test_only_cells_with_every_fold_compete_for_bold(tmp_path, recs):
+    lucky = [record("poisson", "LIDC-C", 0, 1.0)]  # one fold, above every five-fold mean
+    data = build(select(read_records(write(tmp_path / "runs", recs + lucky)), [2]), [2], n_boot=0)
+    write_tables([2], select(read_records(tmp_path / "runs"), [2]), tmp_path / "t", n_boot=0)
+    md = (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
+    row = {x.split("|")[1].strip(): x for x in md.splitlines() if x.startswith("| ")}
+    assert data[2]["LIDC-C"]["poisson"]["folds"] == [0]
+    assert "**" not in row["Poisson"].split("|")[2] and "†" in row["Poisson"]
+    assert f"**{shown(recs, 'clip_lung', 'LIDC-C')}**" in row["CLIP-Lung"]  # the best of the five-fold cells
 
 
 # ---------------------------------------------------------------- repeated partitions, P(A > B), variance, the readers' row

@@ -23,7 +23,7 @@ from benchmarks.paths import runs_dir
 from benchmarks.records import read_records
 from benchmarks.selection import Setting
 from benchmarks.stats import block_table, draw_cd, friedman
-from benchmarks.tables.build import select, table_datasets
+from benchmarks.tables.build import select, setting_tag, table_datasets
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "auc", "macro_f1")
@@ -82,8 +82,7 @@ def cmd_cd(args) -> list[Path]:
     if res is None:
         raise UserError(f"no critical-difference diagram: the records hold fewer than 2 methods on 2 complete {BLOCK_TEXT[blocks]} "
                         f"for {args.metric} (see the warning above)")
-    r0 = recs[0]
-    stem = ("cd_" if blocks == "folds" else "cd_datasets_") + f"{args.metric}_tables{''.join(map(str, args.tables))}_{r0['profile']}_{r0['source']}"
+    stem = ("cd_" if blocks == "folds" else "cd_datasets_") + f"{args.metric}_tables{''.join(map(str, args.tables))}_{setting_tag(recs, args.datasets)}"
     paths = save_figure(draw(res, args.metric, recs), args.out, stem)
     atomic_write_text(args.out / f"{stem}.json", json.dumps(summary(res), indent=1, default=str))
     print(f"Friedman test of {len(res.methods)} methods by {args.metric} over {len(res.blocks)} blocks: chi2 = {res.statistic:.2f} "

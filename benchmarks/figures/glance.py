@@ -12,7 +12,7 @@ from benchmarks.grid import TABLES, display, extra_method
 from benchmarks.paths import runs_dir
 from benchmarks.records import read_records
 from benchmarks.selection import Setting
-from benchmarks.tables.build import PAPER, labels_of, select, table_datasets
+from benchmarks.tables.build import PAPER, labels_of, select, setting_tag, table_datasets
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,4 @@ def cmd_tables(args) -> list[Path]:
     runs = args.runs or runs_dir()
     recs = select(read_records(runs), args.tables, Setting.from_args(args), runs, args.datasets)
     fig = draw_tables(recs, args.tables, json.loads(PAPER.read_text()), args.datasets)
-    r0 = recs[0]
-    ds = "_" + "+".join(args.datasets) if args.datasets else ""
-    return save_figure(fig, args.out, f"tables{''.join(map(str, args.tables))}{ds}_{r0['profile']}_{r0['source']}")
+    return save_figure(fig, args.out, f"tables{''.join(map(str, args.tables))}_{setting_tag(recs, args.datasets)}")

@@ -34,19 +34,25 @@ def _signed(x: float, latex: bool, digits: int = 1) -> str:
 
 
 def _best(cells: dict, key: str):
-    means = [e["metrics"][key]["mean"] for e in cells.values() if e and key in e["metrics"]]
-    return max(means) if means else None
+    """(best mean, its fold count) of a column: only the cells with the most folds compete, so that a
+    one-fold cell is never bolded beside five-fold ones (one lucky fold is no better mean)."""
+    shown = [e for e in cells.values() if e and key in e["metrics"]]
+    if not shown:
+        return None
+    most = max(len(e["folds"]) for e in shown)
+    return max(e["metrics"][key]["mean"] for e in shown if len(e["folds"]) == most), most
 
 
 def fmt_mean(entry, key, best, latex, with_std=False, digits=1) -> str:
-    """'84.0 ± 3.2' (bold when best, † fewer than 5 folds, ‡ partial data; the seed s.d. with several seeds)."""
+    """'84.0 ± 3.2' (bold when best: ``best`` is ``_best``'s (mean, folds); † fewer than 5 folds, ‡ partial data;
+    the seed s.d. with several seeds)."""
     if not entry or key not in entry["metrics"]:
         return _dash(latex)
     s = entry["metrics"][key]
     text = f"{s['mean']:.{digits}f}"
     if with_std and not math.isnan(s["std"]):
         text += (r" $\pm$ " if latex else " ± ") + f"{s['std']:.{digits}f}"
-    if best is not None and abs(s["mean"] - best) < 1e-9:
+    if best is not None and len(entry["folds"]) == best[1] and abs(s["mean"] - best[0]) < 1e-9:
         text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
     if with_std and s.get("seed_std") is not None:
         text += rf" {{\scriptsize (seed s.d. {s['seed_std']:.{digits}f})}}" if latex else f" (seed s.d. {s['seed_std']:.{digits}f})"
@@ -143,8 +149,17 @@ def _binary(t: int) -> bool:
     return len(CLASS_ORDER[t]) == 2
 
 
-def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, labels: dict, reference: str = "clip_lung") -> tuple[str, str]:
-    """Tables 1 and 2 as (LaTeX, Markdown)."""
+def left_out_text(left_out: dict | None, m: str, ds: str, latex: bool) -> str | None:
+    """'— (left out: made by version 1 of udm, the current one is 2)': a cell whose every record was left out."""
+    why = (left_out or {}).get((m, ds))
+    if why is None:
+        return None
+    return tex_escape(f"— (left out: {why})") if latex else f"— (left out: {why})"
+
+
+def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, labels: dict, reference: str = "clip_lung",
+              left_out: dict | None = None) -> tuple[str, str]:
+    """Tables 1 and 2 as (LaTeX, Markdown); ``left_out``: {(method, dataset): why} of the cells whose records were all left out."""
     classes = CLASS_ORDER[t]
     table = data[t]
     dsets = list(table)
@@ -157,7 +172,8 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
                                                                                   f"P(> {ref}) [95% CI]"]
         md += [f"**{ds}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, e in table[ds].items():
-            row = [display(m, labels.get(m)), fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), False, True), fmt_interval(e, "accuracy", False)]
+            row = [display(m, labels.get(m)), (e is None and left_out_text(left_out, m, ds, False)) or fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), False, True),
+                   fmt_interval(e, "accuracy", False)]
             row += [fmt_auc(e, False)] if _binary(t) else []
             row += [fmt_mean(e, f"{k}.{c}", _best(table[ds], f"{k}.{c}"), False) for c in classes for k in ("recall", "f1")]
             c = ((e or {}).get("vs_reference") or {}).get("accuracy")
@@ -190,7 +206,8 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
         row, prow, has_paper = [tex_escape(display(m, labels.get(m)))], [r"\quad\textit{paper}"], False
         for ds in dsets:
             e = table[ds][m]
-            row += [fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), True, True), fmt_interval(e, "accuracy", True)]
+            row += [(e is None and left_out_text(left_out, m, ds, True)) or fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), True, True),
+                    fmt_interval(e, "accuracy", True)]
             row += [fmt_auc(e, True)] if _binary(t) else []
             row += [fmt_mean(e, f"{k}.{c}", _best(table[ds], f"{k}.{c}"), True) for c in classes for k in ("recall", "f1")]
             c = ((e or {}).get("vs_reference") or {}).get("accuracy")
@@ -206,8 +223,8 @@ def render_12(t: int, data: dict, paper: dict, caption: str, with_paper: bool, l
     return "\n".join(tex) + "\n", "\n".join(md) + "\n"
 
 
-def _t3_cell(e, table, ds, latex) -> str:
-    text = fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), latex, True)
+def _t3_cell(e, table, ds, latex, m=None, left_out=None) -> str:
+    text = (e is None and left_out_text(left_out, m, ds, latex)) or fmt_mean(e, "accuracy", _best(table[ds], "accuracy"), latex, True)
     if e:
         text += " " + fmt_interval(e, "accuracy", latex)
         c = (e.get("vs_reference") or {}).get("accuracy")
@@ -216,18 +233,19 @@ def _t3_cell(e, table, ds, latex) -> str:
     return text
 
 
-def render_3(data: dict, paper: dict, caption: str, with_paper: bool) -> tuple[str, str]:
+def render_3(data: dict, paper: dict, caption: str, with_paper: bool, left_out: dict | None = None) -> tuple[str, str]:
     """Table 3 (ablations: accuracy, its interval, * when it differs from the full CLIP-Lung) as (LaTeX, Markdown)."""
     table = data[3]
     dsets = list(table)
-    md = ["| $L_{IC}$ | $L_{IA}$ | $L_{CA}$ | " + " | ".join(dsets) + " |", "|---|---|---|" + "---|" * len(dsets)]
+    # Plain text in Markdown (the report's HTML shows it as written: no TeX there).
+    md = ["| L_IC | L_IA | L_CA | " + " | ".join(dsets) + " |", "|---|---|---|" + "---|" * len(dsets)]
     tex = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(caption)}}}", r"\label{tab:table3}",
            r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{ccc{'c' * len(dsets)}}}", r"\toprule",
            r"$\mathcal{L}_{IC}$ & $\mathcal{L}_{IA}$ & $\mathcal{L}_{CA}$ & " + " & ".join(dsets) + r" \\", r"\midrule"]
     for m in TABLES[3]["methods"]:
         marks = ABLATION_LOSSES[m]
-        md.append("| " + " | ".join("✓" if x else "" for x in marks) + " | " + " | ".join(_t3_cell(table[ds][m], table, ds, False) for ds in dsets) + " |")
-        tex.append(" & ".join(r"\checkmark" if x else "" for x in marks) + " & " + " & ".join(_t3_cell(table[ds][m], table, ds, True) for ds in dsets) + r" \\")
+        md.append("| " + " | ".join("✓" if x else "" for x in marks) + " | " + " | ".join(_t3_cell(table[ds][m], table, ds, False, m, left_out) for ds in dsets) + " |")
+        tex.append(" & ".join(r"\checkmark" if x else "" for x in marks) + " & " + " & ".join(_t3_cell(table[ds][m], table, ds, True, m, left_out) for ds in dsets) + r" \\")
         p = [paper.get("table3", {}).get(ds, {}).get(m) for ds in dsets]
         if any(p):
             vals = [f"{x['accuracy'][0]:.1f} ± {x['accuracy'][1]:.1f}" if x else "" for x in p]
@@ -239,13 +257,15 @@ def render_3(data: dict, paper: dict, caption: str, with_paper: bool) -> tuple[s
 
 
 def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: str = "corrected_t", labels: dict | None = None,
-                n_boot: int = 2000) -> str:
+                n_boot: int = 2000, datasets=None) -> str:
+    """The caption of table ``t``: the datasets it shows (``datasets``: those ``--datasets`` kept), the setting, the marks."""
     r0 = recs[0]
+    shown = [d for d in TABLES[t]["datasets"] if datasets is None or d in datasets]
     enc = sorted({r["text_encoder"] for r in recs if r.get("text_encoder")})
     seeds = sorted({r["seed"] for r in recs})
     ref = display(reference, (labels or {}).get(reference))
-    what = {1: "Classification results on the test sets of LIDC-A", 2: "Classification results on the test sets of LIDC-B and LIDC-C",
-            3: "Ablation of the alignment losses: accuracy"}[t]
+    on = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)  # 'LIDC-A, LIDC-B and LIDC-C'
+    what = f"Ablation of the alignment losses: accuracy on {on}" if t == 3 else f"Classification results on the test sets of {on}"
     seed_text = (f"seeds {', '.join(map(str, seeds))}: each fold's value is the mean over the seeds, ± the sample standard deviation "
                  "(ddof = 1) over folds of those means, the seed s.d. the pooled within-fold standard deviation over seeds"
                  if len(seeds) > 1 else f"seed {seeds[0]}; ± the sample standard deviation (ddof = 1) over folds")
@@ -269,6 +289,16 @@ def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: st
     return text + partial_note(recs) + "Paper: reported by Lei et al. (MICCAI 2023)."
 
 
+def repeats_note(recs: list[dict]) -> str:
+    """What the cells mean when the records hold several partitions (none with one)."""
+    reps = sorted({r.get("repeat", 0) for r in recs})
+    if len(reps) < 2:
+        return ""
+    return (f"Repeated partitions {', '.join(map(str, reps))}: the mean is over every partition's folds, ± over the folds of "
+            f"partition {reps[0]} (the paper's ±), 'partitions s.d.' the spread of the {len(reps)} partitions' means; the unit of "
+            f"Δ, p and P(>) is a test fold of a partition (n = folds x partitions); the 95% CI is partition {reps[0]}'s. ")
+
+
 def partial_note(recs: list[dict]) -> str:
     """'PARTIAL DATA: ...' when the records were made on crops that miss some of the protocol's nodules
     (a pilot download): how many had crops, so that a pilot never passes for the whole dataset."""
@@ -281,16 +311,6 @@ def partial_note(recs: list[dict]) -> str:
         return (f"PARTIAL DATA (‡): {prot['nodules_with_crops']} of the protocol's {prot['nodules_in_protocol']} nodules had a CT crop "
                 f"({prot['patients']} of {prot['patients_in_protocol']} patients{pilot}); not results on the whole dataset. ")
     return "PARTIAL DATA (‡): not every nodule of the folds had a CT crop; not results on the whole dataset. "
-
-
-def repeats_note(recs: list[dict]) -> str:
-    """What the cells mean when the records hold several partitions (none with one)."""
-    reps = sorted({r.get("repeat", 0) for r in recs})
-    if len(reps) < 2:
-        return ""
-    return (f"Repeated partitions {', '.join(map(str, reps))}: the mean is over every partition's folds, ± over the folds of "
-            f"partition {reps[0]} (the paper's ±), 'partitions s.d.' the spread of the {len(reps)} partitions' means; the unit of "
-            f"Δ, p and P(>) is a test fold of a partition (n = folds x partitions); the 95% CI is partition {reps[0]}'s. ")
 
 
 def render_backbones(data: dict, paper: dict, caption: str) -> tuple[str, str]:
