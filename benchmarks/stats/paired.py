@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.stats.prob import prob_outperform
+
 log = logging.getLogger(__name__)
 
 NAN = float("nan")
@@ -335,7 +337,6 @@ def compare_to_reference(values: Mapping[str, Mapping[tuple, float]], reference:
     A p that could never reach alpha stays in Holm's family (it is a valid, if weak, p); an undefined one does not.
     A method with no shared unit gets tests with n = 0. The reference itself is left out of the answer.
     """
-    from benchmarks.stats.prob import prob_outperform  # noqa: PLC0415  (prob imports NAN from here)
 
     if test not in ("corrected_t", "wilcoxon"):
         raise ValueError(f"unknown test {test!r}; one of ('corrected_t', 'wilcoxon')")
