@@ -579,6 +579,13 @@ def test_damaged_files_are_found_by_content_named_and_fetched_again(tmp_path, se
     p = here(None, "download", "--verify", "--to", str(root))
     assert p.returncode == 0 and "1 verified by content" in p.stdout, p.stdout + p.stderr
 
+    # The finished download made read-only: a rerun checks it and ends well, --verify too.
+    with read_only(root):
+        p = here(server1, "download", "--scans", "698", "--to", str(root))
+        assert p.returncode == 0 and "verified 1 of 1 series" in p.stdout and "(read-only: checked, nothing to fetch)" in p.stdout, p.stderr
+        p = here(None, "download", "--verify", "--to", str(root))
+        assert p.returncode == 0 and "1 verified by content" in p.stdout, p.stdout + p.stderr
+
     # The folder moved: the command that repairs it names where it is now.
     moved = tmp_path / "elsewhere"
     root.rename(moved)
@@ -681,18 +688,24 @@ def test_a_file_or_a_read_only_folder_as_target_is_one_line_dry_run_too(tmp_path
 
 @contextlib.contextmanager
 def read_only(path: Path):
-    """``path`` made read-only: a read-only tmpfs (as root, whom permissions do not stop), else chmod."""
-    path.mkdir()
+    """``path`` (made if missing) read-only: as root, whom permissions do not stop, a read-only bind
+    mount of itself, as a finished download mounted read-only would be; else chmod."""
+    path.mkdir(exist_ok=True)
     if os.geteuid() != 0:
-        path.chmod(0o555)
+        modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")] if p.is_dir()}
+        for p in modes:
+            p.chmod(0o555)
         try:
             yield path
         finally:
-            path.chmod(0o755)
+            for p, m in modes.items():
+                p.chmod(m)
         return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True).returncode:
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True).returncode:
         pytest.skip("as root, a read-only folder needs a read-only mount, which this machine does not allow")
     try:
+        # (older util-linux ignore "ro" on a bind: remount it read-only)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], capture_output=True)
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
