@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from benchmarks.errors import UserError
+from benchmarks.io import DamagedFile, load_torch_file
 from benchmarks.metrics import decide
 from benchmarks.paths import runs_dir
 from benchmarks.records import read_records
@@ -125,9 +126,9 @@ def load_model(rec: dict, device):
 
     path = weights_path(rec)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (a damaged file: say which)
-        raise UserError(f"cannot read the weights {path}: {e}") from None
+        saved = load_torch_file(path)  # weights_only: nothing in the file can run code
+    except DamagedFile as e:  # one line: the file and the cause, then how to get them back
+        raise UserError(f"cannot read the weights {e}; rerun the run: {rerun_command(rec)}") from None
     try:
         m = methods.get_method(saved["method"])
         info = methods.DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["info"].items()})

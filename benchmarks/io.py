@@ -110,3 +110,65 @@ def exclusive_lock(path: str | os.PathLike, wait_s: float, busy: str):
         yield fd
     finally:
         os.close(fd)
+
+
+class DamagedFile(ValueError):
+    """A file of the suite that cannot be read as what it should be (one line: the file and the cause)."""
+
+
+def move_aside(path: str | os.PathLike, suffix: str = ".bad") -> Path:
+    """Move a damaged file out of the way, beside itself, never over an earlier one: ``<name>.bad``,
+    else ``<name>.bad.1``, ``<name>.bad.2``, ...; returns where it went.
+
+    ``os.link`` refuses an existing target, so two processes moving damaged files at once
+    still keep both (a rename would silently replace the other's).
+    """
+    path = Path(path)
+    for i in range(10_000):
+        target = path.with_name(path.name + suffix + (f".{i}" if i else ""))
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: the rename, after the same check
+            if target.exists():
+                continue
+            path.replace(target)
+            return target
+        path.unlink()
+        return target
+    raise UserError(f"cannot move {path} aside: 10000 damaged copies of it are already kept beside it")
+
+
+def load_torch_file(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain values only, so nothing in the
+    file can run code. A file that cannot be read raises :class:`DamagedFile` whose message is
+    one line naming the file and the cause; PyTorch's own text (which advises turning
+    ``weights_only`` off, the one thing never to do with a file of unknown origin) is not shown."""
+    import pickle  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415  (deferred: this module is imported by every command's --help)
+
+    try:
+        with warnings.catch_warnings():  # its note on pickle protocols says nothing about the file
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise DamagedFile(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DamagedFile(f"{path}: a folder, not a file") from None
+    except PermissionError as e:
+        raise DamagedFile(f"{path}: cannot be read ({e.strerror})") from None
+    except pickle.UnpicklingError as e:
+        # PyTorch's text: advice (dropped), then "WeightsUnpickler error: <cause>", then a link.
+        text = " ".join(str(e).split())
+        cause = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip() if "WeightsUnpickler error:" in text else ""
+        raise DamagedFile(f"{path}: garbled, or holds something other than tensors and plain values (refused unread"
+                          + (f": {cause})" if cause else ")")) from None
+    except (RuntimeError, EOFError) as e:  # a truncated or corrupted zip archive, an empty file
+        first = str(e).split(". ")[0].strip()
+        raise DamagedFile(f"{path}: truncated or corrupted, not a whole PyTorch file" + (f" ({first})" if first and "weights_only" not in first else "")) from None
+    except Exception as e:  # noqa: BLE001  anything else the unpickler meets in a foreign file
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise DamagedFile(f"{path}: not a PyTorch weights file ({type(e).__name__}" + (f": {first})" if first and "weights_only" not in first else ")")) from None

@@ -15,15 +15,15 @@ import logging
 import sys
 import time
 
-from benchmarks.cli import ArgumentParser, add_folds_seeds, add_plugin_flag, load_plugins, parse_folds, warn_phantom
-from benchmarks.data.protocols import DEFAULT_MIN_READERS, PROTOCOLS
+from benchmarks.cli import ArgumentParser, add_folds_seeds, add_plugin_flag, load_plugins, parse_folds, refuse_unknown_methods, warn_phantom
+from benchmarks.data.protocols import DEFAULT_MIN_READERS, PROTOCOLS, get_protocol
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import writable_dir
 from benchmarks.lifecycle import make_spec, run_one
 from benchmarks.metrics import summarize
 from benchmarks.pack import run_pack
 from benchmarks.paths import RUNS_ENV, runs_dir
-from benchmarks.profiles import PROFILES
+from benchmarks.profiles import PROFILES, get_profile
 
 log = logging.getLogger("benchmarks.run")
 
@@ -108,6 +108,12 @@ def _duration(seconds: float) -> str:
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if not args.list:  # names that are wrong end here, before the seconds that torch and the plugins take to import
+        refuse_unknown_methods([args.method] if args.method else [], args.plugin)
+        if args.dataset:
+            get_protocol(args.dataset)
+        get_profile(args.profile)
+        parse_folds(args.folds)
     load_plugins(args)
     if args.list:
         _list_methods()

@@ -1,4 +1,5 @@
-"""Every registered method, tested the moment it is registered."""
+"""Every registered method, tested the moment it is registered: the built-ins, and every plugin named in
+$CLIPLUNG_PLUGINS or installed (an entry point), through the checks of ``python -m benchmarks.check``."""
 import math
 from pathlib import Path
 
@@ -7,12 +8,43 @@ import pytest
 import torch
 
 import methods
+from benchmarks import check
+from benchmarks.cli import static_method_names
 from benchmarks.errors import UserError
 from benchmarks.metrics import decide
+from benchmarks.plugins import load_plugins
 from methods import REGISTRY, DataInfo
 from methods.backbones import BACKBONES, build_backbone
 from methods.corf import routing
 from methods.registry import register
+
+
+def _every_method() -> list[str]:
+    """The built-ins and what the plugins register, named for collection without importing the plugins
+    (read from their sources: loading them here would add their methods to every later test module's
+    collection); loaded when their sources cannot be read so."""
+    names = static_method_names()
+    if names is None:
+        load_plugins()
+        names = set(REGISTRY)
+    return sorted(names | set(REGISTRY))
+
+
+EVERY_METHOD = _every_method()
+
+
+@pytest.fixture
+def registered():
+    """The method of a name, with the plugins (entry points, $CLIPLUNG_PLUGINS) loaded."""
+
+    def get(name):
+        load_plugins()
+        if name not in REGISTRY:
+            pytest.skip(f"{name!r} appears in a register() call of a method or plugin source, but nothing registers it")
+        return REGISTRY[name]
+
+    return get
+
 
 ATTRS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture")
 
@@ -66,30 +98,24 @@ def test_every_method_module_is_imported_and_registers():
     assert {"ce", "poisson", "nsb", "udm", "corf", "clip", "cocoop", "clip_lung"} <= set(REGISTRY)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-@pytest.mark.parametrize("k", [2, 3])
-def test_forward_backward_finite_and_probabilities(name, k):
-    torch.manual_seed(0)
-    model = build(name, k)
-    b = batch(k)
-    out = model(b)
-    assert isinstance(out, dict)
-    terms = model.loss(out, b)
-    assert "loss" in terms and all(torch.isfinite(v) for v in terms.values())
-    terms["loss"].backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    p = model.predict(out)
-    assert p.shape == (6, k) and (p >= 0).all()
-    torch.testing.assert_close(p.sum(1), torch.ones(6), atol=1e-5, rtol=0)
-    model.eval()
-    with torch.no_grad():
-        pe = model.predict(model(b))
-    torch.testing.assert_close(pe.sum(1), torch.ones(6), atol=1e-5, rtol=0)
+_CASES: dict[str, object] = {}  # method -> its benchmarks.check case: one model per K, shared by its checks
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_overfits_a_tiny_fixed_batch(name):
+@pytest.mark.parametrize("check_name", list(check.CHECKS))
+@pytest.mark.parametrize("name", EVERY_METHOD)
+def test_method_contract(name, check_name, registered):
+    """The contract of methods/registry.py, as ``python -m benchmarks.check NAME`` checks it."""
+    registered(name)
+    if name not in _CASES:
+        _CASES.clear()  # one method's models at a time
+        _CASES[name] = check.case_of(name)
+    result = check.run_check(_CASES[name], check_name)
+    assert result.ok, f"{name}: {check_name}: {result.detail}"
+
+
+@pytest.mark.parametrize("name", EVERY_METHOD)
+def test_overfits_a_tiny_fixed_batch(name, registered):
+    registered(name)
     torch.manual_seed(0)
     model = build(name, 3)
     b = batch(3, n=6, size=16, seed=1)
@@ -228,12 +254,12 @@ def test_multi_view_backbone_is_one_trunk_over_three_orientations():
 
 
 @pytest.mark.parametrize("backbone", sorted(set(BACKBONES) - {"resnet18_2d"}))
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_every_method_trains_on_every_backbone(name, backbone):
+@pytest.mark.parametrize("name", EVERY_METHOD)
+def test_every_method_trains_on_every_backbone(name, backbone, registered):
     import dataclasses
 
     torch.manual_seed(0)
-    m = REGISTRY[name]
+    m = registered(name)
     cfg = dataclasses.replace(m.config, backbone=backbone, **({"text_encoder": "tiny-random"} if hasattr(m.config, "text_encoder") else {}))
     model = m.cls(cfg, info(3))
     b = batch(3, n=2)
