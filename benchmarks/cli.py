@@ -208,6 +208,7 @@ COMMANDS = {
     "report": ("benchmarks.report", "one page (Markdown, HTML) of a setting's results"),
     "prepare": ("benchmarks.prepare", "the real CT from the Imaging Data Commons, crop caches, nodule index, statistics"),
     "speed": ("benchmarks.speed", "training-step and inference cost of every method"),
+    "check": ("benchmarks.check", "the method contract, checked on any registered method (a plugin's too)"),
     "device-check": ("benchmarks.device_check", "the GPU measurements of the README in one command"),
 }
 
