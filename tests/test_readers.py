@@ -123,3 +123,11 @@ def test_reference_row_of_the_real_annotations():
     assert set(row["metrics"]) >= {"accuracy", "macro_f1", "kappa", "recall.benign", "f1.unsure"}
     assert 0.1 < row["metrics"]["kappa"]["mean"] < 0.9 and 33.4 < row["metrics"]["accuracy"]["mean"] < 100.0
     assert row["metrics"]["accuracy"]["n_folds"] == N_FOLDS and not np.isnan(row["metrics"]["accuracy"]["std"])
+
+
+def test_reference_row_of_another_partition():
+    """Repeat 1 scores the same pairs, split into other folds (``labelled_folds(min_readers, repeat)``)."""
+    r0, r1 = R.reference_row("LIDC-B", repeat=0), R.reference_row("LIDC-B", repeat=1)
+    assert r1["repeat"] == 1 and r1["folds"] == list(range(N_FOLDS))
+    assert r1["details"]["nodules"]["total"] == r0["details"]["nodules"]["total"]
+    assert r1["details"]["pairs"] != r0["details"]["pairs"]  # the per-fold counts move with the partition

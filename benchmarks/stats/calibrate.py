@@ -237,7 +237,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int_in(1, MAX_REPEATS), nargs="+", default=[1, 2, 3, 5], help="numbers of partitions to test with")
     ap.add_argument("--pool", type=int_in(1, MAX_REPEATS), default=MAX_REPEATS, help="partitions a benchmark draws from (repeats 0..pool-1)")
     ap.add_argument("--datasets", nargs="+", default=None, help="LIDC-A, LIDC-B, LIDC-C (default: all)")
-    ap.add_argument("--min-readers", type=int_in(1, 4), default=2)
+    ap.add_argument("--min-readers", type=int_in(1, 4), default=2, help="label rule: nodules read by at least this many radiologists")
     ap.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the whole calibration")
     ap.add_argument("--boot", type=int_in(100), default=N_BOOT, help="bootstrap draws of the P(A>B) interval")
     ap.add_argument("--out", default=None, help="output folder (default $CLIPLUNG_RESULTS/calibration)")
