@@ -178,3 +178,32 @@ def test_report_of_repeated_partitions_shows_units_prob_variance_and_readers(tmp
     assert re.search(r"\| ce, LIDC-B \| \d\.\d\d \| \d\.\d\d \| \d\.\d\d \| 20 \|", md)
     assert (rep / "variance_accuracy.png").stat().st_size > 3_000
     assert "not independent and the test is exploratory" in md or "too few methods" in md
+
+
+def test_report_names_plugins_keeps_left_out_rows_and_prints_no_tex(tmp_path, monkeypatch):
+    """A plugin's identity in the setting, a method whose records were all left out shown with the reason, and no raw
+    TeX ($) in the Markdown or the HTML (Table 3's loss headers were $L_{IC}$)."""
+    import methods
+    from methods.ce import CrossEntropy as CE
+    from methods.registry import Method
+    from tests.records_synth import record, write
+
+    class Labelled(CE):
+        label = "CE+"
+
+    origin = {"plugin": "plus.py", "sha256": "fedcba9876543210" * 4, "path": str(tmp_path / "plus.py")}
+    monkeypatch.setitem(methods.REGISTRY, "ce_plus", Method("ce_plus", Labelled, CE.Config(), origin))
+    rs = [record(m, "LIDC-B", f, a + 0.01 * f) for m, a in (("ce", 0.78), ("clip_lung", 0.85), ("clip_lung_ic", 0.8), ("ce_plus", 0.8))
+          for f in range(5)]
+    old = [record("nsb", "LIDC-B", f, 0.9) for f in range(5)]
+    for r in old:
+        r["method_version"] = 0  # an older implementation: every record left out
+    rep = tmp_path / "report"
+    report.main(["--tables", "2", "3", "--datasets", "LIDC-B", "--runs", str(write(tmp_path / "runs", rs + old)), "--figures", str(tmp_path),
+                 "--out", str(rep), "--bootstrap", "0"])
+    md, page = (rep / "report.md").read_text(), (rep / "report.html").read_text()
+    assert "- plugins: `plus.py#fedcba9876543210` (ce_plus)" in md
+    assert "<li>plugins: <code>plus.py#fedcba9876543210</code> (ce_plus)</li>" in page
+    assert "| NSB | — (left out: made by version 0 of nsb, the current one is 1) |" in md
+    assert "| CE+ (not in the paper) | " in md and "| L_IC | L_IA | L_CA | LIDC-B |" in md
+    assert "$" not in md and "$" not in page
