@@ -492,6 +492,16 @@ def test_crops_refuse_a_series_whose_files_differ_from_their_checksums_naming_th
         "MD5); c.dcm (1 of 4 bytes); d.dcm (stray: not an object of the series); fetch it again: RETRY")
 
 
+def test_verify_without_a_manifest_or_with_a_selection_is_one_line(tmp_path, capsys):
+    for args, want in ((["--to", str(tmp_path)], f"error: {tmp_path} holds no download manifest (cliplung-download.json): "
+                        f"nothing to verify; fetch with: python -m benchmarks.prepare download --to {tmp_path}\n"),
+                       (["--to", str(tmp_path), "--scans", "1"], "error: --verify checks every series of the folder's manifest; "
+                        "give it only --to\n")):
+        with pytest.raises(SystemExit) as e:
+            prepare.main(["download", "--verify", *args])
+        assert e.value.code == 2 and capsys.readouterr().err == want
+
+
 def test_the_command_that_fetches_a_series_again_names_where_the_folder_is_now(tmp_path):
     entry = {"scan_id": 698, "picked_by": {"min_readers": 3, "patients": None, "scans": [698, 1]}, "retry": "--to /old/place"}
     assert idc.entry_retry(tmp_path / "new", entry) == (

@@ -31,9 +31,10 @@ folder to fetch again; the dataset API reports per fold how many nodules have
 no crop, scans missing from the download apart from unreadable ones.
 
 A folder written by ``prepare download`` (``benchmarks.data.download``) holds a
-manifest of the series it fetched and verified against IDC's index; a series of
-such a folder is read only when the manifest calls it verified and its folder
-still holds the files and bytes the index gives (:func:`download_verdict`).
+manifest of the series it fetched, with each file's checksum from the bucket; a
+series of such a folder is read only when the manifest calls it verified and
+every file still matches its checksum, no other file beside them
+(:func:`download_verdict`; the files that do not are named).
 The cache's manifest records the download's selection (a pilot's patient
 count among it): :func:`download_scope` tells how much of the protocol the
 crops cover.
