@@ -131,3 +131,12 @@ def test_reference_row_of_another_partition():
     assert r1["repeat"] == 1 and r1["folds"] == list(range(N_FOLDS))
     assert r1["details"]["nodules"]["total"] == r0["details"]["nodules"]["total"]
     assert r1["details"]["pairs"] != r0["details"]["pairs"]  # the per-fold counts move with the partition
+
+
+def test_the_command_prints_the_rows_and_refuses_a_bad_repeat(capsys):
+    R.main([])
+    out = capsys.readouterr().out
+    assert out.count("\n| LIDC-") == 3 and "Cohen's kappa" in out
+    with pytest.raises(SystemExit) as e:
+        R.main(["--repeat", "12"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: argument --repeat")

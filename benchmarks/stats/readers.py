@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, N_FOLDS, class_of, fold_table, get_protocol, labelled_folds
+from benchmarks.errors import cli_main
 
 LABEL = "Radiologists (leave-one-out)"
 UNSURE = CLASS_NAMES.index("unsure")
@@ -137,3 +138,37 @@ def reference_row(dataset: str, min_readers: int = DEFAULT_MIN_READERS, repeat: 
                         "n": int(v.size), "n_folds": int(v.size), "n_seeds": 0}
     return {"metrics": metrics, "folds": sorted(per_fold), "seeds": [], "interval": {}, "reference": True, "method": "readers",
             "label": LABEL, "dataset": dataset, "min_readers": min_readers, "repeat": repeat, "per_fold": per_fold, "details": details}
+
+
+def markdown(rows: list[dict]) -> str:
+    """The readers' rows as the Markdown table of docs/statistics.md (mean ± s.d. over folds)."""
+    def ms(m, k, digits):
+        return f"{m[k]['mean']:.{digits}f} ± {m[k]['std']:.{digits}f}" if k in m else "—"
+
+    head = ["Dataset", "Accuracy", "Macro F1", "Cohen's kappa", "Quadratic kappa", "AUC", "Accuracy, reader decided",
+            "Pairs", "Nodules", "Pairs left out (unsure consensus)", "Pairs where the reader said 3"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m, det = r["metrics"], r["details"]
+        cells = [r["dataset"], ms(m, "accuracy", 1), ms(m, "macro_f1", 1), ms(m, "kappa", 3), ms(m, "qwk", 3), ms(m, "auc", 3),
+                 ms(m, "accuracy_decided", 1)] + [str(det[k]["total"]) for k in ("pairs", "nodules", "dropped_unsure_consensus", "reader_unsure")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@cli_main
+def main(argv=None) -> None:
+    """``python -m benchmarks.stats.readers [--min-readers 2] [--repeat 0]``: the readers' rows of LIDC-A/B/C."""
+    from benchmarks.cli import ArgumentParser, int_in  # noqa: PLC0415
+    from benchmarks.data.partitions import MAX_REPEATS  # noqa: PLC0415
+    from benchmarks.data.protocols import PROTOCOLS  # noqa: PLC0415
+
+    ap = ArgumentParser(prog="python -m benchmarks.stats.readers", description=main.__doc__)
+    ap.add_argument("--min-readers", type=int_in(1, 4), default=DEFAULT_MIN_READERS, help="label rule: nodules read by at least this many radiologists")
+    ap.add_argument("--repeat", type=int_in(0, MAX_REPEATS - 1), default=0, help="the partition whose test folds are scored")
+    args = ap.parse_args(argv)
+    print(markdown([reference_row(ds, args.min_readers, args.repeat) for ds in PROTOCOLS]), end="")
+
+
+if __name__ == "__main__":
+    main()
