@@ -237,3 +237,52 @@ def test_errors_are_one_line_exit_2(smoke_runs, tmp_path, capsys):
     _one_error_line(*_main(capsys, "curves", "--dataset", "LIDC-B", "--methods", "clip", "--folds", "0", "--runs", str(runs),
                            "--out", str(tmp_path / "figs")), "--profile")
     assert not (tmp_path / "figs").exists()  # nothing written on a mistake
+
+
+# ------------------------------------------------------------------ the critical-difference diagram
+def test_cd_axis_runs_from_1_to_k_and_tied_methods_have_rows_of_their_own():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.stats import draw_cd, friedman
+    from benchmarks.stats.ranks import cliques
+
+    # 5 methods over 6 blocks; B and C tie in every block, D and E too: observed ranks 1.5-4.5, k = 5.
+    x = np.array([[0.9, 0.8, 0.85, 0.9, 0.7, 0.75], [0.7, 0.6, 0.65, 0.7, 0.5, 0.55], [0.7, 0.6, 0.65, 0.7, 0.5, 0.55],
+                  [0.6, 0.5, 0.55, 0.6, 0.4, 0.45], [0.6, 0.5, 0.55, 0.6, 0.4, 0.45]])
+    res = friedman(x, methods=list("ABCDE"))
+    assert res.average_ranks["B"] == res.average_ranks["C"] == 2.5 and res.cd > 2  # a CD wider than the observed spread
+    fig, ax = plt.subplots(figsize=(6.4, 3))
+    draw_cd(res, ax)
+    (axis,) = [ln for ln in ax.lines if ln.get_gid() == "cd-axis"]
+    assert list(axis.get_xdata()) == [1, 5] and ax.get_xlim() == (1, 5)
+    assert sorted(t.get_text() for t in ax.texts if t.get_text() in list("12345")) == list("12345")  # a tick at every whole rank
+    fig.canvas.draw()
+    labels = [t for t in ax.texts if t.get_gid() == "cd-label"]
+    assert len(labels) == 5 and sorted(t.get_text().split()[0].strip("()") for t in labels if t.get_ha() == "right") == ["A", "B", "C"]
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])  # no label hides another
+    # The bars: the groups not told apart, by the Nemenyi p-values, checked against |rank difference| <= CD by hand.
+    by_hand = [g for g in cliques(res) if all(abs(res.average_ranks[a] - res.average_ranks[b]) <= res.cd for a in g for b in g)]
+    assert cliques(res) == by_hand and ("B", "C") <= max(cliques(res), key=len)
+    plt.close(fig)
+
+
+def test_cd_command_lacking_data_is_one_line_and_its_json_is_strict(tmp_path, capsys):
+    from tests.records_synth import record, write
+
+    one = write(tmp_path / "one", [record("ce", "LIDC-B", f, 0.8) for f in range(5)])
+    code, cap = _main(capsys, "cd", "--tables", "2", "--datasets", "LIDC-B", "--runs", str(one), "--out", str(tmp_path / "f"))
+    assert code == 2 and cap.err.count("\n") == 1 and cap.err.startswith("error: no critical-difference diagram: 1 methods over 5 complete"), cap.err
+    # Every block a complete tie (the same predictions for both methods): chi2 is undefined, null in the JSON.
+    ties = write(tmp_path / "ties", [record(m, "LIDC-B", f, 0.8, rng_seed=f) for m in ("ce", "clip_lung") for f in range(5)])
+    figures.main(["cd", "--tables", "2", "--datasets", "LIDC-B", "--runs", str(ties), "--out", str(tmp_path / "f")])
+    text = (tmp_path / "f" / "cd_accuracy_tables2_LIDC-B_smoke_phantom.json").read_text()  # the datasets in its name
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the JSON")
+
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["chi2"] is None and summary["p"] is None and summary["average_ranks"] == {"ce": 1.5, "clip_lung": 1.5}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from benchmarks.errors import UserError
@@ -33,20 +34,57 @@ BLOCK_TEXT = {"folds": "(dataset, fold) blocks; they share training data, so exp
               "datasets": "dataset blocks (Demsar 2006)"}
 
 
-def rank_test(recs: list[dict], tables, metric: str = "accuracy", datasets=None, alpha: float = 0.05, blocks: str = "folds"):
+def rank_test(recs: list[dict], tables, metric: str = "accuracy", datasets=None, alpha: float = 0.05, blocks: str = "folds",
+              reasons: list | None = None):
     """The Friedman test of the methods of ``tables`` over the blocks of ``recs`` (``blocks``: "folds", the
-    (dataset, fold) pairs, or "datasets"); None when fewer than 2 methods or 2 complete blocks remain (said in the log)."""
+    (dataset, fold) pairs, or "datasets"); None when fewer than 2 methods or 2 complete blocks remain: said in the
+    log, or appended to ``reasons`` when given (a command then says it in its one error line)."""
     wanted = {m for t in tables for m in TABLES[t]["methods"]} | {r["method"] for r in recs if r["dataset"] in
                                                                     {d for t in tables if t in (1, 2) for d in table_datasets(t, datasets)}}
     repeated = any(r.get("repeat", 0) for r in recs)  # with repeated partitions a fold is (repeat, fold)
     values = {(r["method"], r["dataset"], (r.get("repeat", 0), r["fold"]) if repeated else r["fold"], r["seed"]): r["metrics"][metric]
               for r in recs if r["method"] in wanted and r["metrics"].get(metric) is not None}
-    table = block_table(values, blocks)
+    held = _Held()
+    ranks_log = logging.getLogger(block_table.__module__)
+    ranks_log.addFilter(held)  # the dropped blocks are said once: in the warning below, or in the caller's one line
+    try:
+        table = block_table(values, blocks)
+    finally:
+        ranks_log.removeFilter(held)
     if table.shape[0] < 2 or table.shape[1] < 2:
-        log.warning("critical-difference diagram of %s: %d methods over %d complete %s; it needs at least 2 of each",
-                    metric, table.shape[0], table.shape[1], BLOCK_TEXT[blocks])
+        why = (f"{table.shape[0]} methods over {table.shape[1]} complete {BLOCK_TEXT[blocks]} for {metric}"
+               + "".join(f" ({r.getMessage().removeprefix('block_table: ')})" for r in held.records) + "; it needs at least 2 of each")
+        if reasons is None:
+            log.warning("critical-difference diagram: %s", why)
+        else:
+            reasons.append(why)
         return None
+    for r in held.records:
+        ranks_log.handle(r)
     return friedman(table, alpha=alpha)
+
+
+class _Held(logging.Filter):
+    """Keeps the log records it sees instead of letting them through."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record):
+        self.records.append(record)
+        return False
+
+
+def _strict(x):
+    """NaN and infinities -> None (JSON null), everywhere in ``x``: the JSON stays standard when every block ties."""
+    if isinstance(x, dict):
+        return {str(k): _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def summary(res) -> dict:
@@ -78,13 +116,13 @@ def cmd_cd(args) -> list[Path]:
     runs = args.runs or runs_dir()
     recs = select(read_records(runs), args.tables, Setting.from_args(args), runs, args.datasets)
     blocks = getattr(args, "blocks", "folds")
-    res = rank_test(recs, args.tables, args.metric, args.datasets, blocks=blocks)
+    reasons: list[str] = []
+    res = rank_test(recs, args.tables, args.metric, args.datasets, blocks=blocks, reasons=reasons)
     if res is None:
-        raise UserError(f"no critical-difference diagram: the records hold fewer than 2 methods on 2 complete {BLOCK_TEXT[blocks]} "
-                        f"for {args.metric} (see the warning above)")
+        raise UserError(f"no critical-difference diagram: {reasons[0]}")
     stem = ("cd_" if blocks == "folds" else "cd_datasets_") + f"{args.metric}_tables{''.join(map(str, args.tables))}_{setting_tag(recs, args.datasets)}"
     paths = save_figure(draw(res, args.metric, recs), args.out, stem)
-    atomic_write_text(args.out / f"{stem}.json", json.dumps(summary(res), indent=1, default=str))
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(_strict(summary(res)), indent=1, default=str, allow_nan=False))
     print(f"Friedman test of {len(res.methods)} methods by {args.metric} over {len(res.blocks)} blocks: chi2 = {res.statistic:.2f} "
           f"(df {res.df}), p = {res.p:.3g}; Iman-Davenport F = {res.iman_davenport:.2f}, p = {res.p_iman_davenport:.3g}; "
           f"Nemenyi CD = {res.cd:.2f} at alpha {res.alpha:g}")

@@ -35,11 +35,12 @@ scikit-posthocs 0.17.1): autorank chooses its tests itself (Shapiro-Wilk per met
 Tukey's HSD, whose plot is an interval plot and not a CD diagram, unless ``force_mode='nonparametric'``), refuses
 fewer than five blocks, prints to stdout when a mode is forced, only plots when the omnibus test rejects (unless told
 otherwise), and draws its bars from its own grouping of consecutive ranks. scikit-posthocs does one thing each:
-``posthoc_nemenyi_friedman`` gives the Nemenyi p-value matrix from a blocks x methods table, and
-``critical_difference_diagram`` draws given average ranks, that p-value matrix and the CD, linking methods that are
-not significantly different; so the Friedman statistic and the ranks stay ours (tested against scipy), the test
-choice stays explicit, and the bars come from the same p-values the tables could print. (It imports pyplot and
-seaborn when imported, so it is imported lazily, after the Agg backend is chosen.)
+``posthoc_nemenyi_friedman`` gives the Nemenyi p-value matrix from a blocks x methods table; so the Friedman
+statistic and the ranks stay ours (tested against scipy), the test choice stays explicit, and the diagram's bars come
+from the same p-values the tables could print. The diagram itself is drawn here (``draw_cd``): its axis runs from 1
+to k whatever ranks were observed (so the CD bar is read against the whole scale), and each method has a row of its
+own (tied methods never hide each other), which the library's drawing gave neither. (scikit-posthocs imports pyplot
+and seaborn when imported, so it is imported lazily, after the Agg backend is chosen.)
 
 References. C. Nadeau, Y. Bengio, Inference for the generalization error, Machine Learning 52 (2003) 239-281.
 R. R. Bouckaert, E. Frank, Evaluating the replicability of significance tests for comparing learning algorithms,

@@ -156,42 +156,86 @@ def block_table(values: Mapping[tuple[str, Any, Any, Any], float], blocks: str =
     return table.loc[:, complete]
 
 
+def cliques(result: FriedmanResult) -> list[tuple[str, ...]]:
+    """The groups of methods the Nemenyi test does not tell apart: maximal runs of methods, consecutive in
+    average rank, every pair of which has p >= alpha (without p-values: ranks no more than CD apart), each
+    of two or more methods, best first. These are the bars of the diagram."""
+    order = sorted(result.methods, key=lambda m: (result.average_ranks[m], m))
+    r = result.average_ranks
+
+    def alike(a: str, b: str) -> bool:
+        if result.nemenyi_p is not None:
+            p = float(result.nemenyi_p.loc[a, b])
+            return math.isnan(p) or p >= result.alpha
+        return not abs(r[a] - r[b]) > result.cd  # a NaN CD links everything: nothing is told apart
+
+    out: list[tuple[str, ...]] = []
+    for i in range(len(order)):
+        j = i
+        while j + 1 < len(order) and all(alike(order[a], order[j + 1]) for a in range(i, j + 1)):
+            j += 1
+        group = tuple(order[i:j + 1])
+        if len(group) > 1 and not any(set(group) <= set(g) for g in out):
+            out.append(group)
+    return out
+
+
 def draw_cd(result: FriedmanResult, target, title: str | None = None, annotate: bool = True):
-    """The critical-difference diagram [Demsar 2006] of ``result``, drawn by ``scikit_posthocs.critical_difference_diagram``:
-    average ranks on the axis (1 = best, at the left), methods whose Nemenyi p >= alpha linked by a bar, the CD above
-    (a bar of that length from the best rank).
+    """The critical-difference diagram [Demsar 2006] of ``result``: an axis of average ranks from 1 (best, at the
+    left) to k, each method on a row of its own joined to its rank by an elbow (the better half labelled on the
+    left, the other on the right, so that tied methods never hide each other), the methods the Nemenyi test does
+    not tell apart (``cliques``) linked by a bar under the axis, and the critical difference above it, drawn
+    from rank 1 (as long as the axis at most, said when it is longer: then no pair can differ).
 
     ``target``: a matplotlib Axes (drawn into, returned) or a path (a PNG, or any format matplotlib knows by the
     suffix, written atomically; the path is returned). ``annotate`` adds the Friedman p and N to the title.
+    The axis line carries the gid ``cd-axis`` and each label the gid ``cd-label``.
     """
-    import pandas as pd  # noqa: PLC0415
-
     plt = _plt()
-    import scikit_posthocs as sp  # noqa: PLC0415
-
+    k = len(result.methods)
     own = not hasattr(target, "plot")
     if own:
-        fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * len(result.methods)))
+        fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * k))
     else:
         ax = target
-    ranks = pd.Series(result.average_ranks)
-    # The library would draw the CD bar half a data unit above the axis, on top of the rank tick labels; it is drawn
-    # here instead, a fixed number of points above them (the bars linking methods stay the library's).
-    sp.critical_difference_diagram(ranks, result.nemenyi_p, cd=None, alpha=result.alpha, ax=ax,
-                                   label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
-    from matplotlib.transforms import offset_copy  # noqa: PLC0415
-
+    ranks = result.average_ranks
+    order = sorted(result.methods, key=lambda m: (ranks[m], m))  # best first
+    groups = cliques(result)
+    gap = 0.25  # rows (data units) between the clique bars under the axis
+    first_row = -gap * (len(groups) + 1) - 0.35  # the labels' rows start below the bars
+    half = (k + 1) // 2
+    pad = 0.04 * (k - 1) + 0.08  # how far beyond the axis ends the labels stand
+    # The axis: 1 to k, a tick at every whole rank (numbers above it).
+    ax.plot([1, k], [0, 0], color="k", linewidth=1.2, gid="cd-axis", clip_on=False)
+    for x in range(1, k + 1):
+        ax.plot([x, x], [0, 0.12], color="k", linewidth=1.0, clip_on=False)
+        ax.text(x, 0.18, str(x), ha="center", va="bottom", fontsize=8)
+    for i, m in enumerate(order):
+        left = i < half
+        row = first_row - (i if left else k - 1 - i)  # the worst method on the right's top row: no elbows cross
+        x_end = 1 - pad if left else k + pad
+        ax.plot([ranks[m], ranks[m], x_end], [0, row, row], color="0.3", linewidth=0.8, clip_on=False)
+        text = f"{m} ({ranks[m]:.2f})" if left else f"({ranks[m]:.2f}) {m}"
+        ax.text(x_end + (-0.03 if left else 0.03), row, text, ha="right" if left else "left", va="center", fontsize=8,
+                gid="cd-label", clip_on=False)
+    for level, g in enumerate(groups):
+        y = -gap * (level + 1)
+        ax.plot([ranks[g[0]] - 0.03, ranks[g[-1]] + 0.03], [y, y], color="k", linewidth=3.0, solid_capstyle="butt", clip_on=False)
     if not math.isnan(result.cd):
-        start = float(ranks.min())
-        ax.plot([start, start + result.cd], [0.0, 0.0], color="k", linewidth=2, clip_on=False,
-                transform=offset_copy(ax.transData, fig=ax.figure, y=26, units="points"))
-        ax.text(start + result.cd / 2.0, 0.0, f"CD = {result.cd:.2f}", ha="center", va="bottom", fontsize=9,
-                transform=offset_copy(ax.transData, fig=ax.figure, y=29, units="points"))
+        end = min(1 + result.cd, k)
+        ax.plot([1, end], [0.75, 0.75], color="k", linewidth=2, clip_on=False)
+        ax.plot([1, 1], [0.65, 0.85], color="k", linewidth=1)
+        ax.plot([end, end], [0.65, 0.85], color="k", linewidth=1)
+        ax.text((1 + end) / 2, 0.9, f"CD = {result.cd:.2f}" + (" (longer than the axis: no pair can differ)" if 1 + result.cd > k else ""),
+                ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(1, k)
+    ax.set_ylim(first_row - max(half, k - half) + 0.4, 1.3)
+    ax.axis("off")
     parts = [title] if title else []
     if annotate:
         parts.append(f"Friedman p = {result.p:.3g}, N = {len(result.blocks)} blocks, CD = {result.cd:.2f} (alpha = {result.alpha:g})")
     if parts:
-        ax.set_title("\n".join(parts), fontsize=9, pad=48)
+        ax.set_title("\n".join(parts), fontsize=9, pad=12)
     if not own:
         return ax
     from benchmarks.io import atomic_write_bytes  # noqa: PLC0415
