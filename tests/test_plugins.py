@@ -115,12 +115,15 @@ def test_a_method_file_outside_the_repo_runs_a_smoke_fold_and_is_named_in_its_re
         assert len(list(runs.glob("smoothed_*.json"))) == n
     # Tables and the report use the records of the code loaded now and name the old ones they leave out.
     old = {f.name for f in runs.glob("smoothed_*.json")} - {Path(json.loads(again.stdout)["records"][0]).name}
-    for cmd in (["benchmarks.tables", "--out", str(tmp_path / "t")], ["benchmarks.report", "--out", str(tmp_path / "r"), "--bootstrap", "50"]):
+    for cmd in (["benchmarks.tables", "--out", str(tmp_path / "t")], ["benchmarks.report", "--out", str(tmp_path / "r"), "--bootstrap", "200"]):
         p = cli(*cmd, "--plugin", str(plugin), "--plugin", str(tiny), "--tables", "2", "--profile", "smoke", "--set", "backbone='tiny_cnn'",
                 "--set", "smoothing=0.2", env={RUNS_ENV: str(runs)})
         assert p.returncode == 0, p.stderr[-3000:]
-        assert all(f"leaving out {runs / name}: made by its" in p.stderr for name in old), p.stderr[-3000:]
-    md = (tmp_path / "t" / "table2_smoke_phantom.md").read_text()
+        # One line for the old records of each reason, with their count and the command that remakes them with the code now.
+        said = [x for x in p.stderr.splitlines() if "leaving out" in x and "made by its" in x]
+        assert sum(int(x.split("leaving out ")[1].split()[0]) for x in said) == len(old), p.stderr[-3000:]
+        assert all("python -m benchmarks.run --method smoothed" in x for x in said), said
+    md = (tmp_path / "t" / "table2_smoke_phantom_smoothed_tiny.md").read_text()  # the plugins in the name
     row = next(x for x in md.splitlines() if x.startswith("| smoothed (not in the paper) | **"))  # LIDC-C: the one record of the code now
     assert "†" in row and f"{100 * json.loads(again.stdout)['folds']['0']['accuracy']:.1f}" in row
 
@@ -203,5 +206,6 @@ def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
     assert json.loads(st.stdout)["totals"]["done"] == 3 + len(extra), st.stderr[-2000:]
     t = cli("benchmarks.tables", "--plugin", str(plugin), "--tables", "1", "--profile", "smoke", "--out", str(tmp_path / "tables"), env=env)
     assert t.returncode == 0, t.stderr[-2000:]
-    md = (tmp_path / "tables" / "table1_smoke_phantom.md").read_text()
+    (table,) = (tmp_path / "tables").glob("table1_smoke_phantom_*smoothed*.md")  # the plugins in the name (coral's too where installed)
+    md = table.read_text()
     assert "| smoothed (not in the paper) |" in md and all(f"| {m} (not in the paper) |" in md for m in extra)

@@ -168,7 +168,7 @@ def test_report_of_repeated_partitions_shows_units_prob_variance_and_readers(tmp
           for m in ("ce", "clip_lung") for k in (0, 1) for f in range(5) for s in (0, 1)]
     rep = tmp_path / "report"
     report.main(["--tables", "2", "--runs", str(write(tmp_path / "runs", rs)), "--figures", str(tmp_path), "--out", str(rep),
-                 "--bootstrap", "100", "--repeats", "2"])
+                 "--bootstrap", "200", "--repeats", "2"])
     md = (rep / "report.md").read_text()
     ce_row = next(x for x in md.split("**LIDC-B**")[1].splitlines() if x.startswith("| CE Loss |"))
     assert "(2 partitions s.d. " in ce_row and "0.00 [0.00, 0.00]↓" in ce_row  # CE below CLIP-Lung on all 10 units

@@ -464,3 +464,22 @@ def test_repeats_flag_keeps_the_first_partitions(tmp_path, repeated, caplog):
     assert "no records of partition(s) 2" in caplog.text
     with pytest.raises(UserError, match="--repeats must be an integer in 1-10"):
         select(read_records(runs), [2], Setting(repeats=11))
+
+
+def test_bootstrap_size_is_bounded_and_computed_in_chunks(tmp_path, recs, capsys, monkeypatch):
+    from benchmarks.stats import bootstrap as B
+    from benchmarks.tables import main
+
+    runs = write(tmp_path / "runs", recs)
+    for n in ("1", "199", "100001"):
+        with pytest.raises(SystemExit) as e:
+            main(["--tables", "2", "--runs", str(runs), "--out", str(tmp_path / "t"), "--bootstrap", n])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "use 0 (no intervals) or 200 to 100,000" in err, err
+    # Chunks of 7 replicates give the very replicates of one pass (the draws are made once per fold, in the documented order).
+    cell = [r for r in recs if r["method"] == "ce"]
+    whole = B.cell_intervals(cell, n_boot=300, seed=3)
+    monkeypatch.setattr(B, "CHUNK", 7)
+    chunked = B.cell_intervals(cell, n_boot=300, seed=3)
+    for k in ("accuracy", "auc"):
+        assert np.array_equal(whole[k].replicates, chunked[k].replicates, equal_nan=True) and whole[k].low == chunked[k].low

@@ -58,6 +58,7 @@ from benchmarks.grid import cells
 from benchmarks.io import atomic_write_text
 from benchmarks.records import backbone_of, read_records
 from benchmarks.selection import Setting
+from benchmarks.stats.bootstrap import MAX_BOOT, MIN_BOOT
 from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
 from benchmarks.tables.tuning import tuning_note
@@ -157,8 +158,19 @@ def add_comparison_flags(parser) -> None:
     """``--reference``, ``--test``, ``--bootstrap``: how cells are compared and given intervals (tables, report)."""
     parser.add_argument("--reference", default=None, help="the method every other is compared with (default: clip_lung)")
     parser.add_argument("--test", default="corrected_t", choices=TESTS, help="the paired test whose p is reported (Holm-adjusted)")
-    parser.add_argument("--bootstrap", type=int_in(0, 10**6), default=N_BOOT, metavar="N",
-                        help="patient-bootstrap resamples of each cell's interval (0: no intervals)")
+    parser.add_argument("--bootstrap", type=boot_count, default=N_BOOT, metavar="N",
+                        help=f"patient-bootstrap resamples of each cell's interval: {MIN_BOOT} to {MAX_BOOT:,} (0: no intervals)")
+
+
+def boot_count(text: str) -> int:
+    """argparse type of ``--bootstrap``: 0 (off) or MIN_BOOT to MAX_BOOT resamples (why: ``benchmarks.stats.bootstrap``)."""
+    import argparse  # noqa: PLC0415
+
+    v = int_in(0)(text)
+    if v and not MIN_BOOT <= v <= MAX_BOOT:
+        raise argparse.ArgumentTypeError(f"{v} resamples: use 0 (no intervals) or {MIN_BOOT} to {MAX_BOOT:,}; fewer leave a 95% interval "
+                                         "a few replicates per tail (it may even exclude its own estimate), more change nothing shown")
+    return v
 
 
 def reference_of(records: list[dict], given: str | None) -> str:
