@@ -94,7 +94,7 @@ def _parser() -> ArgumentParser:
                                      "folds) beside the paper's reported mean +- std; from run records only.")
     cd = sub.add_parser("cd", help="critical-difference diagram of the methods' ranks over datasets and folds",
                         description="The Friedman test of the methods of the tables over (dataset, fold) blocks (seeds averaged), the "
-                                    "Nemenyi critical difference, and its diagram (Demsar 2006); cd_<metric>_tables<n>_<profile>_<source>.{png,pdf,json}.")
+                                    "Nemenyi critical difference, and its diagram (Demsar 2006); cd_<metric>_tables<n>_[<datasets>_]<profile>_<source>[_<plugins>].{png,pdf,json}.")
     cd.add_argument("--metric", default="accuracy", choices=METRICS, help="the metric ranked (auc: the binary datasets only)")
     cd.add_argument("--blocks", default="folds", choices=("folds", "datasets"),
                     help="folds: (dataset, fold) blocks, which share training data (exploratory, the default); datasets: "

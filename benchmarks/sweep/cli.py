@@ -18,12 +18,14 @@ epoch checkpoint, ending with the same record as an uninterrupted run. Records
 are written atomically and named by the run's config hash, so two tasks never
 write the same record. ``local`` runs the tasks as local processes, at most as
 many at once as this machine's cores and memory hold (``--max-parallel`` to
-choose), each with its share of the cores as torch threads, and waits for them;
+choose fewer: more is capped, with a warning; it is refused with Slurm, whose
+``--array-parallelism`` it is), each with its share of the cores as torch threads, and waits for them;
 every record says how many tasks shared the machine and with how many threads.
 ``debug`` runs the tasks in this process. Sweep state (job ids, which task is
 which run, submitit logs) lives under ``$CLIPLUNG_SWEEPS/<id>/`` (default
 ``$CLIPLUNG_RESULTS/sweeps``, i.e. ``results/sweeps``).
 
+``run`` ends with the exact ``status`` command of its setting (flags and plugins).
 ``status`` takes the same setting flags as ``run`` and gives each run of that
 matrix one state: ``done`` (its record exists and reads as a complete record,
 whoever made it: a sweep or ``benchmarks.run``), else what the newest sweep

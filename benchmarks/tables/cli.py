@@ -8,7 +8,9 @@ r"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and n
 Writes ``table{1,2,3}_<profile>_<source>.tex`` and ``.md``, plus
 ``tables_<profile>_<source>.json`` with every number, into ``$CLIPLUNG_RESULTS/tables``
 (default ``results/tables``; ``--out`` for another folder): the file names, like the
-captions, say which data and schedule made them. The LaTeX needs the packages
+captions, say which data and schedule made them (with ``--datasets``, the datasets
+in front: ``table2_LIDC-B_quick_phantom.md``; the plugins whose records they hold
+behind: ``table2_quick_phantom_coral.md``). The LaTeX needs the packages
 ``booktabs`` (rules), ``graphicx`` (``\resizebox``) and ``amssymb``
 (``\checkmark``): ``preamble.tex`` beside the tables loads them
 (``\input{preamble}`` in your document's preamble), and
