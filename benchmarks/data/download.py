@@ -246,7 +246,7 @@ def _passes(root, rows, todo, objects, checks, repairs, lock_fd, progress, retry
         for u in todo:
             folder, c = rows[u]["folder"], checks.get(u) or SeriesCheck(missing=sorted(objects[u]))
             if objects[u] and c.stray:  # an empty listing (a series the bucket lacks) moves nothing
-                for src, dst in zip(c.stray, move_aside(root, folder, c.stray, stamp)):
+                for src, dst in move_aside(root, folder, c.stray, stamp):
                     repairs.append({"file": str(root / folder / src), "why": "stray: not an object of the series", "moved_to": str(dst)})
             for name, why in c.differs.items():
                 with contextlib.suppress(FileNotFoundError):

@@ -154,16 +154,16 @@ def check_all(root: Path, series: dict[str, tuple[str, dict]], progress: bool = 
     return out
 
 
-def move_aside(root: Path, folder: str, names, stamp: str | None = None) -> list[Path]:
-    """Move stray files of a series folder to ``<root>/cliplung-aside/<time>/<folder>/``; returns where they went."""
+def move_aside(root: Path, folder: str, names, stamp: str | None = None) -> list[tuple[str, Path]]:
+    """Move stray files of a series folder to ``<root>/cliplung-aside/<time>/<folder>/``; returns (name, where it went)."""
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     dest = root / ASIDE / stamp / folder
     out = []
     for n in names:
         dest.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile: nothing to move
             os.replace(root / folder / n, dest / n)
-            out.append(dest / n)
+            out.append((n, dest / n))
     return out
 
 
