@@ -2,6 +2,9 @@
 
 Pure functions on plain numbers (dicts, arrays, the records' predictions); nothing here reads files or prints.
 Modules: ``paired`` (1, 2), ``bootstrap`` (3), ``ranks`` (4); their public names are re-exported here.
+Beside them, not re-exported (they read the committed nodule index): ``readers``, the radiologists' leave-one-out
+reference row of Tables 1-2, and ``calibrate`` with ``simulate``, the command that measures these tests' error rates on
+simulated benchmarks of the protocol (docs/statistics.md).
 Every p-value and interval is two-sided; every number is float64.
 
 1. Seeds (``seed_summary``). With several seeds, a fold's value is the mean over its seeds; the table's mean and
