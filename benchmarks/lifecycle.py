@@ -60,6 +60,8 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
     check_source(source)
     check_min_readers(min_readers)
     check_repeat(repeat)
+    if split == "inner" and repeat:  # the inner split and its hash are of partition 0's folds
+        raise ValueError("a tuning trial (split='inner') runs on partition 0; repeat must be 0")
     prof = get_profile(profile)
     mcfg = m.config
     own = {k: v for k, v in prof.method_overrides.items() if k in field_types(mcfg)}

@@ -119,3 +119,24 @@ def test_make_partition_by_hand_small_case():
     # a patient's nodules never split
     f = make_partition(["a", "a", "a", "b", "c", "d"], [0, 1, 2, 0, 1, 2], 2, 3, n_folds=2)
     assert len(set(f[:3].tolist())) == 1
+
+
+def test_sweep_matrix_and_run_take_repeats(tmp_path, capsys, monkeypatch):
+    """--repeats R: every fold of partitions 0..R-1, each its own spec (key, name, protocol hash); repeat 0's spec is the
+    one made before repeats existed (same key as a spec made without the argument)."""
+    from benchmarks.errors import UserError
+    from benchmarks.lifecycle import make_spec
+    from benchmarks.run import main as run_main
+    from benchmarks.sweep.matrix import matrix
+
+    specs = matrix([2], profile="smoke", folds=[0], methods=["ce"], datasets=["LIDC-B"], repeats=3)
+    assert [s.repeat for s in specs] == [0, 1, 2] and len({s.key for s in specs}) == 3
+    assert len({s.protocol_hash for s in specs}) == 3 and specs[0].protocol_hash == protocol_hash(2)
+    assert specs[0].key == make_spec("ce", "LIDC-B", 0, 0, "smoke").key and "_rep" not in specs[0].stem
+    assert "_LIDC-B_rep2_fold0_" in specs[2].stem
+    with pytest.raises(UserError, match="--repeats must be an integer in 1-10"):
+        matrix([2], profile="smoke", methods=["ce"], repeats=11)
+    with pytest.raises(SystemExit) as e:
+        monkeypatch.setenv("CLIPLUNG_RUNS", str(tmp_path))
+        run_main(["--method", "ce", "--dataset", "LIDC-B", "--profile", "smoke", "--repeats", "0"])
+    assert e.value.code == 2 and "--repeats must be an integer in 1-10" in capsys.readouterr().err

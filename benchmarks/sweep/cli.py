@@ -212,6 +212,8 @@ def _matrix(args):
     if args.tuned:
         if args.backbones:
             raise UserError("--tuned runs the tuned configurations of Tables 1-3's cells; the backbone table is not tuned")
+        if getattr(args, "repeats", 1) > 1:  # the studies tuned on partition 0's folds (benchmarks.data.inner)
+            raise UserError("--tuned runs the folds of partition 0, where the studies tuned; drop --repeats")
         specs = tuned_specs(specs, args.set, args.objective, args.tag)
     return specs
 
