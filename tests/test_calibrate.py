@@ -117,3 +117,24 @@ def test_bad_flags_end_in_one_line(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
+
+
+def test_check_exits_1_when_the_default_test_exceeds_its_bound(monkeypatch, tmp_path, capsys):
+    """``--check``: status 1 and the offending line when the default test rejected too many null benchmarks."""
+    def cell(k, n=40):
+        lo, hi = C.wilson(k, n)
+        return {"k": k, "n": n, "rate": k / n, "low": lo, "high": hi}
+
+    tests = ["units t (R=1)", "Wilcoxon (R=1)"]
+    rates = {scen: {"LIDC-A": {t: cell(12 if (scen == "null (data)" and t == "units t (R=1)") else 1) for t in tests}}
+             for scen in C.SCENARIOS}
+    fake = {"rates": rates, "args": {"sims": 40, "repeats": [1], "pool": 1, "seeds": 2}, "wall_s": 1.0, "machine": "test",
+            "mean_accuracy": {"LIDC-A": {"A": 70.0}}}
+    monkeypatch.setattr(C, "calibrate", lambda *a, **k: fake)
+    with pytest.raises(SystemExit) as e:
+        C.main(["--sims", "40", "--pool", "1", "--repeats", "1", "--out", str(tmp_path), "--check"])
+    assert e.value.code == 1
+    out = capsys.readouterr().out
+    assert "null (data), LIDC-A, units t (R=1): 12 of 40" in out
+    assert "| units t (R=1) **default** |" in out and out.count("**no**") == 1  # 12/40: the interval lies above 0.05
+    C.main(["--sims", "40", "--pool", "1", "--repeats", "1", "--out", str(tmp_path)])  # without --check: status 0

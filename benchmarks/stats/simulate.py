@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks.data.index import ATTRIBUTES
 from benchmarks.data.protocols import CLASS_NAMES, N_FOLDS, PROTOCOLS, fold_table, labelled_folds
+from benchmarks.errors import UserError
 from benchmarks.metrics import decide
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,13 @@ class Simulation:
 
 
 def pool_tables(min_readers: int, pool: int) -> list:
-    """The labelled nodules with the folds of partitions 0..pool-1 (+ a log-free feature check)."""
+    """The labelled nodules with the folds of partitions 0..pool-1; a UserError when the index lacks an attribute."""
     out = []
     for r in range(pool):
-        t = labelled_folds(min_readers) if r == 0 else labelled_folds(min_readers, r)
+        t = labelled_folds(min_readers, r)
         missing = [c for c in FEATURES if c not in t.columns]
         if missing:
-            raise ValueError(f"the nodule index lacks the attributes {missing}")
+            raise UserError(f"the nodule index lacks the attributes {', '.join(missing)}; run `python -m benchmarks.prepare index`")
         out.append(t)
     return out
 
