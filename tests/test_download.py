@@ -770,3 +770,15 @@ def test_a_disk_that_fills_up_mid_transfer_is_one_line_with_the_folder_and_the_r
         assert not leftovers(root)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+def test_a_bad_time_out_is_one_line(monkeypatch, value):
+    from benchmarks.data import transfer
+    from benchmarks.errors import UserError
+
+    monkeypatch.setenv(transfer.TIMEOUT_ENV, value)
+    with pytest.raises(UserError, match=r"\$CLIPLUNG_IDC_TIMEOUT must be a number of seconds above 0"):
+        transfer.timeout_s()
+    monkeypatch.setenv(transfer.TIMEOUT_ENV, "2.5")
+    assert transfer.timeout_s() == 2.5
