@@ -138,3 +138,18 @@ def test_check_exits_1_when_the_default_test_exceeds_its_bound(monkeypatch, tmp_
     assert "null (data), LIDC-A, units t (R=1): 12 of 40" in out
     assert "| units t (R=1) **default** |" in out and out.count("**no**") == 1  # 12/40: the interval lies above 0.05
     C.main(["--sims", "40", "--pool", "1", "--repeats", "1", "--out", str(tmp_path)])  # without --check: status 0
+
+
+def test_the_calibrated_default_is_the_tables_default():
+    """The test the calibration calls the default is the one the tables use unless told otherwise."""
+    import inspect
+
+    from benchmarks.cli import ArgumentParser
+    from benchmarks.tables.build import build
+    from benchmarks.tables.cli import add_comparison_flags
+
+    assert C.DEFAULT_TEST == "units t"  # the corrected t on seed-averaged (repeat, fold) units
+    assert inspect.signature(build).parameters["test"].default == "corrected_t"
+    ap = ArgumentParser()
+    add_comparison_flags(ap)
+    assert ap.get_default("test") == "corrected_t"
