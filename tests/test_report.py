@@ -207,3 +207,23 @@ def test_report_names_plugins_keeps_left_out_rows_and_prints_no_tex(tmp_path, mo
     assert "| NSB | — (left out: made by version 0 of nsb, the current one is 1) |" in md
     assert "| CE+ (not in the paper) | " in md and "| L_IC | L_IA | L_CA | LIDC-B |" in md
     assert "$" not in md and "$" not in page
+
+
+def test_cd_of_repeated_records_over_folds_or_datasets(tmp_path, capsys):
+    """figures cd on records of 2 partitions: (dataset, (repeat, fold)) blocks named exploratory; --blocks datasets gives
+    one block per dataset (Demsar's), in its own files."""
+    import json
+
+    from tests.records_synth import record, write
+
+    rs = [record(m, d, f, {"ce": 0.76, "nsb": 0.80}.get(m, 0.84) + 0.01 * f, repeat=k)
+          for m in ("ce", "clip_lung", "nsb") for d in ("LIDC-B", "LIDC-C") for k in (0, 1) for f in range(5)]
+    runs, out = write(tmp_path / "runs", rs), tmp_path / "figs"
+    figures.main(["cd", "--tables", "2", "--runs", str(runs), "--out", str(out)])
+    folds = json.loads(next(out.glob("cd_accuracy_tables2_*.json")).read_text())
+    assert folds["exploratory"] and len(folds["blocks"]) == 20 and ["LIDC-B", [1, 4]] in folds["blocks"]
+    figures.main(["cd", "--tables", "2", "--runs", str(runs), "--out", str(out), "--blocks", "datasets"])
+    ds = json.loads(next(out.glob("cd_datasets_accuracy_tables2_*.json")).read_text())
+    assert ds["block_kind"] == "datasets" and not ds["exploratory"] and ds["blocks"] == [["LIDC-B"], ["LIDC-C"]]
+    assert ds["average_ranks"]["clip_lung"] == 1.0
+    assert "over 2 blocks" in capsys.readouterr().out
