@@ -18,7 +18,8 @@ TEST_NAMES = {"corrected_t": "corrected resampled t-test (Nadeau & Bengio 2003)"
 
 def tex_escape(s: str) -> str:
     """Plain text -> LaTeX that pdflatex takes (no raw Unicode symbols)."""
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"),
+    # < and > in math mode: in text mode pdflatex's default (OT1) font prints them as inverted punctuation.
+    for a, b in (("\\", r"\textbackslash{}"), ("<", "$<$"), (">", "$>$"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"),
                  ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("—", "--"), ("Δ", r"$\Delta$"), ("−", "-"), ("≥", r"$\geq$"),
                  ("↑", r"$^{\uparrow}$"), ("↓", r"$^{\downarrow}$")):
         s = s.replace(a, b)
