@@ -1,7 +1,8 @@
 """The statistics of the tables: seeds, paired comparisons, an interval per cell, ranks across datasets.
 
 Pure functions on plain numbers (dicts, arrays, the records' predictions); nothing here reads files or prints.
-Modules: ``paired`` (1, 2), ``bootstrap`` (3), ``ranks`` (4); their public names are re-exported here.
+Modules: ``paired`` (1, 2), ``bootstrap`` (3), ``ranks`` (4), ``prob`` (5), ``variance`` (6), ``readers`` (the
+radiologists' reference row); their public names (but the readers') are re-exported here.
 Beside them, not re-exported (they read the committed nodule index): ``readers``, the radiologists' leave-one-out
 reference row of Tables 1-2, and ``calibrate`` with ``simulate``, the command that measures these tests' error rates on
 simulated benchmarks of the protocol (docs/statistics.md).
@@ -14,7 +15,9 @@ Every p-value and interval is two-sided; every number is float64.
    every fold: the square root of the mean over folds of the per-fold seed variance, ddof=1).
 
 2. Paired comparisons against a reference method (``corrected_t``, ``wilcoxon_signed_rank``, ``holm``,
-   ``compare_to_reference``). The differences are taken over the (fold, seed) pairs both methods have. The t-test is
+   ``compare_to_reference``). The unit is a test fold of a partition, (repeat, fold): the runs both methods have are
+   averaged over seeds within each unit (``paired_units``) and the differences are taken over the units (n = folds x
+   partitions; seeds share a fold's data, so they are not resamples). The t-test is
    the corrected resampled t-test of Nadeau & Bengio (2003), in the corrected repeated k-fold form of Bouckaert &
    Frank (2004): the training sets of the folds overlap, so the differences are correlated and the plain
    ``s^2 / n`` underestimates the variance of their mean; the correction inflates it to ``(1/n + n_test/n_train) s^2``.
@@ -44,6 +47,14 @@ from the same p-values the tables could print. The diagram itself is drawn here 
 to k whatever ranks were observed (so the CD bar is read against the whole scale), and each method has a row of its
 own (tied methods never hide each other), which the library's drawing gave neither. (scikit-posthocs imports pyplot
 and seaborn when imported, so it is imported lazily, after the Agg backend is chosen.)
+
+5. P(A > B) (``prob_outperform``): the share of units on which a method beats the reference (ties half), its percentile
+   bootstrap interval over units, and Bouthillier et al.'s (MLSys 2021) rule: better when the interval is above 1/2
+   and P > 0.75, worse when below 1/2 and P < 0.25.
+
+6. Variance components (``cell_components``, ``nested_components``): a cell's variance split into partition, fold
+   and seed by the nested random-effects ANOVA (method of moments; Searle, Casella & McCulloch 1992); a level for
+   hyperparameters slots in once tuned records carry their draws.
 
 References. C. Nadeau, Y. Bengio, Inference for the generalization error, Machine Learning 52 (2003) 239-281.
 R. R. Bouckaert, E. Frank, Evaluating the replicability of significance tests for comparing learning algorithms,

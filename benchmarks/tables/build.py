@@ -7,12 +7,18 @@ Per metric (in percent; the AUC as a fraction):
                 each fold's mean over seeds (the paper's ±: the spread over folds);
   seed_std      the pooled within-fold standard deviation over seeds (None with one seed);
   interval      accuracy and (binary test sets) AUC: the 95% patient bootstrap of that
-                mean, patients resampled within their fold (``benchmarks.stats``).
-Against a reference method (CLIP-Lung unless ``--reference``), on the (fold, seed)
-pairs both have, per dataset and metric: the mean difference, the interval and p of
-the corrected resampled t-test (Nadeau & Bengio 2003), or the Wilcoxon signed-rank
-test's p (``--test wilcoxon``), Holm-adjusted across the methods of the table. See
-``benchmarks/stats/__init__.py`` and docs/sweeps-and-tables.md.
+                mean, patients resampled within their fold (``benchmarks.stats``);
+  with repeated partitions: the mean over partitions, std over the first partition's
+  folds, partition_std the spread of the partitions' means (the interval: the first
+  partition's); variance: the cell's variance split into partition, fold and seed.
+Against a reference method (CLIP-Lung unless ``--reference``), per dataset and metric,
+on units = (repeat, fold) test folds, each the mean over the seeds both methods have:
+the mean difference, the interval and p of the corrected resampled t-test (Nadeau &
+Bengio 2003; n = folds x partitions), or the Wilcoxon signed-rank test's p (``--test
+wilcoxon``), Holm-adjusted across the methods of the table, and P(method > reference)
+with its bootstrap interval (Bouthillier et al. 2021). Tables 1-2 also get the
+radiologists' reference row (``readers``). See ``benchmarks/stats/__init__.py`` and
+docs/statistics.md.
 """
 from __future__ import annotations
 

@@ -25,10 +25,14 @@ of those means, and the seed standard deviation is given beside it. Accuracy is
 shown as mean ± std with its 95% patient-bootstrap interval (and, on binary test
 sets, the AUC with its interval), recall and F1 as means, as in the paper. Tables
 1-2 give for every method the paired difference of accuracy to the reference
-(CLIP-Lung) over the same folds and seeds, with the interval of the corrected
+(CLIP-Lung) over the same test folds (a fold's seeds averaged first; with
+``--repeats``, the folds of every partition), with the interval of the corrected
 resampled t-test and its p (or Wilcoxon's, ``--test wilcoxon``), Holm-adjusted
-across the methods of the table; Table 3 marks the ablations that differ from the
-full model. The JSON holds every comparison, for every metric.
+across the methods of the table, and P(> reference) with its bootstrap interval;
+below the methods, the radiologists' agreement as a reference row. Table 3 marks
+the ablations that differ from the full model. The JSON holds every comparison,
+for every metric, each cell's variance split into partition, fold and seed, and
+the readers' rows.
 
 Which records: one setting (``benchmarks/selection.py``): records of different data
 sources, profiles or label rules are never averaged together (pick one with
@@ -127,7 +131,7 @@ def write_backbones(records: list[dict], out_dir: Path, test: str = "corrected_t
     cap = (f"CE and CLIP-Lung on each image encoder (ours: source {r0['source']}, profile {r0['profile']}"
            + (f", text encoder {', '.join(enc)}" if enc else "") + f", at least {r0.get('min_readers')} readers). "
            "Accuracy mean ± sample standard deviation over folds (of the seed means), in %; gain: paired accuracy difference "
-           "CLIP-Lung minus CE over the same folds and seeds, mean [95% interval of the corrected resampled t-test]; p: "
+           "CLIP-Lung minus CE over the same test folds (seeds averaged within each), mean [95% interval of the corrected resampled t-test]; p: "
            + ("the corrected resampled t-test" if test == "corrected_t" else "the Wilcoxon signed-rank test")
            + "; † fewer than 5 folds; — missing. Paper: the text branch on MV-DAR, reported by Lei et al. (MICCAI 2023) for LIDC-A only.")
     tex, md = render_backbones(data, paper, cap)
