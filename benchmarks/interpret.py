@@ -78,7 +78,9 @@ def find_records(methods: list[str], dataset: str, folds: list[int], setting: Se
 
     first = sorted(wanted, key=lambda k: (methods.index(k[0]), k[1]))[0]
     recs = select(read_records(root), setting,
-                  where=lambda r: (r.get("method"), r.get("fold")) in wanted and r.get("dataset") == dataset and r.get("seed") == seed,
+                  # partition 0's folds (the committed ones): the figures name a fold, not a repeated partition
+                  where=lambda r: (r.get("method"), r.get("fold")) in wanted and r.get("dataset") == dataset and r.get("seed") == seed
+                  and r.get("repeat", 0) == 0,
                   none_found=missing_error(*first, len(wanted) - 1))
     out = {(r["method"], r["fold"]): r for r in recs}
     missing = sorted(wanted - set(out), key=lambda k: (methods.index(k[0]), k[1]))
@@ -145,7 +147,8 @@ def load_test(rec: dict):
     """The record's test fold (FoldData), checked against the record's protocol hash."""
     from benchmarks.data import load_fold  # noqa: PLC0415
 
-    data = load_fold(rec["dataset"], rec["fold"], source=rec["source"], min_readers=rec["min_readers"], progress=False)
+    data = load_fold(rec["dataset"], rec["fold"], source=rec["source"], min_readers=rec["min_readers"], progress=False,
+                     repeat=rec.get("repeat", 0))
     check_folds(rec, data)
     return data
 
