@@ -27,7 +27,7 @@ from benchmarks.errors import UserError, cli_main
 
 ATTRIBUTES = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation", "spiculation", "texture")
 B = 4  # batch of the checks: enough for two classes in a batch, small enough for seconds per method
-FIT_STEPS = 6  # losses of the smoke fit: the first, then after each of 5 Adam steps
+FIT_STEPS = 4  # losses of the smoke fit: the first, then after each of 3 Adam steps
 ROW_TOL = 1e-5  # rows of probabilities sum to 1 within this (float32 arithmetic)
 
 
@@ -130,7 +130,8 @@ def check_attributes(case: _Case) -> str:
     from benchmarks.metrics import RULES  # noqa: PLC0415
 
     cls = case.method.cls
-    version, label, rule = getattr(cls, "version", 1), getattr(cls, "label", None), getattr(cls, "decision_rule", "argmax")
+    # The rule is read from a model, as the metrics read it: it may follow the config (a property, as CORF's).
+    version, label, rule = getattr(cls, "version", 1), getattr(cls, "label", None), getattr(case.build(3), "decision_rule", "argmax")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckFailed(f"version {version!r} is not an integer >= 1")
     if label is not None and not (isinstance(label, str) and label.strip() and "\n" not in label):
@@ -183,7 +184,7 @@ def check_predict_blind(case: _Case) -> str:
     probabilities without labels and attributes, and with other ones."""
     import torch  # noqa: PLC0415
 
-    for k in (3, 2):
+    for k in (3,):  # what reaches predict does not depend on K; one K halves the cost
         seen = case.seen(k)
         model, b = seen["model"].eval(), seen["batch"]
         with torch.no_grad():
@@ -257,10 +258,12 @@ def check_smoke_fit(case: _Case) -> str:
     b = batch(3, seed=1)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
-    for _ in range(FIT_STEPS):
+    for i in range(FIT_STEPS):
         torch.manual_seed(3)  # the same draw of whatever is random in the forward at every step
         loss = model.loss(model(b), b)["loss"]
         losses.append(float(loss.detach()))
+        if i == FIT_STEPS - 1:
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -130,25 +130,30 @@ def test_a_config_field_that_does_not_round_trip_and_a_bad_decision_rule(tmp_pat
 
 
 def _timed(args):
-    t = time.perf_counter()
+    """The command's result, its wall time and its CPU time (user + system: what it takes on an idle core)."""
+    import resource
+
+    t, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([sys.executable, "-c", "import sys, runpy; sys.argv = sys.argv[1:]; "
                         "import atexit; atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)); "
                         "runpy.run_module(sys.argv[0], run_name='__main__')", *args],
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return p, time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return p, time.perf_counter() - t, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 @pytest.mark.parametrize("args", [["benchmarks.run", "--method", "nope", "--dataset", "LIDC-B"], ["benchmarks.check", "nope"]])
 def test_an_unknown_method_is_refused_before_torch_is_imported(args):
-    """Measured 2026-12-05 on the 2-core machine (python -m benchmarks.run --method nope --dataset LIDC-B): see
-    docs/faults.md; torch alone takes ~1.7 s to import there. Asserted < 2 s to allow for a loaded machine."""
-    p, took = _timed(args)
+    """It used to take 5.6 s (the name was checked after torch and the plugins were imported); measured 2026-12-05
+    on the 2-core machine: see docs/faults.md. The CPU time is asserted (what it takes on an idle core: the wall time
+    of a machine shared with other work is several times longer), the wall time only loosely."""
+    p, took, cpu = _timed(args)
     assert p.returncode == 2 and p.stderr.startswith("error: unknown method 'nope'; known methods: ce, clip"), p.stderr
     from importlib import metadata
 
     if any(ep.name == "coral" for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)):  # examples/coral installed
         assert "coral" in p.stderr.splitlines()[0]  # the plugin's method is known, read from its source
-    assert "no torch" in p.stderr and took < 2.0, (took, p.stderr)
+    assert "no torch" in p.stderr and cpu < 1.0 and took < 10.0, (cpu, took, p.stderr)
 
 
 def test_the_names_read_from_the_sources_are_the_registered_ones():
