@@ -44,6 +44,6 @@ def draw_variance(rows: list[tuple[str, str, dict]], metric: str = "accuracy"):
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of the variance of {metric} (nested ANOVA, method of moments)")
     if rows:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)  # above the bars, never on them
     fig.tight_layout()
     return fig
