@@ -147,7 +147,8 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         images.append(fig)
         lines += [f"Friedman test of {len(ranks.methods)} methods by accuracy over {len(ranks.blocks)} (dataset, fold) blocks (seeds "
                   "averaged; the folds of a dataset share training data and patients, so these blocks are not independent and the "
-                  "test is exploratory; `python -m benchmarks.figures cd --blocks datasets` ranks over Demsar's dataset blocks): chi2 = {ranks.statistic:.2f} (df {ranks.df}), p = {ranks.p:.3g}; Iman-Davenport F = {ranks.iman_davenport:.2f}, "
+                  "test is exploratory; `python -m benchmarks.figures cd --blocks datasets` ranks over Demsar's dataset blocks): "
+                  f"chi2 = {ranks.statistic:.2f} (df {ranks.df}), p = {ranks.p:.3g}; Iman-Davenport F = {ranks.iman_davenport:.2f}, "
                   f"p = {ranks.p_iman_davenport:.3g}. Methods joined by a bar are not told apart by the Nemenyi test at "
                   f"{ranks.alpha:g} (critical difference {ranks.cd:.2f} ranks).", "", f"![critical-difference diagram]({fig.name})", ""]
     if backbones:
