@@ -40,7 +40,8 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     rows = []
     for r in records:
         m = r["metrics"]
-        row = [r["fold"] if one_seed else f"{r['fold']} (seed {r['seed']})", f"{100 * m['accuracy']:.1f}"]
+        fold = f"{r['fold']} (partition {r['repeat']})" if r.get("repeat") else r["fold"]
+        row = [fold if one_seed else f"{fold} (seed {r['seed']})", f"{100 * m['accuracy']:.1f}"]
         for c in test_classes:
             row += [f"{100 * m['recall'][c]:.1f}", f"{100 * m['f1'][c]:.1f}"]
         row.append(f"{m.get('auc', float('nan')):.3f}" if "auc" in m else f"{m.get('qwk', float('nan')):.3f}")
@@ -59,7 +60,8 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
     print(f"{method} on {dataset}  (profile {profile}, source {source}" + (f", text encoder {enc}" if enc else "") + ")")
     print(tabulate(rows, headers=headers, disable_numparse=True))
     if len(records) > 1:
-        print("± is the sample standard deviation over " + ("folds" if one_seed else "folds and seeds"))
+        over = ("folds" if one_seed else "folds and seeds") + (" and partitions" if any(r.get("repeat") for r in records) else "")
+        print("± is the sample standard deviation over the runs' " + over + " (the tables average seeds within a fold first)")
 
 
 def _list_methods() -> None:
