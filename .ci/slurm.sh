@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster with real accounting (slurmdbd + MariaDB), private to one folder.
+# A single-node Slurm cluster with real accounting (slurmdbd + MariaDB), private to one folder; the MariaDB also
+# holds a database for the tuning storage test ($CLIPLUNG_TEST_MYSQL_URL in DIR/env).
 #   bash .ci/slurm.sh start DIR   -> writes DIR/env (source it: exports SLURM_CONF)
 #   bash .ci/slurm.sh stop DIR    -> stops every daemon by its pid file
 # Runs as root without systemd or cgroups: no munge (auth/none, cred/none), process tracking by
@@ -41,6 +42,9 @@ CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+CREATE DATABASE IF NOT EXISTS cliplung_optuna;
+CREATE USER IF NOT EXISTS 'optuna'@'127.0.0.1' IDENTIFIED BY 'optuna';
+GRANT ALL ON cliplung_optuna.* TO 'optuna'@'127.0.0.1';
 FLUSH PRIVILEGES;
 SQL
 
@@ -96,6 +100,8 @@ CONF
 
 export SLURM_CONF="$D/slurm.conf"
 echo "export SLURM_CONF=$D/slurm.conf" >"$D/env"
+# The same MariaDB serves the tuning storage test (tests/test_tune.py), in a database of its own.
+echo "export CLIPLUNG_TEST_MYSQL_URL=mysql+pymysql://optuna:optuna@127.0.0.1:$myport/cliplung_optuna" >>"$D/env"
 port_open() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Daemons get no stdio of ours: a caller reading our output must not wait on them.
 slurmdbd </dev/null >/dev/null 2>&1  # reads slurmdbd.conf beside $SLURM_CONF

@@ -203,11 +203,13 @@ def parse_folds(values) -> list[int]:
 COMMANDS = {
     "run": ("benchmarks.run", "train and evaluate one method on one dataset, fold by fold"),
     "sweep": ("benchmarks.sweep", "the runs of Tables 1-3 on Slurm or locally; their status"),
+    "tune": ("benchmarks.tune", "the same tuning budget for every method, nested (Optuna; local or Slurm workers); its studies' status"),
     "tables": ("benchmarks.tables", "Tables 1-3 (LaTeX, Markdown, JSON) from run records, with intervals and paired tests"),
     "figures": ("benchmarks.figures", "t-SNE, Grad-CAM, localisation, curves, results at one glance, critical-difference diagram"),
     "report": ("benchmarks.report", "one page (Markdown, HTML) of a setting's results"),
     "prepare": ("benchmarks.prepare", "the real CT from the Imaging Data Commons, crop caches, nodule index, statistics"),
     "speed": ("benchmarks.speed", "training-step and inference cost of every method"),
+    "calibrate": ("benchmarks.stats.calibrate", "the tables' tests' false-positive rate and power, measured on simulated benchmarks"),
     "check": ("benchmarks.check", "the method contract, checked on any registered method (a plugin's too)"),
     "device-check": ("benchmarks.device_check", "the GPU measurements of the README in one command"),
 }

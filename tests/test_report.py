@@ -80,7 +80,8 @@ def test_help_is_quick_and_shows_defaults():
     import time
 
     for module, *sub in (("run",), ("sweep",), ("sweep", "run"), ("tables",), ("figures",), ("figures", "cd"), ("prepare",),
-                         ("prepare", "download"), ("speed",), ("report",), ("device_check",)):
+                         ("prepare", "download"), ("speed",), ("report",), ("device_check",), ("tune",), ("tune", "run"),
+                         ("tune", "status"), ("figures", "tuning")):
         t = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *sub, "--help"], capture_output=True, text=True)
         took = time.perf_counter() - t

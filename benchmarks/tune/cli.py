@@ -71,6 +71,8 @@ def _parser():
     r.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda, in each worker")
     r.add_argument("--workers", type=int_in(1, 4096), default=None,
                    help="Slurm: tasks of the job array (default: min(trials to run, 16)); local: see --max-parallel")
+    r.add_argument("--workers-per-task", type=int_in(1, 64), default=None,
+                   help="workers in each task, sharing its GPU (default: 4 with GPUs, else 1), as sweeps pack runs")
     r.add_argument("--max-parallel", type=int_in(1, 4096), default=None,
                    help="local executor: workers at once (default: as many as the cores and the available memory hold)")
     r.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
@@ -168,13 +170,21 @@ def _wait(jobs, storage, names: list[str], total: int) -> list[str]:
     from benchmarks.sweep.state import error_line  # noqa: PLC0415
 
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not sys.stderr.isatty())
-    while not all(j.done() for j in jobs):
-        time.sleep(1.0)
-        try:
-            n = sum(r["finished"] for r in status_rows(storage, names))
-            bar.update(max(0, n - bar.n))
-        except Exception:  # noqa: BLE001  a busy journal: the next poll reads it
-            pass
+    try:
+        while not all(j.done() for j in jobs):
+            time.sleep(1.0)
+            try:
+                n = sum(r["finished"] for r in status_rows(storage, names))
+                bar.update(max(0, n - bar.n))
+            except Exception:  # noqa: BLE001  a busy journal: the next poll reads it
+                pass
+    except KeyboardInterrupt:  # Ctrl-C: stop the workers too (their running trials fail, and are tried again next time)
+        for j in jobs:
+            try:
+                j.cancel()
+            except Exception:  # noqa: BLE001  already gone
+                pass
+        raise
     bar.close()
     errors = []
     for j in jobs:
@@ -237,23 +247,31 @@ def _launch(args, items, storage, names, todo, label) -> None:
     from benchmarks.tune.study import STALE_AFTER_S  # noqa: PLC0415
     from benchmarks.tune.worker import make_worker  # noqa: PLC0415
 
-    local = local_limits(args, 1) if args.executor == "local" else None
+    per_task = args.workers_per_task or (4 if args.gpus_per_node or args.device.startswith("cuda") else 1)
+    local = local_limits(args, per_task) if args.executor == "local" else None
     if args.executor == "slurm":
         check_slurm(args.partition)
-    workers = min(todo, local["tasks_at_once"] if local else (args.workers or 16))
+    workers = min(-(-todo // per_task), local["tasks_at_once"] if local else (args.workers or 16))
     folder = tune_dir() / "logs" / (time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     cache = os.environ.get("CLIPLUNG_CACHE")
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugin_specs(args.plugin)]
     worker = make_worker(items, args.storage or str((tune_dir() / "journal.log").resolve()), args.budget, str(tune_dir().parent.resolve()),
                          str(Path(cache).resolve()) if cache else None, args.device, plugins, local and local["threads"],
-                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S)
+                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S, per_task)
+    if args.executor == "debug":  # in this process, one worker, no submitit (whose debug mode stops in pdb on an error)
+        print(f"{len(items)} studies, {todo} trials to run in this process; storage {label}")
+        worker(0)
+        _finish_records(storage, names, label)
+        _print_status(status_rows(storage, names))
+        return
     ex = make_executor(_executor_args(args), folder)
     try:
         jobs = ex.map_array(worker, list(range(workers)))
     except Exception as e:  # noqa: BLE001  sbatch's refusal, in its own words
         raise UserError(f"could not start the tuning workers ({args.executor}): {' '.join(str(e).split())[:300]}") from None
     how = f"{local['tasks_at_once']} at once ({local['why']}), {local['threads']} torch threads each" if local else f"job {jobs[0].job_id.split('_')[0]}"
-    print(f"{len(items)} studies, {todo} trials to run by {workers} {args.executor} workers ({how}); storage {label}; logs in {folder}")
+    tasks = f"{workers} {args.executor} workers" if per_task == 1 else f"{workers} {args.executor} tasks of {per_task} workers"
+    print(f"{len(items)} studies, {todo} trials to run by {tasks} ({how}); storage {label}; logs in {folder}")
     if args.executor == "slurm" and not args.wait:
         print("see `python -m benchmarks.tune status` " + _flags(args))
         return

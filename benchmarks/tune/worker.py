@@ -26,7 +26,7 @@ class TuneWorker:
     its loop, and the trial its earlier life left running is failed and retried)."""
 
     def __init__(self, plan: list[dict], storage: str, budget: int, results_root: str, cache_root: str | None,
-                 device: str = "auto", plugins=(), threads: int | None = None, stale_after: float | None = None):
+                 device: str = "auto", plugins=(), threads: int | None = None, stale_after: float | None = None, per_task: int = 1):
         self.plan = plan
         self.storage = storage
         self.budget = budget
@@ -36,8 +36,30 @@ class TuneWorker:
         self.plugins = list(plugins)
         self.threads = threads
         self.stale_after = stale_after
+        self.per_task = per_task
 
     def __call__(self, index: int) -> int:
+        """Run this task's worker loop; with ``per_task`` K > 1, K loops at once (K - 1 in child processes that
+        end with this one): K trials share the task's GPU, as a sweep packs runs onto one."""
+        if self.per_task <= 1:
+            return self.loop(index)
+        import multiprocessing  # noqa: PLC0415
+
+        ctx = multiprocessing.get_context("spawn")
+        children = [ctx.Process(target=_child, args=(self, index * self.per_task + k, os.getpid())) for k in range(1, self.per_task)]
+        for c in children:
+            c.start()
+        try:
+            ran = self.loop(index * self.per_task)
+        finally:
+            for c in children:
+                c.join()
+        failed = [c.exitcode for c in children if c.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of this task's {self.per_task} workers failed (exit {', '.join(map(str, failed))}); see the log")
+        return ran
+
+    def loop(self, index: int) -> int:
         os.environ[RESULTS_ENV] = self.results_root
         os.environ.pop(RUNS_ENV, None)
         if self.cache_root:
@@ -65,6 +87,15 @@ class TuneWorker:
                 run_trial(storage, item, *got, device=self.device)
                 ran += 1
         return ran
+
+
+def _child(worker: TuneWorker, index: int, parent: int) -> None:
+    import signal  # noqa: PLC0415
+
+    from benchmarks.data.processes import end_with_parent  # noqa: PLC0415
+
+    end_with_parent(parent, signal.SIGKILL, lambda: os._exit(1))  # a killed task leaves no worker behind
+    worker.loop(index)
 
 
 def distributions(space: dict) -> dict:

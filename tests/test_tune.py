@@ -1,0 +1,471 @@
+"""Tuning (benchmarks.tune): search spaces, the inner split, the trial bookkeeping, and the tuned setting end to end."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.errors import UserError
+from benchmarks.space import SHARED, Choice, Float, Int, parse_range, space_json, space_of
+
+
+def tune(*args, env, timeout=900):
+    return subprocess.run([sys.executable, "-m", "benchmarks.tune", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cmd(module, *args, env, timeout=900):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def results(phantom_env, tmp_path):
+    """A private results root (runs, sweeps, tune) over the session's phantom cache."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPLUNG_RUNS", "CLIPLUNG_SWEEPS")}
+    env["CLIPLUNG_RESULTS"] = str(tmp_path / "results")
+    return env
+
+
+def study_records(env) -> dict:
+    root = Path(env["CLIPLUNG_RESULTS"]) / "tune" / "studies"
+    return {p.stem: json.loads(p.read_text()) for p in root.glob("*.json")}
+
+
+# --- search spaces -------------------------------------------------------------------------------------------------
+
+
+def test_every_method_has_a_space_that_holds_its_defaults_under_every_profile():
+    import dataclasses
+
+    import methods
+    from benchmarks.lifecycle import make_spec
+
+    for name, m in methods.REGISTRY.items():
+        for profile in ("paper", "quick", "smoke"):
+            s = make_spec(name, "LIDC-B", 0, profile=profile)
+            space = space_of(m, defaults={**s.train_config, **s.method_config})
+            assert {"lr", "weight_decay"} <= set(space), name
+            assert all(space[k] == SHARED[k] for k in SHARED if k not in getattr(m.cls.Config, "SEARCH", {}))
+    clip_lung = space_of(methods.get_method("clip_lung"))
+    assert clip_lung["alpha"] == Float(0.1, 10.0, log=True) and isinstance(clip_lung["n_ctx"], Choice)
+    assert dataclasses.asdict(space_of(methods.get_method("corf"))["depth"]) == {"low": 3, "high": 7, "log": False}
+
+
+def test_ranges_are_checked():
+    import methods
+
+    m = methods.get_method("ce")
+    assert parse_range("lr=1e-4:1e-2:log") == ("lr", Float(1e-4, 1e-2, log=True))
+    assert parse_range("trees=1:5") == ("trees", Int(1, 5))
+    assert parse_range("n_ctx=2,4") == ("n_ctx", Choice((2, 4)))
+    for bad, why in (({"lr": Float(0.1, 0.01)}, "must be below its high"), ({"lr": Float(0.0, 1.0, log=True)}, "log range must lie above 0"),
+                     ({"nope": Float(0.1, 1.0)}, "no such field"), ({"lr": Choice((1,))}, "at least two options")):
+        with pytest.raises(UserError, match=why):
+            space_of(m, bad)
+    with pytest.raises(UserError, match="the default 0.001 lies outside"):
+        space_of(m, {"lr": Float(0.01, 0.1)}, defaults={"lr": 1e-3})
+    assert json.dumps(space_json(space_of(m)))  # plain JSON for the study's setting
+
+
+# --- the inner split -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["LIDC-A", "LIDC-B", "LIDC-C"])
+def test_the_inner_split_lies_inside_the_training_folds(dataset):
+    from benchmarks.data.inner import inner_fold_table
+    from benchmarks.data.protocols import CLASS_NAMES, fold_table
+
+    for fold in range(5):
+        ft = fold_table(dataset, fold)
+        inner = inner_fold_table(ft)
+        test_ids, train_ids = set(ft.test["nodule_id"]), set(ft.train["nodule_id"])
+        tr, va = set(inner.train["nodule_id"]), set(inner.test["nodule_id"])
+        assert not (tr | va) & test_ids and tr | va <= train_ids and not tr & va
+        assert not set(inner.train["patient_id"]) & set(inner.test["patient_id"])  # patient-grouped
+        assert set(inner.test["label"]) <= {CLASS_NAMES.index(c) for c in ft.protocol.test_classes}
+        scored = ft.train["label"].isin([CLASS_NAMES.index(c) for c in ft.protocol.test_classes]).sum()
+        assert 0.12 < len(va) / scored < 0.28  # about one in five of the training folds' scored nodules
+        again = inner_fold_table(fold_table(dataset, fold))
+        assert list(again.test["nodule_id"]) == list(inner.test["nodule_id"])  # deterministic
+
+
+# --- the bookkeeping, with a stand-in objective ---------------------------------------------------------------------
+
+
+def _fake_study(root: Path, monkeypatch, budget: int = 5, kill_slot: int | None = None):
+    """Claim and finish trials of one study with a deterministic objective of the parameters; at ``kill_slot`` the
+    trial's worker 'dies' (its pid is a finished process's), leaving it running: the next claim must reap it."""
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(root))
+    from benchmarks.tune.study import claim, finish, open_storage, prepare_study, worker_identity
+    from benchmarks.tune.worker import distributions
+
+    storage = open_storage(str(root / "journal.log"))
+    defaults = {"lr": 1e-3, "weight_decay": 5e-5}
+    prepare_study(storage, "s", {"what": "fake"}, budget, defaults, create=True)
+    dists = distributions(space_json(SHARED))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = None
+    while (got := claim(storage, "s", budget, 4, dists)) is not None:
+        study, trial = got
+        if trial.user_attrs["slot"] == kill_slot and killed is None:
+            killed = trial.number
+            trial.set_user_attr("worker", {**worker_identity(), "pid": dead.pid, "pid_start": "gone"})
+            continue
+        value = -abs(trial.params["lr"] - 0.01) - abs(trial.params["weight_decay"] - 1e-4)
+        finish(storage, study, trial, "COMPLETE", value)
+    rec = json.loads((root / "tune" / "studies" / "s.json").read_text())
+    return rec, killed
+
+
+def test_a_dead_workers_trial_is_retried_and_the_study_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    from benchmarks.tune.summary import chosen_trial, finished
+
+    whole, _ = _fake_study(tmp_path / "a", monkeypatch)
+    cut, killed = _fake_study(tmp_path / "b", monkeypatch, kill_slot=2)
+    assert finished(whole) == finished(cut) == 5  # the budget, exactly, never counted twice
+    failed = [t for t in cut["trials"] if t["state"] == "FAIL"]
+    assert [t["number"] for t in failed] == [killed] and "worker died" in failed[0]["error"]
+    retry = [t for t in cut["trials"] if t["retry_of"] == killed]
+    assert len(retry) == 1 and retry[0]["params"] == failed[0]["params"] and retry[0]["state"] == "COMPLETE"
+    by_slot = lambda rec: {t["slot"]: t["params"] for t in rec["trials"] if t["state"] == "COMPLETE"}  # noqa: E731
+    assert by_slot(whole) == by_slot(cut)  # the same parameters in every slot: the kill changed nothing
+    assert whole["trials"][0]["defaults"] and whole["trials"][0]["params"] == {"lr": 1e-3, "weight_decay": 5e-5}
+    assert chosen_trial(whole)["params"] == chosen_trial(cut)["params"]
+
+
+# --- bad input: one line, exit 2, nothing written -------------------------------------------------------------------
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from benchmarks.tune import cli
+
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path / "r"))
+    base = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke"]
+    cases = [
+        ([*base, "--budget", "2", "--objective", "speed"], "unknown objective 'speed'"),
+        ([*base, "--budget", "2", "--objective", "qwk"], "not defined on LIDC-C"),
+        (["run", "--methods", "nope", "--budget", "2"], "unknown method 'nope'"),
+        ([*base, "--budget", "0"], "0 is out of range"),
+        ([*base, "--budget", "-1"], "-1 is out of range"),
+        ([*base, "--budget", "abc"], "expected an integer, got 'abc'"),
+        ([*base, "--budget", "2", "--range", "lr=0.1:0.01"], "must be below its high"),
+        ([*base, "--budget", "2", "--storage", "mysql+pymysql://u:secret@127.0.0.1:9/optuna"], "cannot reach the study storage"),
+    ]
+    for args, want in cases:
+        with pytest.raises(SystemExit) as e:
+            cli.main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and want in err and "Traceback" not in err, (args, err[-2000:])
+        assert len(err.strip().splitlines()) == 1, err
+        assert "secret" not in err  # a storage URL's password never printed
+    assert not (tmp_path / "r").exists()
+
+
+# --- end to end --------------------------------------------------------------------------------------------------------
+
+
+SMOKE1 = ["--profile", "smoke", "--set", "epochs=1"]
+
+
+@pytest.mark.slow
+def test_a_study_of_another_setting_in_the_same_storage_is_refused(results):
+    one = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "1", "--max-parallel", "1"]
+    p = tune(*one, env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    journal = Path(results["CLIPLUNG_RESULTS"]) / "tune" / "journal.log"
+    before = journal.read_bytes()
+    p = tune(*one[:-4], "--budget", "1", "--range", "lr=1e-4:1e-2:log", env=results)
+    assert p.returncode == 2 and "holds a study ce.LIDC-C.fold0.smoke.phantom.min2.accuracy" in p.stderr and "of another setting" in p.stderr
+    assert "Traceback" not in p.stderr and journal.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_the_test_fold_never_chooses(phantom_env, tmp_path, monkeypatch):
+    """Two studies of one cell, the second with the test fold's labels flipped and its images blanked: every trial
+    (parameters, values per epoch) and the chosen configuration are the same."""
+    import numpy as np
+
+    from benchmarks.data import dataset
+    from benchmarks.tune import cli
+
+    monkeypatch.delenv("CLIPLUNG_RUNS", raising=False)
+    args = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "3", "--executor", "debug"]
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path / "a"))
+    cli.main(args)
+    real_table, real_volumes = dataset.labelled_folds, dataset.cache.phantom_volumes
+
+    def flipped(*a, **k):
+        t = real_table(*a, **k).copy()
+        test = t["fold"] == 0
+        t.loc[test, "label"] = 2 - t.loc[test, "label"]  # benign <-> malignant on the test fold only
+        return t
+
+    def blanked(table, phash, progress=True):
+        ids, vols = real_volumes(table, phash, progress=progress)
+        vols = vols.copy()
+        vols[np.isin(ids, table.loc[table["fold"] == 0, "nodule_id"].to_numpy())] = 0.5
+        return ids, vols
+
+    monkeypatch.setattr(dataset, "labelled_folds", flipped)
+    monkeypatch.setattr(dataset.cache, "phantom_volumes", blanked)
+    assert (flipped(2)["label"] != real_table(2)["label"]).any()
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path / "b"))
+    cli.main(args)
+    a = study_records({"CLIPLUNG_RESULTS": str(tmp_path / "a")})
+    b = study_records({"CLIPLUNG_RESULTS": str(tmp_path / "b")})
+    keep = ("number", "state", "params", "value", "intermediate")
+    assert a.keys() == b.keys() and len(a) == 1
+    for name in a:
+        assert [{k: t[k] for k in keep} for t in a[name]["trials"]] == [{k: t[k] for k in keep} for t in b[name]["trials"]]
+
+
+def _pids_of_running(env, name):
+    rec_path = Path(env["CLIPLUNG_RESULTS"]) / "tune" / "journal.log"
+    import optuna
+
+    from benchmarks.tune.study import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(str(rec_path)))
+    return [(t.number, t.user_attrs.get("slot"), t.user_attrs["worker"]["pid"]) for t in study.get_trials(deepcopy=False)
+            if t.state.name == "RUNNING" and "worker" in t.user_attrs]
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
+    """One worker; its process is killed (-9) in the middle of the second trial; the same command again ends with exactly
+    the budget, the killed trial's parameters tried again, and the chosen configuration of an uninterrupted study."""
+    from benchmarks.tune.summary import chosen_trial, finished
+
+    args = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--budget", "3", "--max-parallel", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.tune", *args], env=results, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    study = None
+    victim = None
+    deadline = time.time() + 600
+    while victim is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        journal = Path(results["CLIPLUNG_RESULTS"]) / "tune" / "journal.log"
+        if not journal.exists():
+            continue
+        if study is None:
+            import optuna
+
+            from benchmarks.tune.study import open_storage
+
+            names = [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(str(journal)))]
+            study = names[0] if names else None
+            if study is None:
+                continue
+        running = [r for r in _pids_of_running(results, study) if r[1] == 1]
+        if running:
+            time.sleep(2.0)  # into the trial's training
+            victim = running[0]
+            os.kill(victim[2], signal.SIGKILL)
+    assert victim is not None, "the second trial never started"
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "run the same command again" in err, err[-3000:]
+    p = tune(*args, env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = study_records(results)[study]
+    assert finished(rec) == 3 and rec["counts"]["FAIL"] == 1 and rec["counts"]["RUNNING"] == 0
+    killed = next(t for t in rec["trials"] if t["number"] == victim[0])
+    assert killed["state"] == "FAIL" and "worker died" in killed["error"]
+    retry = [t for t in rec["trials"] if t["retry_of"] == victim[0]]
+    assert len(retry) == 1 and retry[0]["params"] == killed["params"]
+    # The uninterrupted study of the same command, in another results root.
+    other = {**results, "CLIPLUNG_RESULTS": str(tmp_path / "whole")}
+    p = tune(*args, env=other)
+    assert p.returncode == 0, p.stderr[-3000:]
+    whole = study_records(other)[study]
+    slots = lambda r: {t["slot"]: (t["params"], t["value"]) for t in r["trials"] if t["state"] in ("COMPLETE", "PRUNED")}  # noqa: E731
+    assert slots(whole) == slots(rec)
+    assert chosen_trial(whole)["params"] == chosen_trial(rec)["params"]
+
+
+@pytest.mark.slow
+def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
+    """The issue's smoke run: three methods on LIDC-C, folds 0 and 1, four trials each, two workers; then the chosen
+    configurations on the test folds, the untuned runs beside them, Tables 2 of the tuned setting, the tuned-vs-paper
+    table, the best-so-far figure and the report's Tuning section."""
+    from benchmarks.tune.summary import finished
+
+    cell = ["--methods", "ce", "nsb", "clip_lung", "--datasets", "LIDC-C", "--folds", "0", "1", "--profile", "smoke"]
+    p = tune("run", *cell, "--budget", "4", "--max-parallel", "2", env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "6 studies, 24 trials to run by 2 local workers" in p.stdout, p.stdout
+    studies = study_records(results)
+    assert len(studies) == 6 and all(finished(s) == 4 and s["budget"] == 4 for s in studies.values())
+    assert all(s["trials"][0]["defaults"] and s["trials"][0]["params"]["lr"] == 1e-3 for s in studies.values())
+    assert {k for s in studies.values() if s["setting"]["method"] == "clip_lung" for k in s["trials"][1]["params"]} == \
+        {"alpha", "beta", "n_ctx", "init_temperature", "lr", "weight_decay"}
+    p = tune("status", "--profile", "smoke", env=results, timeout=300)
+    assert p.returncode == 0 and p.stdout.count("4/4") == 6, p.stdout + p.stderr
+    sweep = ["--tables", "2", *cell, "--executor", "local", "--max-parallel", "2", "--cpus-per-task", "1"]
+    for extra in (["--tuned"], []):
+        p = cmd("benchmarks.sweep", "run", *sweep, *extra, env=results)
+        assert p.returncode == 0 and "6 of 6 runs finished" in p.stdout, p.stdout + p.stderr[-3000:]
+    runs = [{**json.loads(f.read_text()), "_file": f.name} for f in (Path(results["CLIPLUNG_RESULTS"]) / "runs").glob("*.json")]
+    tuned = [r for r in runs if r.get("tuning")]
+    assert len(tuned) == 6 and all(r["tuning"]["budget"] == 4 and r["tuning"]["objective"] == "accuracy" for r in tuned)
+    for r in tuned:  # the record's configuration is the chosen trial's
+        chosen = r["tuning"]["params"]
+        assert all(r["config"]["train"].get(k, r["config"]["method"].get(k)) == v for k, v in chosen.items())
+        assert r["tuning"]["study"] in studies and "_tuned_" in r["_file"]
+    setting = ["--profile", "smoke", "--tables", "2", "--datasets", "LIDC-C", "--bootstrap", "0"]
+    p = cmd("benchmarks.tables", "--tuned", *setting, env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = Path(results["CLIPLUNG_RESULTS"]) / "tables"
+    md = (out / "tuning_LIDC-C_smoke_phantom_tuned.md").read_text()
+    assert "of 4 trials" in md and md.count("| LIDC-C |") == 3 and "0: trial" in md and "1: trial" in md
+    data = json.loads((out / "tuning_LIDC-C_smoke_phantom_tuned.json").read_text())["tuning"]["LIDC-C"]
+    assert all(e["paper"] and e["tuned"] and e["diff"] and e["diff"]["n"] == 2 for e in data.values())
+    assert "Tuned: each test fold's configuration" in (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
+    assert not (out / "table2_LIDC-C_smoke_phantom.md").exists()  # the untuned table is its own file, made only when asked
+    p = cmd("benchmarks.figures", "tuning", "--profile", "smoke", env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    fig = json.loads((Path(results["CLIPLUNG_RESULTS"]) / "figures" / "tuning_accuracy_smoke_phantom.json").read_text())
+    assert set(fig["curves"]["LIDC-C"]) == {"ce", "nsb", "clip_lung"} and all(len(c["mean"]) == 4 for c in fig["curves"]["LIDC-C"].values())
+    p = cmd("benchmarks.report", "--tuned", *setting, env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = (Path(results["CLIPLUNG_RESULTS"]) / "report" / "report.md").read_text()
+    assert "## Tuning" in report and "tuning_best_so_far.png" in report and "Chosen per fold" in report
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmarks.space import Int
+from methods.registry import register
+
+
+@register("tiny_tuned")
+class TinyTuned(nn.Module):
+    @dataclass(frozen=True)
+    class Config:
+        SEARCH = {"width": Int(2, 8)}
+        width: int = 4
+
+    def __init__(self, cfg, info):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(32, cfg.width), nn.ReLU(), nn.Linear(cfg.width, info.num_classes))
+
+    def forward(self, batch):
+        feat = batch["image"].mean(dim=(2, 3))  # (B, 32): one number per slice
+        return {"features": feat, "logits": self.body(feat)}
+
+    def loss(self, out, batch):
+        ce = nn.functional.cross_entropy(out["logits"], batch["label"])
+        return {"loss": ce, "ce": ce}
+
+    def predict(self, out):
+        return torch.softmax(out["logits"], dim=1)
+'''
+
+
+@pytest.mark.slow
+def test_a_plugin_that_declares_a_space_is_tuned_over_it(results, tmp_path):
+    plugin = tmp_path / "tiny_tuned.py"
+    plugin.write_text(PLUGIN)
+    # One local task of two workers (as trials pack onto a GPU): both pull trials of the one study.
+    p = tune("run", "--methods", "tiny_tuned", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "4", "--max-parallel", "1",
+             "--workers-per-task", "2", "--plugin", str(plugin), env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "by 1 local tasks of 2 workers" in p.stdout, p.stdout
+    (rec,) = study_records(results).values()
+    assert len({t["worker"]["pid"] for t in rec["trials"]}) == 2
+    assert rec["setting"]["plugin"].startswith("tiny_tuned.py#") and set(rec["setting"]["space"]) == {"width", "lr", "weight_decay"}
+    assert [t["params"]["width"] for t in rec["trials"]][0] == 4 and all(2 <= t["params"]["width"] <= 8 for t in rec["trials"])
+
+
+needs_slurm = pytest.mark.skipif(not (shutil.which("sbatch") and os.environ.get("SLURM_CONF")),
+                                 reason="no Slurm cluster here (needs sbatch and SLURM_CONF; .ci/run starts one)")
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_a_slurm_job_array_of_two_tasks_shares_one_study_through_the_journal(results):
+    from benchmarks.tune.summary import finished
+
+    p = tune("run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--budget", "4",
+             "--executor", "slurm", "--workers", "2", "--wait", "--cpus-per-task", "1", "--mem-gb", "1", "--timeout-min", "20", env=results)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    (rec,) = study_records(results).values()
+    assert finished(rec) == 4 and rec["counts"]["RUNNING"] == 0
+    tasks = {t["worker"]["slurm"] for t in rec["trials"] if t["state"] in ("COMPLETE", "PRUNED")}
+    assert len(tasks) == 2 and all("_" in t for t in tasks), tasks  # both array tasks pulled trials of the one study
+
+
+MYSQL_ENV = "CLIPLUNG_TEST_MYSQL_URL"
+
+
+@pytest.mark.skipif(not os.environ.get(MYSQL_ENV) and os.environ.get("CI") != "true",
+                    reason=f"no database server here (${MYSQL_ENV}; .ci/run sets it to CI's MariaDB)")
+@pytest.mark.slow
+def test_a_database_storage(results):
+    """The same study in CI's MariaDB (the one slurmdbd uses, a database of its own) instead of the journal file."""
+    from benchmarks.tune.summary import finished
+
+    url = os.environ.get(MYSQL_ENV)
+    assert url, f"CI runs this test against its MariaDB: ${MYSQL_ENV} is not set"
+    p = tune("run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "2", "--executor", "debug",
+             "--storage", url, "--tag", f"db{os.getpid()}", env=results)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not (Path(results["CLIPLUNG_RESULTS"]) / "tune" / "journal.log").exists()
+    (rec,) = study_records(results).values()
+    assert finished(rec) == 2 and rec["storage"].startswith("mysql+pymysql://") and "***" in rec["storage"]
+    p = tune("status", "--storage", url, "--json", env=results, timeout=300)
+    assert p.returncode == 0 and any(r["study"] == rec["study"] and r["finished"] == 2 for r in json.loads(p.stdout)), p.stdout + p.stderr
+
+
+def test_tuned_sweeps_and_tables_need_finished_studies(tmp_path, monkeypatch, capsys):
+    from benchmarks.sweep import cli as sweep_cli
+
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path / "r"))
+    with pytest.raises(SystemExit) as e:
+        sweep_cli.main(["run", "--tuned", "--tables", "2", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke",
+                        "--executor", "local", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no study ce.LIDC-C.fold0.smoke.phantom.min2.accuracy in" in err and "tune run" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_diverging_trial_is_pruned_and_a_failing_one_fails(tmp_path, monkeypatch):
+    """The worker's ends of a trial, with the training replaced: divergence spends the slot (pruned, said why), any
+    other error fails the trial and ends the worker with it (its parameters are tried again by the next claim)."""
+    monkeypatch.setenv("CLIPLUNG_RESULTS", str(tmp_path))
+    from benchmarks import lifecycle, train
+    from benchmarks.tune import worker
+    from benchmarks.tune.study import claim, open_storage, prepare_study
+
+    storage = open_storage(str(tmp_path / "journal.log"))
+    prepare_study(storage, "s", {"what": "fake"}, 3, {"lr": 1e-3, "weight_decay": 5e-5}, create=True)
+    item = {"key": {"method": "ce", "dataset": "LIDC-C", "fold": 0, "profile": "smoke", "source": "phantom", "min_readers": 2},
+            "sets": [], "seed": 0, "epochs": 2, "objective": "accuracy", "study": "s"}
+    monkeypatch.setattr(lifecycle, "prepare_run", lambda spec, device, progress=False: type("P", (), {
+        "model": None, "data": None, "train": None, "device": None})())
+
+    def diverge(*a, **k):
+        raise train.Diverged("non-finite loss (nan) in epoch 1 of 2 (lr 10.0)")
+
+    monkeypatch.setattr(train, "fit", diverge)
+    dists = worker.distributions(space_json(SHARED))
+    assert worker.run_trial(storage, item, *claim(storage, "s", 3, 2, dists)) == "PRUNED"
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(train, "fit", broken)
+    with pytest.raises(RuntimeError):
+        worker.run_trial(storage, item, *claim(storage, "s", 3, 2, dists))
+    rec = json.loads((tmp_path / "tune" / "studies" / "s.json").read_text())
+    assert [t["state"] for t in rec["trials"]] == ["PRUNED", "FAIL"]
+    assert "non-finite loss" in rec["trials"][0]["diverged"] and rec["trials"][1]["error"] == "CUDA out of memory"
+    study, retry = claim(storage, "s", 3, 2, dists)
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == rec["trials"][1]["params"]
