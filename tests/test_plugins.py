@@ -181,6 +181,9 @@ def test_the_coral_example_registers_through_its_entry_point():
         version("cliplung-coral")
     except Exception:  # noqa: BLE001
         pytest.skip("examples/coral is not installed here (CI installs it: pip install ./examples/coral)")
+    from benchmarks.plugins import load_plugins
+
+    load_plugins()  # as every command does (an earlier test's command may not have: a wrong name ends before it)
     m = methods.get_method("coral")
     assert m.origin["distribution"] == "cliplung-coral" and m.origin["plugin"].startswith("coral (entry point")
 
@@ -189,6 +192,9 @@ def test_the_coral_example_registers_through_its_entry_point():
 def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
     """ce, clip_lung, coral (the installed example) and a method file outside the repo, fold 0 of
     Table 1, smoke, through the local executor in packs of two; then Table 1 has their rows."""
+    from benchmarks.plugins import load_plugins
+
+    load_plugins()  # the installed entry points, as the sweep will see them
     try:
         methods.get_method("coral")
         extra = ["coral"]
