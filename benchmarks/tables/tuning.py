@@ -3,9 +3,8 @@
 ``tables --tuned`` writes Tables 1-2 of the tuned runs (each fold's configuration
 chosen by its study, ``benchmarks.tune``) and this table: per method and dataset,
 the accuracy at the paper's configuration (the untuned runs of the same setting),
-the tuned accuracy, their paired difference over the same (fold, seed) pairs
-with the corrected resampled t-test (the tables' test; seeds averaged within a
-fold first), and the configuration each fold's study chose. The caption names
+the tuned accuracy, their paired difference over the same test folds (seeds
+averaged within a fold first) with the corrected resampled t-test (the tables' test), and the configuration each fold's study chose. The caption names
 the budget, sampler, pruner, objective and what the studies cost (trial time,
 summed from the study records).
 """
@@ -119,7 +118,7 @@ def write_tuning(tuned: list[dict], paper: list[dict], out_dir, tag: str, labels
 
     data = build_tuning(tuned, paper, test)
     cap = ("Each method at the paper's configuration and tuned alike (accuracy mean ± s.d. over folds, in %). " + tuning_note(tuned)
-           + "Δ: tuned minus paper configuration over the same folds and seeds, mean [95% interval of the corrected resampled t-test "
+           + "Δ: tuned minus paper configuration, paired over the same test folds (seeds averaged within a fold), mean [95% interval of the corrected resampled t-test "
            "(Nadeau & Bengio 2003)]; p: that test; chosen: each fold's trial and its parameters; — no runs of the paper's "
            "configuration in this setting.")
     tex, md = render_tuning(data, cap, labels)
