@@ -22,7 +22,7 @@ from benchmarks.io import writable_dir
 from benchmarks.lifecycle import make_spec, run_one
 from benchmarks.metrics import summarize
 from benchmarks.pack import run_pack
-from benchmarks.paths import RUNS_ENV, runs_dir
+from benchmarks.paths import hint_for, runs_dir
 from benchmarks.profiles import PROFILES, get_profile
 
 log = logging.getLogger("benchmarks.run")
@@ -127,7 +127,7 @@ def main(argv=None):
 
     specs = [make_spec(args.method, args.dataset, f, s, args.profile, args.source, args.min_readers, args.set, repeat=k)
              for s in args.seeds for k in range(check_repeats(args.repeats)) for f in folds]
-    writable_dir(runs_dir(), "runs folder", f"set ${RUNS_ENV} to a writable folder")
+    writable_dir(runs_dir(), "runs folder", hint_for("runs"))
     warn_phantom(args.profile, args.source)
     t0 = time.perf_counter()
     if args.pack:
