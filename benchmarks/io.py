@@ -171,4 +171,5 @@ def load_torch_file(path: str | os.PathLike, map_location="cpu"):
         raise DamagedFile(f"{path}: truncated or corrupted, not a whole PyTorch file" + (f" ({first})" if first and "weights_only" not in first else "")) from None
     except Exception as e:  # noqa: BLE001  anything else the unpickler meets in a foreign file
         first = (str(e).strip().splitlines() or [""])[0][:120]
-        raise DamagedFile(f"{path}: not a PyTorch weights file ({type(e).__name__}" + (f": {first})" if first and "weights_only" not in first else ")")) from None
+        raise DamagedFile(f"{path}: garbled, not a PyTorch weights file ({type(e).__name__}"
+                          + (f": {first})" if first and "weights_only" not in first else ")")) from None

@@ -155,7 +155,9 @@ def test_implementation_version_enters_the_key_and_old_records_are_not_reused(ph
     assert spec.method_version == 1
     # Version 1 leaves the key as it was before versions existed (old records keep their names).
     legacy = dataclasses.asdict(spec)
-    del legacy["method_version"], legacy["plugin"], legacy["backbone_plugin"], legacy["data_scope"]  # fields added after the first records, at their first value
+    # Fields added after the first records, at their first value (repeat 0; no inner split, no tuning):
+    for added in ("method_version", "plugin", "backbone_plugin", "data_scope", "repeat", "split", "tuning"):
+        del legacy[added]
     del legacy["method_config"]["backbone"]
     assert spec.key == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
     assert make_spec("udm", "LIDC-C", 0, profile="smoke").method_version >= 2
