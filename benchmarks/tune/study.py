@@ -116,14 +116,15 @@ def pruner(epochs: int):
 
 
 def warmup_epochs(epochs: int) -> int:
-    """Epochs a trial always runs before the pruner may stop it: a quarter of its schedule."""
+    """The first epoch at which the pruner may stop a trial: a quarter into its schedule (Optuna's
+    ``n_warmup_steps``: no pruning at a step below it)."""
     return max(1, epochs // 4)
 
 
 def describe_search(budget: int, epochs: int) -> dict:
     """The sampler and pruner, in words and numbers (study records, captions)."""
     return {"sampler": f"TPE (seed {SAMPLER_SEED} per slot, {startup_trials(budget)} random start-up trials, constant liar)",
-            "pruner": f"median (after 2 completed trials, from epoch {warmup_epochs(epochs) + 1} of {epochs})"}
+            "pruner": f"median (after 2 completed trials, from epoch {warmup_epochs(epochs)} of {epochs})"}
 
 
 def differences(have: dict, want: dict) -> list[str]:
