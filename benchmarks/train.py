@@ -240,6 +240,7 @@ def fit_steps(model, data, cfg: TrainConfig, seed: int, device: torch.device, ch
             log.warning("ignoring checkpoint %s of another configuration", checkpoint)
     amp = cfg.amp and device.type == "cuda"
     steps = math.ceil(n / cfg.batch_size)
+    scored = None  # (N_test, K): on_epoch's prediction after the last epoch, which is also the result's
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -290,12 +291,13 @@ def fit_steps(model, data, cfg: TrainConfig, seed: int, device: torch.device, ch
             atomic_write_bytes(checkpoint, buf.getvalue())
         if on_epoch is not None:  # a tuning trial: score the validation split now (the pruner decides)
             probs = _predict_with(model, ema, data.test, device, cfg)
+            scored = probs if epoch + 1 == cfg.epochs else None  # the final weights: predicting again would repeat it
             on_epoch(epoch + 1, evaluate(probs, data.test.labels, data.class_names, data.test_class_names,
                                          getattr(model, "decision_rule", "argmax")))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
             return {"stopped": True, "history": history}
     t_eval = time.perf_counter()
-    probs = _predict_with(model, ema, data.test, device, cfg)
+    probs = scored if scored is not None else _predict_with(model, ema, data.test, device, cfg)
     final = ema if ema is not None else model.state_dict()
     return {
         "probs": probs,

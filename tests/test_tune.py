@@ -170,6 +170,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys)
 
 
 SMOKE1 = ["--profile", "smoke", "--set", "epochs=1"]
+TINY = [*SMOKE1, "--set", "train_limit=32"]
 
 
 @pytest.mark.slow
@@ -293,7 +294,8 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     table, the best-so-far figure and the report's Tuning section."""
     from benchmarks.tune.summary import finished
 
-    cell = ["--methods", "ce", "nsb", "clip_lung", "--datasets", "LIDC-C", "--folds", "0", "1", "--profile", "smoke"]
+    # One step a trial and a run (one epoch on 32 nodules): what is tested is the plumbing, not the training.
+    cell = ["--methods", "ce", "nsb", "clip_lung", "--datasets", "LIDC-C", "--folds", "0", "1", *TINY]
     p = tune("run", *cell, "--budget", "4", "--max-parallel", "2", env=results)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "6 studies, 24 trials to run by 2 local workers" in p.stdout, p.stdout
@@ -302,9 +304,10 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert all(s["trials"][0]["defaults"] and s["trials"][0]["params"]["lr"] == 1e-3 for s in studies.values())
     assert {k for s in studies.values() if s["setting"]["method"] == "clip_lung" for k in s["trials"][1]["params"]} == \
         {"alpha", "beta", "n_ctx", "init_temperature", "lr", "weight_decay"}
-    p = tune("status", "--profile", "smoke", env=results, timeout=300)
+    p = tune("status", *TINY, env=results, timeout=300)
     assert p.returncode == 0 and p.stdout.count("4/4") == 6, p.stdout + p.stderr
-    sweep = ["--tables", "2", *cell, "--executor", "local", "--max-parallel", "2", "--cpus-per-task", "1"]
+    # Three runs to a task (a pack, as on a GPU): two processes a sweep instead of six.
+    sweep = ["--tables", "2", *cell, "--executor", "local", "--max-parallel", "2", "--cpus-per-task", "1", "--runs-per-task", "3"]
     for extra in (["--tuned"], []):
         p = cmd("benchmarks.sweep", "run", *sweep, *extra, env=results)
         assert p.returncode == 0 and "6 of 6 runs finished" in p.stdout, p.stdout + p.stderr[-3000:]
@@ -315,7 +318,7 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
         chosen = r["tuning"]["params"]
         assert all(r["config"]["train"].get(k, r["config"]["method"].get(k)) == v for k, v in chosen.items())
         assert r["tuning"]["study"] in studies and "_tuned_" in r["_file"]
-    setting = ["--profile", "smoke", "--tables", "2", "--datasets", "LIDC-C", "--bootstrap", "0"]
+    setting = [*TINY, "--tables", "2", "--datasets", "LIDC-C", "--bootstrap", "0"]
     p = cmd("benchmarks.tables", "--tuned", *setting, env=results)
     assert p.returncode == 0, p.stderr[-3000:]
     out = Path(results["CLIPLUNG_RESULTS"]) / "tables"
@@ -325,7 +328,7 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert all(e["paper"] and e["tuned"] and e["diff"] and e["diff"]["n"] == 2 for e in data.values())
     assert "Tuned: each test fold's configuration" in (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
     assert not (out / "table2_LIDC-C_smoke_phantom.md").exists()  # the untuned table is its own file, made only when asked
-    p = cmd("benchmarks.figures", "tuning", "--profile", "smoke", env=results)
+    p = cmd("benchmarks.figures", "tuning", *TINY, env=results)
     assert p.returncode == 0, p.stderr[-3000:]
     fig = json.loads((Path(results["CLIPLUNG_RESULTS"]) / "figures" / "tuning_accuracy_smoke_phantom.json").read_text())
     assert set(fig["curves"]["LIDC-C"]) == {"ce", "nsb", "clip_lung"} and all(len(c["mean"]) == 4 for c in fig["curves"]["LIDC-C"].values())

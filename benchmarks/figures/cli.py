@@ -109,6 +109,8 @@ def _parser() -> ArgumentParser:
     tun.add_argument("--min-readers", type=int, default=None, help="the studies' label rule")
     tun.add_argument("--objective", default="accuracy", help="the studies' objective")
     tun.add_argument("--tag", default=None, help="the studies' --tag")
+    tun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="the studies' config overrides, as given to tune run (repeatable; default: none)")
     tun.add_argument("--out", default=None, help="folder of the figures (default: $CLIPLUNG_RESULTS/figures)")
     add_plugin_flag(tun)
     for p in (tab, cd):

@@ -28,12 +28,17 @@ def pick_studies(args) -> list[dict]:
             want[k] = getattr(args, k)
     recs = [r for r in recs if all(s(r, k) == v for k, v in want.items())]
     recs = [r for r in recs if (r["study"].endswith(f".{args.tag}") if args.tag else True)]
+    # The studies of these --set overrides only (none by default), each method's own as tune run kept them.
+    from benchmarks.lifecycle import sets_for  # noqa: PLC0415  (imports torch: after parsing)
+
+    sets = getattr(args, "set", None) or []
+    recs = [r for r in recs if list(s(r, "sets") or []) == (list(sets_for(s(r, "method"), sets)) if sets else [])]
     if getattr(args, "methods_tuned", None):
         recs = [r for r in recs if s(r, "method") in args.methods_tuned]
     if args.datasets:
         recs = [r for r in recs if s(r, "dataset") in args.datasets]
     if not recs:
-        raise UserError("no tuning studies of this setting; run `python -m benchmarks.tune run` first (or pick one with --profile, --source)")
+        raise UserError("no tuning studies of this setting; run `python -m benchmarks.tune run` first (or pick one with --profile, --source, --set)")
     for k, flag in (("profile", "--profile"), ("source", "--source"), ("min_readers", "--min-readers")):
         found = sorted({str(s(r, k)) for r in recs})
         if len(found) > 1:
