@@ -120,20 +120,26 @@ def test_overfits_a_tiny_fixed_batch(name, registered):
     model = build(name, 3)
     b = batch(3, n=6, size=16, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    names = info(3).class_names
+
+    def decided():  # decided as the metrics decide: by the method's own rule (the median for CORF and CORAL)
+        with torch.no_grad():
+            probs = model.predict(model(b)).numpy()
+        return decide(probs, names, names, getattr(model, "decision_rule", "argmax"))
+
     first = None
-    for _ in range(100):
+    # At most 100 steps; looked at every 10th, ending once both asks hold (most methods hold them within 30-50).
+    for step in range(1, 101):
         terms = model.loss(model(b), b)
         first = float(terms["loss"].detach()) if first is None else first
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
-    with torch.no_grad():
-        probs = model.predict(model(b)).numpy()
-    # Decided as the metrics decide: by the method's own rule (the median for CORF and CORAL).
-    names = info(3).class_names
-    pred = decide(probs, names, names, getattr(model, "decision_rule", "argmax"))
+        # Soft-target terms (CLIP-Lung's L_IA, L_CA) have a floor above 0: ask for a clear drop only.
+        if step % 10 == 0 and float(terms["loss"].detach()) < 0.8 * first and (decided() == b["label"].numpy()).all():
+            break
+    pred = decided()
     assert (pred == b["label"].numpy()).all(), (name, pred)
-    # Soft-target terms (CLIP-Lung's L_IA, L_CA) have a floor above 0: ask for a clear drop only.
     assert float(terms["loss"].detach()) < 0.8 * first
 
 
