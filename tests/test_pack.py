@@ -18,10 +18,11 @@ PACK = [("clip_lung", "LIDC-C", 0), ("ce", "LIDC-C", 1), ("udm", "LIDC-B", 0)]
 
 
 EPOCHS = 3  # a checkpoint mid-run for the kill test
+LIMIT = 32  # one step an epoch: the streams interleave all the same
 
 
 def specs():
-    return [make_spec(m, d, f, profile="smoke", sets=[f"epochs={EPOCHS}"]) for m, d, f in PACK]
+    return [make_spec(m, d, f, profile="smoke", sets=[f"epochs={EPOCHS}", f"train_limit={LIMIT}"]) for m, d, f in PACK]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ from benchmarks.errors import setup_logging
 from benchmarks.pack import run_pack
 from benchmarks.lifecycle import make_spec
 setup_logging()
-pack = [make_spec(m, d, f, profile="smoke", sets=[f"epochs={sys.argv[2]}"]) for m, d, f in json.loads(sys.argv[1])]
+pack = [make_spec(m, d, f, profile="smoke", sets=[f"epochs={sys.argv[2]}", f"train_limit={sys.argv[3]}"]) for m, d, f in json.loads(sys.argv[1])]
 print(json.dumps([r["key"] if isinstance(r, dict) else repr(r) for r in run_pack(pack)]))
 """
 
@@ -77,7 +78,7 @@ print(json.dumps([r["key"] if isinstance(r, dict) else repr(r) for r in run_pack
 def test_a_killed_pack_resumes_every_run_to_the_same_records(alone, tmp_path):
     runs = tmp_path / "killed"
     env = {**os.environ, RUNS_ENV: str(runs)}
-    args = [sys.executable, "-c", PACK_SCRIPT, json.dumps(PACK), str(EPOCHS)]
+    args = [sys.executable, "-c", PACK_SCRIPT, json.dumps(PACK), str(EPOCHS), str(LIMIT)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 600
     while time.time() < deadline and len(list(runs.glob("*.ckpt"))) < len(PACK):

@@ -90,7 +90,9 @@ def test_smoke_run_writes_a_full_record(phantom_env, name):
 
 
 def test_resume_after_kill_gives_the_uninterrupted_result(phantom_env, tmp_path):
-    args = ["--method", "ce", "--dataset", "LIDC-C", "--fold", "1", "--profile", "smoke", "--set", "epochs=4", "--json", "--quiet"]
+    # Four epochs of one step each (32 nodules): a checkpoint to resume from, at the least training.
+    args = ["--method", "ce", "--dataset", "LIDC-C", "--fold", "1", "--profile", "smoke", "--set", "epochs=4", "--set", "train_limit=32",
+            "--json", "--quiet"]
     env = dict(os.environ)
     ref = subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--force"], capture_output=True, text=True, env={**env, RUNS_ENV: str(tmp_path / "ref")})
     assert ref.returncode == 0, ref.stderr[-2000:]
