@@ -242,7 +242,9 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
     the budget, the killed trial's parameters tried again, and the chosen configuration of an uninterrupted study."""
     from benchmarks.tune.summary import chosen_trial, finished
 
-    args = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--budget", "3", "--max-parallel", "1"]
+    # Two epochs of one step each (32 nodules): a trial long enough to be killed in, and a pruner that can act.
+    args = ["run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--set", "train_limit=32", "--budget", "3",
+            "--max-parallel", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.tune", *args], env=results, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     study = None
     victim = None
@@ -263,7 +265,7 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
                 continue
         running = [r for r in _pids_of_running(results, study) if r[1] == 1]
         if running:
-            time.sleep(2.0)  # into the trial's training
+            time.sleep(1.0)  # into the trial (its data and model are being made, or its first step)
             victim = running[0]
             os.kill(victim[2], signal.SIGKILL)
     assert victim is not None, "the second trial never started"
@@ -396,7 +398,7 @@ needs_slurm = pytest.mark.skipif(not (shutil.which("sbatch") and os.environ.get(
 def test_a_slurm_job_array_of_two_tasks_shares_one_study_through_the_journal(results):
     from benchmarks.tune.summary import finished
 
-    p = tune("run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--budget", "4",
+    p = tune("run", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke", "--set", "train_limit=32", "--budget", "4",
              "--executor", "slurm", "--workers", "2", "--wait", "--cpus-per-task", "1", "--mem-gb", "1", "--timeout-min", "20", env=results)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     (rec,) = study_records(results).values()
