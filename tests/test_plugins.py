@@ -188,6 +188,9 @@ def test_the_coral_example_registers_through_its_entry_point():
     assert m.origin["distribution"] == "cliplung-coral" and m.origin["plugin"].startswith("coral (entry point")
 
 
+ONE_STEP = ["--profile", "smoke", "--set", "epochs=1", "--set", "train_limit=32"]  # what is tested is where the rows go, not training
+
+
 @pytest.mark.slow
 def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
     """ce, clip_lung, coral (the installed example) and a method file outside the repo, fold 0 of
@@ -203,14 +206,14 @@ def test_a_local_sweep_puts_plugin_methods_in_table_1(phantom_env, tmp_path):
     plugin = write(tmp_path / "smoothed.py", METHOD.format(name="smoothed"))
     env = {RUNS_ENV: str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
     p = cli("benchmarks.sweep", "run", "--plugin", str(plugin), "--tables", "1", "--methods", "ce", "clip_lung", *extra, "smoothed",
-            "--folds", "0", "--profile", "smoke", "--executor", "local", "--cpus-per-task", "1", "--runs-per-task", "2", env=env, timeout=1200)
+            "--folds", "0", *ONE_STEP, "--executor", "local", "--cpus-per-task", "1", "--runs-per-task", "2", env=env, timeout=1200)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     man = json.loads(next((tmp_path / "sweeps").glob("*/sweep.json")).read_text())
     assert man["plugins"] == [str(plugin)] and man["tasks"] == -(-(3 + len(extra)) // 2)  # packs of two
     st = cli("benchmarks.sweep", "status", "--plugin", str(plugin), "--tables", "1", "--methods", "ce", "clip_lung", *extra, "smoothed",
-             "--folds", "0", "--profile", "smoke", "--json", env=env)
+             "--folds", "0", *ONE_STEP, "--json", env=env)
     assert json.loads(st.stdout)["totals"]["done"] == 3 + len(extra), st.stderr[-2000:]
-    t = cli("benchmarks.tables", "--plugin", str(plugin), "--tables", "1", "--profile", "smoke", "--out", str(tmp_path / "tables"), env=env)
+    t = cli("benchmarks.tables", "--plugin", str(plugin), "--tables", "1", *ONE_STEP, "--out", str(tmp_path / "tables"), env=env)
     assert t.returncode == 0, t.stderr[-2000:]
     (table,) = (tmp_path / "tables").glob("table1_smoke_phantom_*smoothed*.md")  # the plugins in the name (coral's too where installed)
     md = table.read_text()

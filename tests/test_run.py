@@ -82,7 +82,9 @@ def test_smoke_run_writes_a_full_record(phantom_env, name):
     assert set(pr) == {"id", "label", "probs"} and len(pr["probs"]) == 2 and abs(sum(pr["probs"]) - 1) < 1e-4
     assert 0 <= rec["metrics"]["accuracy"] <= 1 and "auc" in rec["metrics"]
     assert os.path.exists(os.path.join(os.path.dirname(out["records"][0]), rec["weights"]))
-    # A second call reuses the record.
+    if name != "ce":
+        return
+    # A second call reuses the record (the same path for every method: checked once).
     t = time.time()
     again = cli("--method", name, "--dataset", "LIDC-C", "--fold", "0", "--profile", "smoke", "--json", "--quiet")
     assert again.returncode == 0 and json.loads(again.stdout)["folds"]["0"] == out["folds"]["0"]
