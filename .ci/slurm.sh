@@ -94,6 +94,9 @@ MinJobAge=600
 # submitit ignores a task's SIGTERM (it checkpoints on the time-out signal instead): scancel and
 # scontrol requeue then wait KillWait before SIGKILL. 5 s, not the default 30, keeps the tests short.
 KillWait=5
+# The main scheduler also runs every 2 s (default 60): a job made eligible by `scontrol update` (a requeued
+# task's StartTime) starts within seconds instead of at the next minute's pass.
+SchedulerParameters=sched_interval=2
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
