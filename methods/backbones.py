@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.video import r3d_18
 
 from benchmarks.errors import UserError
 from methods.registry import current_plugin
@@ -62,6 +60,8 @@ def build_backbone(name: str, in_channels: int = 32) -> nn.Module:
 
 def _resnet18_trunk(in_channels: int) -> nn.Module:
     """torchvision ResNet-18 with a 3x3 stride-1 stem over ``in_channels`` and no max-pool or fc."""
+    from torchvision.models import resnet18  # noqa: PLC0415  (0.9 s: only where a model is built, not for tables or status)
+
     net = resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -102,6 +102,8 @@ class ResNet18Volume(Backbone):
 
     def __init__(self, in_channels: int = 32):
         super().__init__()
+        from torchvision.models.video import r3d_18  # noqa: PLC0415  (as resnet18 above)
+
         net = r3d_18(weights=None)
         stem = net.stem[0]  # Conv3d(3, 64, (3, 7, 7), stride (1, 2, 2)): one grey channel instead of RGB
         net.stem[0] = nn.Conv3d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False)
