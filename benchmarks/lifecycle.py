@@ -166,9 +166,11 @@ class Prepared:
     t0: float = 0.0
 
 
-def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True) -> Prepared:
+def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progress: bool = True, folds: dict | None = None) -> Prepared:
     """Load the spec's fold and build its model from the run's seed (the global RNG is left
-    where the model's construction leaves it: training continues from there)."""
+    where the model's construction leaves it: training continues from there). ``folds``: a
+    memo of loaded folds kept by the caller (a tuning worker's trials share their fold; the
+    splits are read, never written)."""
     import torch  # noqa: PLC0415  (deferred for --help speed, as every torch import here)
 
     import methods  # noqa: PLC0415
@@ -183,8 +185,14 @@ def prepare_run(spec: RunSpec, device: str = "auto", force: bool = False, progre
         if loaded != wanted:
             raise UserError(f"{what}: the plugin loaded here is {loaded}, the run was made for {wanted}; submit it again")
     dev = resolve_device(device)
-    data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress, split=spec.split,
-                     repeat=spec.repeat)
+    where = (spec.dataset, spec.fold, spec.source, spec.min_readers, spec.split, spec.repeat)
+    data = folds.get(where) if folds is not None else None
+    if data is None:
+        data = load_fold(spec.dataset, spec.fold, source=spec.source, min_readers=spec.min_readers, progress=progress, split=spec.split,
+                         repeat=spec.repeat)
+        if folds is not None:  # the last fold only: a worker pulling trials of 15 studies must not hold 15 folds
+            folds.clear()
+            folds[where] = data
     info = methods.DataInfo(
         num_classes=data.num_classes, class_names=data.class_names, attribute_names=data.attribute_names,
         class_counts=tuple(int((data.train.labels == k).sum()) for k in range(data.num_classes)),

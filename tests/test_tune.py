@@ -453,7 +453,7 @@ def test_a_diverging_trial_is_pruned_and_a_failing_one_fails(tmp_path, monkeypat
     prepare_study(storage, "s", {"what": "fake"}, 3, {"lr": 1e-3, "weight_decay": 5e-5}, create=True)
     item = {"key": {"method": "ce", "dataset": "LIDC-C", "fold": 0, "profile": "smoke", "source": "phantom", "min_readers": 2},
             "sets": [], "seed": 0, "epochs": 2, "objective": "accuracy", "study": "s"}
-    monkeypatch.setattr(lifecycle, "prepare_run", lambda spec, device, progress=False: type("P", (), {
+    monkeypatch.setattr(lifecycle, "prepare_run", lambda spec, device, progress=False, folds=None: type("P", (), {
         "model": None, "data": None, "train": None, "device": None})())
 
     def diverge(*a, **k):
