@@ -15,6 +15,7 @@ from collections import defaultdict
 from benchmarks.errors import UserError
 from benchmarks.figures.common import name, plt_, save_figure
 from benchmarks.io import atomic_write_text
+from benchmarks.lifecycle import sets_for
 from benchmarks.tune.summary import best_so_far, finished, read_study_records
 
 
@@ -28,11 +29,11 @@ def pick_studies(args) -> list[dict]:
             want[k] = getattr(args, k)
     recs = [r for r in recs if all(s(r, k) == v for k, v in want.items())]
     recs = [r for r in recs if (r["study"].endswith(f".{args.tag}") if args.tag else True)]
-    # The studies of these --set overrides only (none by default), each method's own as tune run kept them.
-    from benchmarks.lifecycle import sets_for  # noqa: PLC0415  (imports torch: after parsing)
-
+    # The studies of these --set overrides only (none by default), each method's own as tune run kept them
+    # (sets_for reads the method's config: only called when there are overrides to sort).
     sets = getattr(args, "set", None) or []
-    recs = [r for r in recs if list(s(r, "sets") or []) == (list(sets_for(s(r, "method"), sets)) if sets else [])]
+    own = (lambda m: sets_for(m, sets)) if sets else (lambda m: [])  # noqa: E731
+    recs = [r for r in recs if list(s(r, "sets") or []) == list(own(s(r, "method")))]
     if getattr(args, "methods_tuned", None):
         recs = [r for r in recs if s(r, "method") in args.methods_tuned]
     if args.datasets:
