@@ -8,7 +8,7 @@ run after run. Before a run's step the global random state (CPU, and CUDA when
 used) is set to that run's own, and saved again after, so no run draws from
 another's stream: each computes exactly what it computes alone (same initial
 weights, same batches and augmentation, same losses, same record), with its
-own checkpoint at each of its epoch ends and its own resume after a kill.
+own checkpoint at each of its epoch ends (but the last) and its own resume after a kill.
 
 What a pack shares: the process (one start-up, one CUDA context, one copy of a
 frozen text encoder, which is loaded once per process and per name), and on a

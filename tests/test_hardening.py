@@ -286,3 +286,22 @@ def test_a_folder_turning_read_only_mid_run_keeps_the_last_checkpoint(phantom_en
     state = torch.load(spec.path(".ckpt"), weights_only=True)
     assert state["epoch"] == 1 and not spec.path(".json").exists()
     assert not list(spec.path(".ckpt").parent.glob(".*.tmp"))  # no half-written file left behind
+
+
+def test_every_epoch_but_the_last_is_checkpointed(phantom_env, monkeypatch, tmp_path):
+    """The last epoch's checkpoint would be deleted moments later, with the record written: it is not made."""
+    import benchmarks.io as bio
+
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    spec = make_spec("ce", "LIDC-C", 1, profile="smoke", sets=["epochs=3", "train_limit=32"])
+    real = os.replace
+    epochs = []
+
+    def replace(src, dst):
+        if str(dst).endswith(".ckpt"):
+            epochs.append(torch.load(src, weights_only=True)["epoch"])
+        return real(src, dst)
+
+    monkeypatch.setattr(bio.os, "replace", replace)
+    rec = run_one(spec, progress=False)
+    assert epochs == [1, 2] and len(rec["history"]) == 3 and not spec.path(".ckpt").exists()
