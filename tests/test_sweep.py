@@ -121,8 +121,9 @@ slurm = pytest.mark.skipif(not _slurm_up(), reason="no Slurm cluster here (needs
 def test_slurm_job_array_sweep_requeue_and_tables(phantom_env, tmp_path):
     env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
     common = ["--profile", "smoke", "--executor", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "--timeout-min", "20"]
-    # 1. A small sweep through one job array (two runs of one epoch).
-    first = ["--tables", "2", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--set", "epochs=1"]
+    # 1. A small sweep through one job array (two runs of one epoch of one step: 32 nodules).
+    tiny = ["--set", "train_limit=32"]
+    first = ["--tables", "2", "--methods", "ce", "--folds", "0", "--profile", "smoke", "--set", "epochs=1", *tiny]
     p = sweep("run", *first, *common, "--wait", env=env)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "as slurm job(s)" in p.stdout
@@ -133,13 +134,13 @@ def test_slurm_job_array_sweep_requeue_and_tables(phantom_env, tmp_path):
     assert st["cells"]["ce/LIDC-C"]["done"] == 1 and st["totals"]["done"] == 2
     t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables")],
                        capture_output=True, text=True)  # the default setting: these records (epochs=1) are another one
-    assert t.returncode == 2 and "pick them with --set epochs=1" in t.stderr.splitlines()[-1], t.stderr
+    assert t.returncode == 2 and "pick them with --set epochs=1 --set train_limit=32" in t.stderr.splitlines()[-1], t.stderr
     t = subprocess.run([sys.executable, "-m", "benchmarks.tables", "--tables", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables"),
-                        "--set", "epochs=1"], capture_output=True, text=True)
+                        "--set", "epochs=1", *tiny], capture_output=True, text=True)
     assert t.returncode == 0, t.stderr
     # 2. Requeue a running task: it resumes from its checkpoint and ends with the uninterrupted record.
-    # One run (table 1 holds LIDC-A only) of 4 epochs: requeued after its first checkpoint, 3 epochs remain.
-    long = ["--set", "epochs=4"]
+    # One run (table 1 holds LIDC-A only) of 4 epochs of one step: requeued after its first checkpoint, 3 epochs remain.
+    long = ["--set", "epochs=4", *tiny]
     # The uninterrupted reference runs meanwhile (the sweep's task takes the cluster's other CPU).
     ref = subprocess.Popen([sys.executable, "-m", "benchmarks.run", "--method", "ce", "--dataset", "LIDC-A", "--fold", "2", "--profile", "smoke",
                             *long, "--json", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
