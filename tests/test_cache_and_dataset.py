@@ -22,6 +22,7 @@ def test_small_cache_build_validate_corrupt_and_stale(tmp_cache, caplog):
     folder = cache.cache_dir("phantom", phash)
     assert cache.validate(folder, "phantom", phash) is None
     assert list(ids) == list(table["nodule_id"]) and vols.shape == (6, 32, 32, 32)
+    vols = np.array(vols)  # the loaded cache is a read-only map of the file, which this test garbles in place
 
     # Corrupt one byte of the volumes: detected, rebuilt, same content.
     raw = bytearray((folder / "volumes.npy").read_bytes())
@@ -94,3 +95,18 @@ def test_load_fold_api(fast_cache, protocol, classes):
 def test_load_fold_bad_input(fast_cache, kwargs, match):
     with pytest.raises(UserError, match=match):
         load_fold(**kwargs)
+
+
+def test_rows_read_as_the_gathered_array():
+    """A split's training crops are gathered when read: every way the code and the tests read them gives what
+    indexing the whole array at once gives."""
+    from benchmarks.data.dataset import Rows
+
+    base = np.arange(7 * 2 * 3 * 4, dtype=np.float32).reshape(7, 2, 3, 4)
+    rows = np.array([5, 0, 3, 3])
+    lazy, eager = Rows(base, rows), base[rows]
+    assert lazy.shape == eager.shape and lazy.dtype == eager.dtype and len(lazy) == 4
+    np.testing.assert_array_equal(np.asarray(lazy), eager)
+    np.testing.assert_array_equal(np.asarray(lazy, dtype=np.float64), eager.astype(np.float64))
+    for key in (np.array([2, 0]), slice(1, 3), 1, -1, (slice(None), 0, 0, 0), (2, 1), (np.array([3, 1]), slice(None), 2)):
+        np.testing.assert_array_equal(lazy[key], eager[key])

@@ -88,7 +88,7 @@ _MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 def _load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     ids = np.array((folder / "nodule_ids.txt").read_text().split(), dtype=str)
-    vols = np.load(folder / "volumes.npy")
+    vols = np.load(folder / "volumes.npy", mmap_mode="r")
     if vols.shape != (len(ids), CROP_SIZE, CROP_SIZE, CROP_SIZE) or vols.dtype != np.float32:
         raise ValueError(f"volumes of shape {vols.shape} {vols.dtype}")
     return ids, vols

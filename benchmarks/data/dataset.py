@@ -15,9 +15,41 @@ from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, check_fo
 log = logging.getLogger(__name__)
 
 
+class Rows:
+    """Rows of a larger array gathered when read: a fold's training crops in the cache,
+    (N, 32, 32, 32) float32 as ``np.asarray`` gives them. A run that trains on a subset
+    (``train_limit``) reads only its rows: no copy of the whole split (~200 MB) per process."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        picked = self.rows[first]
+        out = np.asarray(self.base[picked])  # (n, 32, 32, 32), or (32, 32, 32) for one row
+        if not rest:
+            return out
+        return out[rest] if np.ndim(picked) == 0 else out[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.base[self.rows])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # (N, 32, 32, 32) float32 in [0, 1], axes (slice, row, col)
+    images: np.ndarray | Rows  # (N, 32, 32, 32) float32 in [0, 1], axes (slice, row, col)
     labels: np.ndarray  # (N,) int64, index into FoldData.class_names
     attributes: np.ndarray  # (N, 8) float32, mean reader scores in ATTRIBUTES order
     nodule_ids: np.ndarray  # (N,) str
@@ -111,7 +143,7 @@ def load_fold(
     else:
         ids, vols = cache.phantom_volumes(table, phash, progress=progress)
     pos = pd.Series(np.arange(len(ids)), index=ids)
-    train_img = vols[pos.loc[train_rows["nodule_id"]].to_numpy()]
+    train_img = Rows(vols, pos.loc[train_rows["nodule_id"]].to_numpy())  # gathered when read (a subset, or once)
     test_img = vols[pos.loc[test_rows["nodule_id"]].to_numpy()]
     return FoldData(
         protocol=p.name,
