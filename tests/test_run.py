@@ -164,7 +164,8 @@ def test_divergence_exits_2_without_a_record(phantom_env):
 
 
 def test_implementation_version_enters_the_key_and_old_records_are_not_reused(phantom_env, monkeypatch):
-    spec = make_spec("ce", "LIDC-C", 0, profile="smoke")
+    tiny = ["train_limit=32"]  # one step an epoch; the record of test_smoke_run_writes_a_full_record[ce] where that ran first
+    spec = make_spec("ce", "LIDC-C", 0, profile="smoke", sets=tiny)
     assert spec.method_version == 1
     # Version 1 leaves the key as it was before versions existed (old records keep their names).
     legacy = dataclasses.asdict(spec)
@@ -178,7 +179,7 @@ def test_implementation_version_enters_the_key_and_old_records_are_not_reused(ph
     # A record made by version 1 of a method whose maths has since changed is not reused.
     old = run_one(spec, progress=False)
     monkeypatch.setattr(methods.REGISTRY["ce"].cls, "version", 2, raising=False)
-    bumped = make_spec("ce", "LIDC-C", 0, profile="smoke")
+    bumped = make_spec("ce", "LIDC-C", 0, profile="smoke", sets=tiny)
     assert bumped.key != spec.key and not bumped.path(".json").exists()
     new = run_one(bumped, progress=False)
     assert new["method_version"] == 2 and old["method_version"] == 1 and bumped.path(".json").exists()
