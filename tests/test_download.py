@@ -782,3 +782,14 @@ def test_a_bad_time_out_is_one_line(monkeypatch, value):
         transfer.timeout_s()
     monkeypatch.setenv(transfer.TIMEOUT_ENV, "2.5")
     assert transfer.timeout_s() == 2.5
+
+
+def test_the_checking_bar_never_passes_its_total(tmp_path, recwarn):
+    """Three series of 0.6 MB: each rounded to 0.001 GB would add up to 0.003 of a 0.002 GB bar (tqdm warns and
+    shows a negative time left); the bar counts the bytes and rounds once."""
+    from benchmarks.data.verify import check_all
+
+    series = {f"s{i}": (f"s{i}", {"a.dcm": [600_000, '"0"']}) for i in range(3)}
+    out = check_all(tmp_path, series, progress=True)
+    assert all(c.missing == ["a.dcm"] for c in out.values())
+    assert not [w for w in recwarn if "clamping" in str(w.message)]

@@ -143,6 +143,7 @@ def check_all(root: Path, series: dict[str, tuple[str, dict]], progress: bool = 
     total = sum(sum(int(s) for s, _ in objs.values()) for _, objs in series.values())
     workers = workers or min(4, os.cpu_count() or 1)
     out: dict[str, SeriesCheck] = {}
+    done = 0  # bytes of the series checked so far: the bar shows it rounded (rounding each series' share overshoots)
     with tqdm(total=round(total / 1e9, 3), unit="GB", desc="checking", disable=not progress or not series,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} GB [{elapsed}<{remaining}]") as bar, \
             ThreadPoolExecutor(workers) as ex:
@@ -150,7 +151,9 @@ def check_all(root: Path, series: dict[str, tuple[str, dict]], progress: bool = 
         for f in as_completed(futs):
             key, objs = futs[f]
             out[key] = f.result()
-            bar.update(round(sum(int(s) for s, _ in objs.values()) / 1e9, 3))
+            done += sum(int(s) for s, _ in objs.values())
+            bar.n = round(done / 1e9, 3)
+            bar.refresh()
     return out
 
 
