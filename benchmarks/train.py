@@ -17,8 +17,8 @@ model's initialisation, and each epoch's order and augmentation from a
 generator seeded by (seed, epoch), so an epoch does not depend on how the run
 got there. A checkpoint (model, optimiser, schedule, EMA, history, RNG state)
 is written atomically at each epoch end but the last (whose result, the record,
-follows at once); a killed run started again resumes at the next epoch and, on the CPU, ends with the same weights and predictions as
-an uninterrupted run. On CUDA, ``amp=True`` runs forward and loss under
+follows at once); a killed run started again resumes at the next epoch and, on
+the CPU, ends with the same weights and predictions as an uninterrupted run. On CUDA, ``amp=True`` runs forward and loss under
 bfloat16 autocast (weights and optimiser stay float32). It is off by default:
 these models are small enough that a GPU step is bound by kernel launches, and
 autocast's extra casts did not pay (H100, LIDC-A, 47 steps an epoch, two

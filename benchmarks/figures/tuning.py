@@ -29,11 +29,9 @@ def pick_studies(args) -> list[dict]:
             want[k] = getattr(args, k)
     recs = [r for r in recs if all(s(r, k) == v for k, v in want.items())]
     recs = [r for r in recs if (r["study"].endswith(f".{args.tag}") if args.tag else True)]
-    # The studies of these --set overrides only (none by default), each method's own as tune run kept them
-    # (sets_for reads the method's config: only called when there are overrides to sort).
+    # The studies of these --set overrides only (none by default), each method's own as tune run kept them.
     sets = getattr(args, "set", None) or []
-    own = (lambda m: sets_for(m, sets)) if sets else (lambda m: [])  # noqa: E731
-    recs = [r for r in recs if list(s(r, "sets") or []) == list(own(s(r, "method")))]
+    recs = [r for r in recs if list(s(r, "sets") or []) == (list(sets_for(s(r, "method"), sets)) if sets else [])]
     if getattr(args, "methods_tuned", None):
         recs = [r for r in recs if s(r, "method") in args.methods_tuned]
     if args.datasets:
