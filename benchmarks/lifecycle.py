@@ -78,6 +78,10 @@ def make_spec(method: str, dataset: str, fold: int, seed: int = 0, profile: str 
         from benchmarks.data.lidc import scope_tag  # noqa: PLC0415  (pandas, pylidc: deferred for --help speed)
 
         scope = scope_tag(min_readers)
+    elif source == "slices":
+        from benchmarks.data.slices_crop import scope_tag  # noqa: PLC0415  (pandas: deferred for --help speed)
+
+        scope = scope_tag(min_readers)
     return RunSpec(
         method=method, dataset=dataset, fold=int(fold), seed=int(seed), profile=profile, source=source,
         min_readers=int(min_readers), method_config=dataclasses.asdict(cfgs["method"]),
@@ -244,6 +248,13 @@ def finish_run(p: Prepared, result: dict, keep_weights: bool = True, machine: di
         from benchmarks.data.lidc import download_scope  # noqa: PLC0415
 
         scope["protocol"] = {k: v for k, v in download_scope(spec.min_readers).items() if k != "download"}
+    elif spec.source == "slices":
+        # The release never holds every nodule: the same ones are left out for every method, which
+        # the captions say; only a partial copy of the release (the test fixture) is partial data.
+        from benchmarks.data.slices_crop import coverage  # noqa: PLC0415
+
+        cov = coverage(spec.min_readers)
+        scope = {**scope, "partial": cov["partial"], "slices": cov}
     finished = time.time()
     total = time.perf_counter() - p.t0
     record = {

@@ -41,7 +41,7 @@ class RunSpec:
     method_version: int = 1  # the method's implementation version (``version`` on its class)
     plugin: str | None = None  # "name@version" or "name#sha256" of the plugin the method comes from
     backbone_plugin: str | None = None  # the same for a backbone a plugin registered (None: built in)
-    data_scope: str | None = None  # None: every nodule of the protocol had a crop; "partial:..." (a pilot download) otherwise
+    data_scope: str | None = None  # None: every nodule of the protocol had a crop; "partial:..." (a pilot download, a partial copy of the slices release), "slices:..." (the slices release) otherwise
     split: str | None = None  # None: train on the training folds, test on the test fold; "inner": a tuning trial (benchmarks.data.inner)
     tuning: dict | None = None  # a tuned run: {study, trial, budget, objective, params, ...} of the study that chose its config
 

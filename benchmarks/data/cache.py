@@ -7,7 +7,7 @@ Layout: ``<cache root>/<source>-<protocol hash[:16]>/`` holding
                   N, sha256 of both files, build details
 A folder is used only if its manifest parses, names the same source, protocol
 hash and version, and both sha256 match; anything else is corrupt or stale:
-the phantom cache is then rebuilt, the lidc cache must be prepared again.
+the phantom cache is then rebuilt, the lidc and slices caches must be prepared again.
 Files are written to temporary names and renamed into place, the manifest
 last, so an interrupted build leaves nothing that passes the check.
 
@@ -30,13 +30,14 @@ import pandas as pd
 
 from benchmarks.data.crop import CROP_SIZE, CROP_VERSION
 from benchmarks.data.phantom import RENDERER_VERSION, phantom_crops
+from benchmarks.data.slices_match import SLICES_VERSION
 from benchmarks.errors import UserError
 from benchmarks.io import sha256_file
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "CLIPLUNG_CACHE"
-SOURCES = ("phantom", "lidc")
+SOURCES = ("phantom", "lidc", "slices")
 
 
 def cache_root() -> Path:
@@ -54,7 +55,8 @@ def check_source(source: str) -> str:
 
 def version_of(source: str) -> str:
     """What a cache of ``source`` depends on besides the protocol: code versions."""
-    return f"crop{CROP_VERSION}" + (f"-render{RENDERER_VERSION}" if source == "phantom" else "")
+    extra = {"phantom": f"-render{RENDERER_VERSION}", "slices": f"-slices{SLICES_VERSION}"}.get(source, "")
+    return f"crop{CROP_VERSION}{extra}"
 
 
 def cache_dir(source: str, phash: str) -> Path:

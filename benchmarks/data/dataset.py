@@ -93,6 +93,22 @@ def _split(rows: pd.DataFrame, images: np.ndarray, class_names: tuple[str, ...])
     )
 
 
+_SAID: set[tuple] = set()
+
+
+def _say_slices_coverage(man: dict, table: pd.DataFrame, min_readers: int) -> None:
+    """Once per process and label rule: how many of the protocol's nodules the slices release covers,
+    and why the others are left out (of every fold, for every method alike)."""
+    key = (man.get("ids_sha256"), min_readers)
+    if key in _SAID:
+        return
+    _SAID.add(key)
+    why = ", ".join(f"{n} {w}" for w, n in sorted(man.get("left_out", {}).items(), key=lambda kv: -kv[1]))
+    part = " (a PARTIAL copy of the release: not results on the whole dataset)" if man.get("partial") else ""
+    log.info("source slices: %d of the protocol's %d nodules (>= %d readers) have slices%s; the other %d are left out of "
+             "every fold for every method alike (%s)", man["n"], len(table), min_readers, part, len(table) - man["n"], why or "none")
+
+
 def load_fold(
     protocol: str,
     fold: int,
@@ -107,7 +123,10 @@ def load_fold(
     The phantom source builds its cache on first use (see ``benchmarks.data.cache``).
     The lidc source serves what ``prepare crops --source lidc`` prepared; nodules
     whose scans were missing from the download or unreadable are left out and
-    counted in ``FoldData.missing`` (the warning tells the two apart).
+    counted in ``FoldData.missing`` (the warning tells the two apart). The slices
+    source serves what ``prepare slices`` prepared; the protocol's nodules without
+    a usable folder of the release are left out of every fold alike, counted in
+    ``FoldData.missing`` and said once per process.
     ``split="inner"``: ``train`` and ``test`` are the inner training and validation parts of
     the fold's training folds (``benchmarks.data.inner``), for tuning trials.
     ``repeat``: the partition (0: the committed folds; ``benchmarks.data.partitions``); the
@@ -140,6 +159,15 @@ def load_fold(
                 p.name, ft.fold, missing["train"], len(ft.train), missing["test"], len(ft.test),
                 describe_no_crop(man, no_crop, cache.cache_dir("lidc", phash) / "manifest.json"),
             )
+    elif source == "slices":
+        from benchmarks.data.slices_crop import slices_volumes  # noqa: PLC0415  (PIL, the release's layout: loaded when used)
+
+        ids, vols, man = slices_volumes(table, phash)
+        held = set(ids)
+        train_rows = ft.train[ft.train["nodule_id"].isin(held)].reset_index(drop=True)
+        test_rows = ft.test[ft.test["nodule_id"].isin(held)].reset_index(drop=True)
+        missing = {"train": len(ft.train) - len(train_rows), "test": len(ft.test) - len(test_rows)}
+        _say_slices_coverage(man, table, min_readers)
     else:
         ids, vols = cache.phantom_volumes(table, phash, progress=progress)
     pos = pd.Series(np.arange(len(ids)), index=ids)

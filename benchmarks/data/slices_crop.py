@@ -1,0 +1,180 @@
+"""The ``slices`` image source: the paper's crop, as far as the public LIDC-IDRI slices release allows.
+
+What a folder of the release holds (``benchmarks/data/slices_match.py`` proves which
+nodule it is and where it lies): one 128 x 128 8-bit image per axial slice that the
+readers marked, at the scan's own pixel spacing, every slice min-max scaled on its
+own (each spans exactly 0-255: Hounsfield units cannot be recovered and grey levels
+are not comparable from slice to slice, nor with the DICOM path's fixed window).
+
+The crop is the DICOM path's (``benchmarks.data.crop``): a cube of side twice the
+equivalent diameter around the readers' mean centroid, sampled on a 32^3 grid with
+trilinear interpolation at the scan's pixel and slice spacing, at the same positions
+as the ``lidc`` source samples the whole scan. The folder's slices are placed at
+their scan slice numbers (``first_slice + s``) and the image at its origin in the
+scan (``origin_i``, ``origin_j``), both from the match table. Samples that fall
+outside what the folder holds read 0, the darkest grey of a slice, which in a
+min-max-scaled lung crop is air, as the ``lidc`` source reads air outside the scan:
+in z that is every sample beyond the readers' first and last marked slice (the
+release stops there; the paper's cube reaches ``eq_diameter`` mm on either side
+of the centre), in-plane the rare cube wider than the 128-pixel image. The grey
+levels are divided by 255 into [0, 1]. Each crop's share of the cube's z extent
+that the slices cover is kept in the cache's manifest (``z_coverage``).
+
+Nodules of the protocol without a usable folder (no folder agrees with it, its folder
+is mixed or a duplicate, or its patient is absent from a partial copy) have no crop;
+the dataset leaves them out of every fold the same way for every method, and the
+manifest says how many and why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.data import cache
+from benchmarks.data.crop import CROP_SIZE, resample_cube, sample_offsets_mm
+from benchmarks.data.phantom import centroid_of, spacing_of
+from benchmarks.data.protocols import DEFAULT_MIN_READERS, labelled_folds, protocol_hash
+from benchmarks.data.slices_match import USABLE, read_png, slice_numbers
+from benchmarks.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SLICES_DIR = "LIDC-IDRI-slices"
+
+
+def folder_volume(release: Path, folder: str) -> np.ndarray:
+    """A folder's images as one volume in the scan's axis order: (128, 128, S) float32 in [0, 1], axes (row, col, slice)."""
+    d = release / SLICES_DIR / folder / "images"
+    return np.stack([read_png(d / f"slice-{s}.png") for s in slice_numbers(d)], axis=-1).astype(np.float32) / 255.0
+
+
+def local_centroid(row, match) -> np.ndarray:
+    """The nodule's centroid (i, j, k) in the folder's voxels: the scan centroid less the folder's origin."""
+    return centroid_of(row) - np.array([match["origin_i"], match["origin_j"], match["first_slice"]], dtype=float)
+
+
+def crop_folder(release: Path, row, match) -> tuple[np.ndarray, float]:
+    """The paper's cube from one folder: ((32, 32, 32) float32 in [0, 1], axes (slice, row, col); the share of the
+    cube's 32 slice positions that lie within the folder's slices)."""
+    vol = folder_volume(release, match["folder"])  # (128, 128, S)
+    c = local_centroid(row, match)
+    d = float(row["eq_diameter_mm"])
+    out = resample_cube(vol, spacing_of(row), c, d, cval=0.0)
+    kk = c[2] + sample_offsets_mm(2.0 * d) / float(row["slice_spacing"])  # (32,) slice positions in the folder
+    covered = float(np.mean((kk >= 0) & (kk <= vol.shape[2] - 1)))
+    return out, covered
+
+
+def usable_matches(match: pd.DataFrame) -> pd.DataFrame:
+    """The match table's usable folders (exact, subset, near), indexed by nodule id."""
+    return match[match["status"].isin(USABLE)].set_index("nodule_id")
+
+
+def why_no_crop(table: pd.DataFrame, match: pd.DataFrame, present_patients: set[str] | None) -> pd.Series:
+    """For each protocol nodule: '' when it has a usable folder, else why not (one phrase)."""
+    use = usable_matches(match)
+    other = match[~match["status"].isin(USABLE) & match["nodule_id"].notna()].drop_duplicates("nodule_id").set_index("nodule_id")
+
+    def why(r) -> str:
+        n = r["nodule_id"]
+        if n in use.index:
+            if present_patients is not None and r["patient_id"] not in present_patients:
+                return "its patient is not in this partial copy"
+            return ""
+        if n in other.index:
+            return f"its folder is {other.loc[n, 'status']}"
+        return "no folder of the release agrees with it"
+
+    return table.apply(why, axis=1) if len(table) else pd.Series([], dtype=str)
+
+
+def build(table: pd.DataFrame, phash: str, release: Path, match: pd.DataFrame, partial: bool, release_info: dict,
+          progress: bool = True) -> dict:
+    """Crop every protocol nodule that has a usable folder and install the ``slices`` cache. Returns a summary."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    present = {p.name for p in (release / SLICES_DIR).iterdir() if p.is_dir()} if partial else None
+    why = why_no_crop(table, match, present)
+    have = table[why == ""]
+    use = usable_matches(match)
+    cache.writable_root()
+    t0 = time.perf_counter()
+    vols = np.empty((len(have), CROP_SIZE, CROP_SIZE, CROP_SIZE), np.float32)
+    cover = np.empty(len(have))
+    for i, row in enumerate(tqdm(have.to_dict("records"), desc="cropping slices", unit="nodule", disable=not progress)):
+        vols[i], cover[i] = crop_folder(release, row, use.loc[row["nodule_id"]])
+    seconds = time.perf_counter() - t0
+    left = why[why != ""]
+    extra = {
+        "release": release_info,
+        "partial": bool(partial),
+        "nodules_total": len(table),
+        "patients_total": int(table["patient_id"].nunique()),
+        "patients_held": int(have["patient_id"].nunique()),
+        "match_status": {k: int(v) for k, v in Counter(use.loc[have["nodule_id"], "status"]).items()},
+        "left_out": {k: int(v) for k, v in Counter(left).items()},
+        "left_out_nodules": {n: w for n, w in zip(table.loc[left.index, "nodule_id"], left)} if len(left) <= 200 else {},
+        "z_coverage": {"median": round(float(np.median(cover)), 4) if len(cover) else None,
+                       "mean": round(float(np.mean(cover)), 4) if len(cover) else None},
+        "build_seconds": round(seconds, 2),
+    }
+    folder = cache.cache_dir("slices", phash)
+    cache.install(folder, "slices", phash, list(have["nodule_id"]), vols, extra)
+    log.info("slices cache: %d of %d nodules cropped in %.1f s -> %s", len(have), len(table), seconds, folder)
+    return {"folder": str(folder), "nodules_held": len(have), **{k: v for k, v in extra.items() if k != "left_out_nodules"}}
+
+
+def slices_volumes(table: pd.DataFrame, phash: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(ids, volumes, manifest) of the prepared slices cache; a clear error when there is none."""
+    folder = cache.cache_dir("slices", phash)
+    why = cache.validate(folder, "slices", phash)
+    if why is not None:
+        raise UserError(f"no usable slices crop cache in {folder} ({why}); prepare it from the public LIDC-IDRI slices release "
+                        f"with `python -m benchmarks.prepare slices` (about 150 MB; --from PATH for a copy you have)")
+    ids, vols = cache.load_memo(folder)
+    man = json.loads((folder / "manifest.json").read_text())
+    if set(ids) - set(table["nodule_id"]):
+        raise UserError(f"slices cache {folder} holds nodules not in the index; prepare it again: `python -m benchmarks.prepare slices`")
+    return ids, vols, man
+
+
+def _manifest(min_readers: int) -> dict | None:
+    try:
+        return json.loads((cache.cache_dir("slices", protocol_hash(min_readers)) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def scope_tag(min_readers: int) -> str | None:
+    """The part of a run's key that says which crops it saw: ``slices:<held>of<total>:<sha256 of the held ids,
+    12 digits>`` for the whole release (it never holds every nodule of the protocol), ``partial:...`` for a
+    partial copy (the test fixture); None when nothing is prepared (no run can start then)."""
+    man = _manifest(min_readers)
+    if not man or not isinstance(man.get("n"), int) or not isinstance(man.get("nodules_total"), int):
+        return None
+    kind = "partial" if man.get("partial") else "slices"
+    return f"{kind}:{man['n']}of{man['nodules_total']}:{str(man.get('ids_sha256', ''))[:12]}"
+
+
+def coverage(min_readers: int | None = None) -> dict:
+    """How much of the protocol the prepared slices crops cover, for a run's record and the tables' captions:
+    {"partial" (a partial copy), "nodules_with_crops", "nodules_in_protocol", "patients", "patients_in_protocol",
+    "left_out" {why: count}}."""
+    min_readers = DEFAULT_MIN_READERS if min_readers is None else min_readers
+    table = labelled_folds(min_readers)
+    ids, _, man = slices_volumes(table, protocol_hash(min_readers))
+    held = table[table["nodule_id"].isin(set(ids))]
+    return {
+        "partial": bool(man.get("partial")),
+        "nodules_with_crops": int(len(held)),
+        "nodules_in_protocol": int(len(table)),
+        "patients": int(held["patient_id"].nunique()),
+        "patients_in_protocol": int(table["patient_id"].nunique()),
+        "left_out": man.get("left_out", {}),
+    }
