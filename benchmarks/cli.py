@@ -246,7 +246,7 @@ def warn_phantom(profile: str, source: str) -> None:
 
     if profile == "paper" and source == "phantom":
         print("warning: the paper profile on the phantom source (volumes rendered from the readers' annotations): "
-              "a check of the pipeline, not results; use --source lidc for the real CT scans", file=sys.stderr)
+              "a check of the pipeline, not results; use --source slices (prepare slices) or lidc for real CT", file=sys.stderr)
 
 
 def add_tables_flag(parser: argparse.ArgumentParser) -> None:
@@ -285,7 +285,7 @@ def check_datasets(datasets, tables=None) -> list[str] | None:
 def add_setting_filters(parser: argparse.ArgumentParser, runs: bool = True) -> None:
     """The flags that pick the records of one setting (tables, figures, report), as ``sweep``
     names a setting: the source, profile, label rule and ``--set`` overrides."""
-    parser.add_argument("--source", help="pick records of this source (phantom, lidc)")
+    parser.add_argument("--source", help="pick records of this source (phantom, slices, lidc)")
     parser.add_argument("--profile", help="pick records of this profile (paper, quick, smoke)")
     parser.add_argument("--text-encoder", help="pick records of this text encoder (the text-guided methods' --set text_encoder=...)")
     parser.add_argument("--min-readers", type=int, help="pick records of this label rule (minimum readers)")

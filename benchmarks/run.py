@@ -89,7 +89,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--repeats", type=int, default=1, metavar="R",
                     help="repeated partitions: run the folds of partitions 0..R-1 (1-10; 0 is the committed one; default 1)")
     ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
-    ap.add_argument("--source", default="phantom", help="phantom (offline, rendered from the annotations) or lidc (prepared CT crops)")
+    ap.add_argument("--source", default="phantom", help="phantom (offline, rendered from the annotations), slices (real CT of the public slices release: prepare slices) or lidc (the DICOM download: prepare crops)")
     ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules annotated by at least this many readers (1-4)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")

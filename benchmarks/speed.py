@@ -23,6 +23,8 @@ import json
 import statistics
 import time
 
+import numpy as np
+
 from benchmarks.cli import ArgumentParser, add_plugin_flag, int_in, load_plugins
 from benchmarks.errors import UserError, cli_main
 
@@ -74,8 +76,11 @@ def time_text_encoder(name: str, n_prompts: int = 96, rounds: int = 3, device: s
     return out
 
 
-def _setup(batch_size: int, device: str):
-    """(device, DataInfo of a 3-class protocol, a seeded batch of crops on the device): what every timing uses."""
+def _setup(batch_size: int, device: str, source: str | None = None):
+    """(device, DataInfo of a 3-class protocol, a seeded batch of crops on the device): what every timing uses.
+    ``source``: the batch holds that source's crops (LIDC-A fold 0's first training nodules, with their
+    labels and attributes) instead of random ones; a step's cost does not depend on its pixels, but a
+    user can check that it is so on the data they run."""
     import torch  # noqa: PLC0415
 
     import methods  # noqa: PLC0415
@@ -91,6 +96,13 @@ def _setup(batch_size: int, device: str):
         "label": torch.randint(0, 3, (batch_size,), generator=g).to(dev),
         "attributes": (1 + 4 * torch.rand(batch_size, 8, generator=g)).to(dev),
     }
+    if source is not None:
+        from benchmarks.data import load_fold  # noqa: PLC0415
+
+        tr = load_fold("LIDC-A", 0, source=source, progress=False).train
+        pick = [i % len(tr) for i in range(batch_size)]  # (B,) rows, repeated when the split is smaller than a batch
+        batch = {"image": torch.from_numpy(np.asarray(tr.images[pick])).to(dev), "label": torch.from_numpy(tr.labels[pick]).to(dev),
+                 "attributes": torch.from_numpy(tr.attributes[pick]).to(dev)}
     return dev, info, batch
 
 
@@ -105,11 +117,12 @@ def _config(name: str, sets: dict | None):
     return m, dataclasses.replace(m.config, **(sets or {}).get(name, {}), **({"backbone": backbone} if backbone else {}))
 
 
-def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None,
+                 source: str | None = None) -> dict:
     """Per name ("method" or "method@backbone"): median training-step and inference time."""
     import torch  # noqa: PLC0415
 
-    dev, info, batch = _setup(batch_size, device)
+    dev, info, batch = _setup(batch_size, device, source)
     models, opts = {}, {}
     for n in names:
         torch.manual_seed(0)
@@ -163,12 +176,13 @@ def time_methods(names: list[str], batch_size: int = 32, rounds: int = 5, device
     return out
 
 
-def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None) -> dict:
+def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 5, device: str = "auto", sets: dict | None = None,
+               source: str | None = None) -> dict:
     """Per method: median seconds of one training step alone, and per run of a round of ``pack``
     runs stepped in turn (each its own model, optimiser and seed), measured in alternation."""
     import torch  # noqa: PLC0415
 
-    dev, info, batch = _setup(batch_size, device)
+    dev, info, batch = _setup(batch_size, device, source)
 
     def sync():
         if dev.type == "cuda":
@@ -208,16 +222,23 @@ def time_packs(names: list[str], pack: int, batch_size: int = 32, rounds: int = 
     return {"device": dev.type, "batch_size": batch_size, "rounds": rounds, "pack": pack, "methods": out}
 
 
-def project_sweep(step_s: dict[str, float], tables=(1, 2, 3), epochs: int = 100, batch_size: int = 32, seeds: int = 1) -> dict:
+def project_sweep(step_s: dict[str, float], tables=(1, 2, 3), epochs: int = 100, batch_size: int = 32, seeds: int = 1,
+                  source: str | None = None) -> dict:
     """Training time of the whole sweep from per-step times: sum over its runs of epochs x
     steps an epoch (each dataset's mean training-fold size) x the method's step time.
-    Evaluation and start-up are not included."""
+    Evaluation and start-up are not included. ``source`` lidc or slices: only the nodules
+    with a prepared crop train (the slices release covers 1,855 of the 1,880)."""
     import math  # noqa: PLC0415
 
     from benchmarks.data.protocols import CLASS_NAMES, DEFAULT_MIN_READERS, N_FOLDS, get_protocol, labelled_folds  # noqa: PLC0415
     from benchmarks.grid import cells  # noqa: PLC0415
 
     table = labelled_folds(DEFAULT_MIN_READERS)
+    if source in ("lidc", "slices"):
+        from benchmarks.data.cache import cache_dir, load_memo  # noqa: PLC0415
+        from benchmarks.data.protocols import protocol_hash  # noqa: PLC0415
+
+        table = table[table["nodule_id"].isin(set(load_memo(cache_dir(source, protocol_hash(DEFAULT_MIN_READERS)))[0]))]
     steps = {}
     for _, ds in cells(tables):
         if ds not in steps:
@@ -245,9 +266,15 @@ def main(argv=None):
                     help="text encoder of the text-guided methods (default: the paper's ViT-B/16 architecture, random weights: timing only)")
     ap.add_argument("--backbones", nargs="+", metavar="NAME", help="time the methods (default ce, clip_lung) on these backbones, or all")
     ap.add_argument("--pack", type=int_in(2, 64), help="also time N runs packed in one process and project the full sweep")
+    ap.add_argument("--source", default=None, help="time on this source's crops (phantom, lidc, slices; prepared) instead of "
+                    "random ones, and project the sweep on its nodules (default: random crops, every nodule)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    if args.source is not None:
+        from benchmarks.data.cache import check_source  # noqa: PLC0415
+
+        check_source(args.source)
     import methods  # noqa: PLC0415  (torch: after the arguments are read)
 
     load_plugins(args)
@@ -268,10 +295,10 @@ def main(argv=None):
         names = [first] + [n for n in names if n != first]
     sets = {n: {"text_encoder": args.text_encoder} for n in names if hasattr(methods.get_method(n.partition("@")[0]).config, "text_encoder")}
     if args.pack:
-        res = time_packs(names, args.pack, args.batch_size, args.rounds, args.device, sets)
+        res = time_packs(names, args.pack, args.batch_size, args.rounds, args.device, sets, args.source)
         res["projected_sweep"] = {
-            "alone": project_sweep({n: v["alone_step_s"] for n, v in res["methods"].items()}),
-            "packed": project_sweep({n: v["packed_step_s_per_run"] for n, v in res["methods"].items()}),
+            "alone": project_sweep({n: v["alone_step_s"] for n, v in res["methods"].items()}, source=args.source),
+            "packed": project_sweep({n: v["packed_step_s_per_run"] for n, v in res["methods"].items()}, source=args.source),
         }
         if args.json:
             print(json.dumps(res, indent=1))
@@ -285,8 +312,9 @@ def main(argv=None):
             print(f"full sweep of Tables 1-3 ({v['runs']} runs, training only), {k}: {v['hours']} h"
                   + (f" (not timed: {', '.join(v['methods_not_timed'])})" if v["methods_not_timed"] else ""))
         return
-    res = time_methods(names, args.batch_size, args.rounds, args.device, sets)
+    res = time_methods(names, args.batch_size, args.rounds, args.device, sets, args.source)
     res["text_encoder"] = args.text_encoder
+    res["source"] = args.source or "random crops"
     if sets:
         res["text_encoder_timing"] = time_text_encoder(args.text_encoder, 3 * args.batch_size, 3, args.device)
     if args.json:
@@ -296,7 +324,7 @@ def main(argv=None):
 
     rows = [[n, v["train_step_s"], v["train_ratio_to_ce"], v["infer_s"], v["infer_ratio_to_ce"]] for n, v in res["methods"].items()]
     print(f"device {res['device']}, batch {res['batch_size']}, median of {res['rounds']} rounds, {res['threads']} threads, "
-          f"text encoder {res['text_encoder']}")
+          f"text encoder {res['text_encoder']}, source {res['source']}")
     print(tabulate(rows, headers=["method", "train step (s)", "x ce", "inference (s)", "x ce"]))
     if "text_encoder_timing" in res:
         t = res["text_encoder_timing"]

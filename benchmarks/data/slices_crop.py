@@ -6,19 +6,21 @@ readers marked, at the scan's own pixel spacing, every slice min-max scaled on i
 own (each spans exactly 0-255: Hounsfield units cannot be recovered and grey levels
 are not comparable from slice to slice, nor with the DICOM path's fixed window).
 
-The crop is the DICOM path's (``benchmarks.data.crop``): a cube of side twice the
-equivalent diameter around the readers' mean centroid, sampled on a 32^3 grid with
-trilinear interpolation at the scan's pixel and slice spacing, at the same positions
-as the ``lidc`` source samples the whole scan. The folder's slices are placed at
-their scan slice numbers (``first_slice + s``) and the image at its origin in the
-scan (``origin_i``, ``origin_j``), both from the match table. Samples that fall
-outside what the folder holds read 0, the darkest grey of a slice, which in a
-min-max-scaled lung crop is air, as the ``lidc`` source reads air outside the scan:
-in z that is every sample beyond the readers' first and last marked slice (the
-release stops there; the paper's cube reaches ``eq_diameter`` mm on either side
-of the centre), in-plane the rare cube wider than the 128-pixel image. The grey
-levels are divided by 255 into [0, 1]. Each crop's share of the cube's z extent
-that the slices cover is kept in the cache's manifest (``z_coverage``).
+The crop is the DICOM path's cube (``benchmarks.data.crop``): side twice the
+equivalent diameter around the readers' mean centroid, sampled on a 32^3 grid at
+the scan's pixel and slice spacing, at the same positions as the ``lidc`` source
+samples the whole scan, trilinear in-plane and between slices. The folder's slices
+are placed at their scan slice numbers (``first_slice + s``) and the image at its
+origin in the scan (``origin_i``, ``origin_j``), both from the match table. In z a
+slice stands for its slab: a sample within half a slice spacing beyond the first or
+last slice reads that slice. Samples beyond what the folder holds read 0, the
+darkest grey of a slice, which in a min-max-scaled lung crop is air, as the ``lidc``
+source reads air outside the scan: in z every sample beyond the readers' first and
+last marked slabs (the release stops there; the paper's cube reaches
+``eq_diameter`` mm on either side of the centre), in-plane the rare cube wider than
+the 128-pixel image. The grey levels are divided by 255 into [0, 1]. Each crop's
+share of the cube's 32 slice positions that the slices reach is kept in the
+cache's manifest (``z_coverage``).
 
 Nodules of the protocol without a usable folder (no folder agrees with it, its folder
 is mixed or a duplicate, or its patient is absent from a partial copy) have no crop;
@@ -27,6 +29,7 @@ manifest says how many and why.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -35,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import map_coordinates
 
 from benchmarks.data import cache
-from benchmarks.data.crop import CROP_SIZE, resample_cube, sample_offsets_mm
+from benchmarks.data.crop import CROP_SIZE, sample_offsets_mm
 from benchmarks.data.phantom import centroid_of, spacing_of
 from benchmarks.data.protocols import DEFAULT_MIN_READERS, labelled_folds, protocol_hash
 from benchmarks.data.slices_match import USABLE, read_png, slice_numbers
@@ -61,14 +65,23 @@ def local_centroid(row, match) -> np.ndarray:
 
 def crop_folder(release: Path, row, match) -> tuple[np.ndarray, float]:
     """The paper's cube from one folder: ((32, 32, 32) float32 in [0, 1], axes (slice, row, col); the share of the
-    cube's 32 slice positions that lie within the folder's slices)."""
-    vol = folder_volume(release, match["folder"])  # (128, 128, S)
+    cube's 32 slice positions that the folder's slices reach).
+
+    In-plane and between slices: trilinear, as the ``lidc`` source's crop. In z each slice stands for its slab
+    (half a slice spacing either side of its centre): a sample within half a spacing beyond the first or last
+    slice reads that slice, one further out reads 0. Without that a nodule marked on a single slice (a folder
+    of one image) would give an all-black cube."""
+    vol = folder_volume(release, match["folder"])  # (128, 128, S), axes (row, col, slice)
     c = local_centroid(row, match)
-    d = float(row["eq_diameter_mm"])
-    out = resample_cube(vol, spacing_of(row), c, d, cval=0.0)
-    kk = c[2] + sample_offsets_mm(2.0 * d) / float(row["slice_spacing"])  # (32,) slice positions in the folder
-    covered = float(np.mean((kk >= 0) & (kk <= vol.shape[2] - 1)))
-    return out, covered
+    spacing = spacing_of(row)
+    off = sample_offsets_mm(2.0 * float(row["eq_diameter_mm"]))  # (32,) mm from the centre
+    ii, jj, kk = (c[a] + off / spacing[a] for a in range(3))
+    last = vol.shape[2] - 1
+    reach = (kk >= -0.5) & (kk <= last + 0.5)  # (32,) slice positions within the folder's slabs
+    kk = np.where(reach, np.clip(kk, 0, last), -1.0)  # the edge slabs read their slice; -1 lies outside: 0
+    K, I, J = np.meshgrid(kk, ii, jj, indexing="ij")  # output axes (slice, row, col), coordinates in (i, j, k) order
+    out = map_coordinates(vol, np.stack([I, J, K]), order=1, mode="constant", cval=0.0)
+    return out.astype(np.float32), float(reach.mean())
 
 
 def usable_matches(match: pd.DataFrame) -> pd.DataFrame:
@@ -152,14 +165,16 @@ def _manifest(min_readers: int) -> dict | None:
 
 
 def scope_tag(min_readers: int) -> str | None:
-    """The part of a run's key that says which crops it saw: ``slices:<held>of<total>:<sha256 of the held ids,
-    12 digits>`` for the whole release (it never holds every nodule of the protocol), ``partial:...`` for a
-    partial copy (the test fixture); None when nothing is prepared (no run can start then)."""
+    """The part of a run's key that says which crops it saw: ``slices:<held>of<total>:<digest>`` for the whole
+    release (it never holds every nodule of the protocol), ``partial:...`` for a partial copy (the test
+    fixture); the digest (12 hex digits) is of the held ids and the crop's version, so that crops cut by
+    another rule never share a key. None when nothing is prepared (no run can start then)."""
     man = _manifest(min_readers)
     if not man or not isinstance(man.get("n"), int) or not isinstance(man.get("nodules_total"), int):
         return None
     kind = "partial" if man.get("partial") else "slices"
-    return f"{kind}:{man['n']}of{man['nodules_total']}:{str(man.get('ids_sha256', ''))[:12]}"
+    digest = hashlib.sha256(f"{man.get('ids_sha256')} {man.get('version')}".encode()).hexdigest()[:12]
+    return f"{kind}:{man['n']}of{man['nodules_total']}:{digest}"
 
 
 def coverage(min_readers: int | None = None) -> dict:

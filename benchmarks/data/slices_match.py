@@ -30,9 +30,9 @@ masks (``status`` in the match table):
   empty      no mask marks anything; not used
 Only ``exact`` and ``subset`` folders give crops. The evidence is kept per
 folder: masks, non-empty masks, agreeing masks, the nodule's readers, slices in
-the folder and marked by the agreeing readers, and ``iou``, the intersection
-over union of the folder's and the nodule's marked voxels under the folder's
-translation (1.0 for exact).
+the folder and marked by the agreeing readers, and ``iou``, the mean over the
+folder's non-empty masks of each mask's intersection over union with its
+reader's annotation under the folder's translation (1 for exact, subset).
 
 The table is computed once from a verified release (``python -m
 benchmarks.data.slices_match --release DIR``, 40 s on 2 cores) and committed
@@ -63,7 +63,7 @@ MATCH_PATH = DATA_DIR / "slices_match.csv"
 USABLE = ("exact", "subset", "near")
 # Bump when the match rule or the slices crop (benchmarks/data/slices_crop.py) changes: slices caches built by
 # another version are stale.
-SLICES_VERSION = 1
+SLICES_VERSION = 2  # 2: each slice stands for its slab in z (a one-slice folder is no longer black)
 N_MASKS = 4
 SIDE = 128
 SLICE_RE = re.compile(r"slice-(\d+)\.png")
@@ -168,22 +168,26 @@ def match_folder(masks: np.ndarray, candidates: list[dict]) -> dict:
         return {**out, "status": "unmatched", "why": "no mask agrees with any annotation of the patient's nodules"}
     t = np.array(sorted(shifts)[0])
     ks = np.concatenate([c["anns"][a][1] for _, a in agree])
-    # Evidence: all the folder's marked voxels against all the nodule's, under the folder's translation.
-    iou = iou_at(np.concatenate([fvox[r] for r in nonempty]), np.concatenate([av for av, _ in c["anns"]]), t)
     out.update(nodule_id=c["nodule_id"], readers=c["readers"], masks_agreeing=len(agree), slices_marked=int(ks.max() - ks.min() + 1),
-               first_slice=int(t[2]), origin_i=int(t[0]), origin_j=int(t[1]), iou=round(iou, 6))
-    if len(shifts) > 1:
-        return {**out, "status": "mixed", "why": f"masks agree under {len(shifts)} different translations"}
+               first_slice=int(t[2]), origin_i=int(t[0]), origin_j=int(t[1]))
     # A mask that does not agree exactly must still lie on one of the nodule's other annotations
     # (a reader's contour placed or filled differently); one that does not shows something else.
     left = [a for a in range(len(c["anns"])) if a not in {a for _, a in agree}]
-    close = 0
+    scores = [1.0] * len(agree)  # each non-empty mask's IoU with its reader's annotation, under the folder's translation
+    far = None
     for r in (r for r in nonempty if r not in {r for r, _ in agree}):
-        scores = [(iou_at(fvox[r], c["anns"][a][0], t), a) for a in left]
-        if not scores or max(scores)[0] < CLOSE_IOU:
-            return {**out, "status": "mixed", "why": f"mask-{r} lies on no annotation of this nodule (IoU < {CLOSE_IOU})"}
-        left.remove(max(scores)[1])
-        close += 1
+        best_iou, best_a = max(((iou_at(fvox[r], c["anns"][a][0], t), a) for a in left), default=(0.0, None))
+        scores.append(best_iou)
+        if best_iou >= CLOSE_IOU:
+            left.remove(best_a)
+        elif far is None:
+            far = r
+    out["iou"] = round(float(np.mean(scores)), 6)
+    close = len(scores) - len(agree) - (far is not None)
+    if len(shifts) > 1:
+        return {**out, "status": "mixed", "why": f"masks agree under {len(shifts)} different translations"}
+    if far is not None:
+        return {**out, "status": "mixed", "why": f"mask-{far} lies on no annotation of this nodule (IoU < {CLOSE_IOU})"}
     if int(t[2]) != int(ks.min()) or out["slices"] != out["slices_marked"]:
         return {**out, "status": "mixed", "why": f"{out['slices']} slices in the folder from slice {int(t[2])}, the agreeing readers "
                                                  f"mark {out['slices_marked']} from slice {int(ks.min())}"}
@@ -251,7 +255,7 @@ def build_table(release: Path, index: pd.DataFrame, workers: int | None = None, 
                 bar.update()
     bar.close()
     table = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("readers", "slices_marked", "first_slice", "origin_i", "origin_j"):  # integers, empty where no nodule agrees
+    for col in INT_COLUMNS:  # integers, empty where no nodule agrees
         table[col] = table[col].astype("Int64")
     return mark_duplicates(table)
 
@@ -261,8 +265,17 @@ def write_table(table: pd.DataFrame, path: Path = MATCH_PATH) -> None:
     atomic_write_text(path, head + table.to_csv(index=False))
 
 
-def load_table(path: Path = MATCH_PATH) -> pd.DataFrame:
-    return pd.read_csv(path, comment="#", dtype={"nodule_id": str, "why": str}, keep_default_na=False, na_values={"nodule_id": [""]})
+INT_COLUMNS = ("readers", "slices_marked", "first_slice", "origin_i", "origin_j")
+
+
+def load_table(path=MATCH_PATH) -> pd.DataFrame:
+    """The match table (a path or an open text buffer): integers as pandas' nullable Int64 (empty where no
+    nodule agrees), ``nodule_id`` NaN there, ``why`` '' where nothing needs saying."""
+    t = pd.read_csv(path, comment="#", dtype={"folder": str, "patient_id": str, "status": str, "nodule_id": str, "why": str})
+    t["why"] = t["why"].fillna("")
+    for col in INT_COLUMNS:
+        t[col] = t[col].astype("Int64")
+    return t
 
 
 @cli_main

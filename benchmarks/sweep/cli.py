@@ -118,7 +118,7 @@ def status_command(args) -> str:
 def _add_setting_flags(p) -> None:
     p.add_argument("--tables", nargs="+", type=int, default=None, help="which of the paper's tables (default: 1 2 3, none with --backbones)")
     p.add_argument("--profile", default="paper", help="paper, quick or smoke")
-    p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check) or lidc (the real CT)")
+    p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check), slices (real CT, the public slices release) or lidc (real CT, the DICOM download)")
     p.add_argument("--seeds", "--seed", nargs="+", type=int_in(0, SEED_MAX), default=[0], metavar="SEED", help="training seeds")
     p.add_argument("--folds", "--fold", nargs="+", default=None, metavar="FOLD",
                    help="only these test folds, 0-4 (or all; 0,1 works too) (default: all five)")

@@ -57,7 +57,7 @@ def _parser():
         add_datasets_flag(p)
         p.add_argument("--folds", "--fold", nargs="+", default=["all"], metavar="FOLD", help="outer test folds 0-4 (or all)")
         p.add_argument("--profile", default="paper", help="paper, quick or smoke")
-        p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check) or lidc (the real CT)")
+        p.add_argument("--source", default="phantom", help="phantom (offline, a pipeline check), slices (real CT, the public slices release) or lidc (real CT, the DICOM download)")
         p.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="label rule: nodules with at least this many readers")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable), as in sweep")
         add_tune_setting_flags(p)
