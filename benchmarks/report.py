@@ -121,6 +121,8 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
     if r0["source"] == "phantom":
         lines += [f"> **{PHANTOM_WARNING}**", ""]
+    if tb.source_note(recs):
+        lines += [f"> {tb.source_note(recs).strip()}", ""]
     partial = tb.partial_note(recs)
     if partial:
         lines += [f"> **{partial.strip()} Their cells are marked ‡.**", ""]

@@ -15,8 +15,10 @@ One rule for every command that reads records (tables, figures, report):
 2. Today's code and data: a record made by an older implementation version of its
    method, by another identity of its plugin (method or backbone: the one loaded now
    is used), on other crops than those prepared now (a pilot's records once the whole
-   download is cropped, or the reverse), or on other folds (protocol hash), is left
-   out with a warning naming it. A record
+   download is cropped, or the reverse; slices crops of another preparation), or on
+   other folds (protocol hash), is left out with a warning naming it. Where no slices
+   crops are prepared (a fresh clone reading the committed records), slices records
+   are taken as they are, provided they are of one preparation. A record
    of a method that is not registered here (its plugin not loaded) is left out with
    a warning saying so.
 3. The evidence: each record's predictions are checked against its fold under the
@@ -129,10 +131,14 @@ def how_they_differ(rec: dict, expected) -> tuple[str, str]:
 
 
 def _scope_text(tag: str | None) -> str:
-    """'every nodule of the protocol' or '126 of 1880 nodules of the protocol (partial data)'."""
+    """'every nodule of the protocol', '126 of 1880 nodules of the protocol (partial data)' or, for the slices
+    release, '1855 of 1880 nodules of the protocol (the slices release's, crops <digest>)'."""
     if not tag:
         return "every nodule of the protocol"
-    held, total = tag.split(":")[1].split("of")
+    kind, counts, digest = (tag.split(":") + [""])[:3]
+    held, total = counts.split("of")
+    if kind == "slices":
+        return f"{held} of {total} nodules of the protocol (the slices release's, crops {digest})"
     return f"{held} of {total} nodules of the protocol (partial data)"
 
 
@@ -147,7 +153,10 @@ def _not_current(r: dict, want) -> str | None:
     for what, have, now in (("its plugin", r.get("plugin"), want.plugin), ("its backbone's plugin", r.get("backbone_plugin"), want.backbone_plugin)):
         if have != now:
             return f"made by {what} {have}, the one loaded now is {now}"
-    if r.get("data_scope") != want.data_scope:
+    # Nothing prepared here for the slices source (a fresh clone reading committed records): the records'
+    # own crops, provided they are of one preparation (``select`` checks that).
+    unprepared_slices = r.get("source") == "slices" and want.data_scope is None
+    if r.get("data_scope") != want.data_scope and not unprepared_slices:
         return f"made on {_scope_text(r.get('data_scope'))}, the crops prepared now hold {_scope_text(want.data_scope)}"
     if r.get("protocol_hash") != want.protocol_hash:
         return f"made on other folds of the label rule (protocol {str(r.get('protocol_hash'))[:12]}, today's {want.protocol_hash[:12]})"
@@ -311,4 +320,9 @@ def select(records: list[dict], setting: Setting, where=None, vary_backbone: boo
                         f"with other overrides: pick them with {' or '.join(picks) if picks else '--set'}")
     if not out:
         raise UserError(none_found or "no run records of this setting")
+    scopes = Counter(r.get("data_scope") for r in out if r.get("source") == "slices")
+    if len(scopes) > 1:  # only when no slices crops are prepared here to pick one preparation
+        raise UserError("the slices records were made on crops of different preparations ("
+                        + "; ".join(f"{_scope_text(k)}: {n} records" for k, n in sorted(scopes.items(), key=str))
+                        + "); prepare the release here (`python -m benchmarks.prepare slices`) to pick the current one")
     return out

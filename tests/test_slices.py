@@ -373,3 +373,48 @@ def test_the_whole_release_matches_the_manifest_and_the_committed_match_table(tm
     table = slices_match.build_table(root, load_index(), progress=False)
     got = slices_match.load_table(io.StringIO(table.to_csv(index=False)))
     pd.testing.assert_frame_equal(got, slices_match.load_table())
+
+
+def _slices_record(method: str, fold: int, acc: float, scope: str = "slices:1855of1880:0123456789ab") -> dict:
+    from tests.records_synth import record
+
+    r = record(method, "LIDC-C", fold, acc, source="slices")
+    r["data_scope"] = scope
+    r["data"]["scope"]["slices"] = {"partial": False, "nodules_with_crops": 1855, "nodules_in_protocol": 1880, "patients": 794,
+                                    "patients_in_protocol": 796, "left_out": {"no folder of the release agrees with it": 17, "its folder is mixed": 8}}
+    return r
+
+
+def test_tables_of_slices_records_never_mix_sources_and_say_the_coverage(tmp_cache, tmp_path):
+    from benchmarks.errors import UserError
+    from benchmarks.records import read_records
+    from benchmarks.selection import Setting
+    from benchmarks.tables import caption_for, select
+    from tests.records_synth import record, write
+
+    recs = [_slices_record(m, f, a) for m in ("ce", "clip_lung") for f, a in enumerate([0.8, 0.82, 0.84, 0.86, 0.88])]
+    phantom = [record("ce", "LIDC-C", f, 0.5) for f in range(5)]
+    runs = write(tmp_path / "runs", recs + phantom)
+    with pytest.raises(UserError, match="source phantom .*slices"):
+        select(read_records(runs), [2])
+    chosen = select(read_records(runs), [2], Setting(source="slices"))
+    assert len(chosen) == 10 and {r["source"] for r in chosen} == {"slices"}  # nothing prepared here: the records' own crops
+    cap = caption_for(2, chosen)
+    assert "Source slices: real CT" in cap and "1855 of the protocol's 1880 nodules" in cap and "17 no folder of the release agrees" in cap
+    assert "PARTIAL" not in cap
+    other = write(tmp_path / "runs2", recs + [_slices_record("nsb", f, 0.7, scope="slices:1850of1880:ffffffffffff") for f in range(5)])
+    with pytest.raises(UserError, match="crops of different preparations"):
+        select(read_records(other), [2], Setting(source="slices"))
+
+
+def test_slices_records_of_another_preparation_are_left_out_once_crops_are_prepared(env, capsys, caplog, tmp_path):
+    from benchmarks.records import read_records
+    from benchmarks.selection import Setting
+    from benchmarks.tables import select
+    from tests.records_synth import write
+
+    assert call(capsys, "slices", "--from", str(FIXTURE), "--partial")[0] == 0
+    recs = [_slices_record(m, f, 0.8) for m in ("ce", "clip_lung") for f in range(5)]
+    with caplog.at_level("WARNING"), pytest.raises(Exception, match="no run records"):
+        select(read_records(write(tmp_path / "r", recs)), [2], Setting(source="slices"))
+    assert any("the slices release's, crops 0123456789ab" in m and "partial data" in m for m in caplog.messages)

@@ -49,6 +49,8 @@ COMMIT = "3ffa27ab64e32493baf53dff7f9bb230e5c6498e"
 TOP = "LIDC-IDRI-slices"
 SHEETS = ("tcia-diagnosis-data-2012-04-20.xls", "LIDC-IDRI_MetaData.csv")
 IGNORED = frozenset({".DS_Store"})
+URL = f"https://codeload.github.com/{MIRROR}/zip/{COMMIT}"  # GitHub's zip of the pinned commit
+URL_ENV = "CLIPLUNG_SLICES_URL"  # another address (a local copy, a test server)
 FOLDER_NAME = "lidc-idri-slices"
 MARK = "cliplung-slices.json"
 LICENCE = ("the LIDC-IDRI slices release is derived from LIDC-IDRI, licensed CC BY 3.0 by The Cancer Imaging Archive "
@@ -334,12 +336,12 @@ def obtain(source: str | None, target: Path, partial: bool = False, progress: bo
             return check(target, bool(mark.get("partial")), mark.get("origin", str(target)), progress)
         from benchmarks.data.slices_fetch import download  # noqa: PLC0415  (urllib: only when fetching)
 
-        archive = download(target.with_name(f"{target.name}.zip"), progress=progress)
+        retry = "python -m benchmarks.prepare slices" + (" --partial" if partial else "")
+        archive = download(os.environ.get(URL_ENV) or URL, target.with_name(f"{target.name}.zip"), retry, "slices release", progress)
         try:
             return install_from_archive(archive, target, partial, f"download {archive.name}", progress)
         except UserError as e:  # a wrong or damaged archive: fetched again by the next run, not kept
-            raise UserError(f"{e}; the downloaded archive was deleted, and the same command fetches it again: "
-                            f"python -m benchmarks.prepare slices") from None
+            raise UserError(f"{e}; the downloaded archive was deleted, and the same command fetches it again: {retry}") from None
         finally:
             archive.unlink(missing_ok=True)
 

@@ -1,7 +1,7 @@
-"""Fetching the LIDC-IDRI slices release over HTTPS: the pinned mirror commit's zip archive, resumable.
+"""Fetching one archive over HTTP(S), resumable: how ``prepare slices`` gets the slices release.
 
-The archive (:data:`URL`, GitHub's zip of :data:`benchmarks.data.slices.COMMIT`;
-``$CLIPLUNG_SLICES_URL`` points elsewhere, e.g. a local copy or a test server) is
+The archive (``benchmarks.data.slices`` gives the address: GitHub's zip of the pinned
+mirror commit, or ``$CLIPLUNG_SLICES_URL``, e.g. a local copy or a test server) is
 written to ``<target>.zip.part`` as it arrives; a command stopped in any way (kill
 -9 included) leaves that file, and the next run asks the server for the rest
 (an HTTP ``Range`` request) and appends it, or starts again when the server
@@ -20,18 +20,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from benchmarks.data.slices import COMMIT, MIRROR
 from benchmarks.errors import UserError
 
-URL = f"https://codeload.github.com/{MIRROR}/zip/{COMMIT}"
-URL_ENV = "CLIPLUNG_SLICES_URL"
 TIMEOUT_ENV = "CLIPLUNG_HTTP_TIMEOUT"
 CHUNK = 1 << 20
-RETRY = "python -m benchmarks.prepare slices"
-
-
-def url() -> str:
-    return os.environ.get(URL_ENV) or URL
 
 
 def timeout_s() -> float:
@@ -47,22 +39,22 @@ def _open(address: str, start: int):
     return urllib.request.urlopen(req, timeout=timeout_s())  # noqa: S310  (https, or the URL the user set)
 
 
-def _offline(address: str, e: BaseException) -> UserError:
+def _offline(address: str, e: BaseException, retry: str) -> UserError:
     host = urlparse(address).netloc or address
     if isinstance(e, (TimeoutError, socket.timeout)) or "timed out" in str(e):
         why = f"no answer from {host} within {timeout_s():g} s"
     else:
         reason = getattr(e, "reason", e)
         why = f"could not reach {host} ({reason}): no network, or the server is unreachable"
-    return UserError(f"{why}; what arrived is kept, and the same command continues from there: {RETRY} "
+    return UserError(f"{why}; what arrived is kept, and the same command continues from there: {retry} "
                      f"(or fetch {address} yourself and give it with --from FILE)")
 
 
-def download(dest: Path, progress: bool = True) -> Path:
-    """Fetch the archive into ``dest`` (via ``dest.part``), continuing a partial download; returns ``dest``."""
+def download(address: str, dest: Path, retry: str, what: str = "archive", progress: bool = True) -> Path:
+    """Fetch ``address`` into ``dest`` (via ``dest.part``), continuing a partial download; returns ``dest``.
+    ``retry``: the command that continues it, for the messages; ``what``: the progress bar's name."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    address = url()
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     start = part.stat().st_size if part.exists() else 0
@@ -72,9 +64,9 @@ def download(dest: Path, progress: bool = True) -> Path:
         if e.code == 416 and start:  # the part holds everything already (a run killed between the last byte and the rename)
             part.replace(dest)
             return dest
-        raise UserError(f"{address} answered HTTP {e.code} ({e.reason}); retry later: {RETRY}") from None
+        raise UserError(f"{address} answered HTTP {e.code} ({e.reason}); retry later: {retry}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise _offline(address, e) from None
+        raise _offline(address, e, retry) from None
     with resp:
         if start and resp.status != 206:  # the server ignored the range: start again
             start = 0
@@ -82,7 +74,7 @@ def download(dest: Path, progress: bool = True) -> Path:
         total = start + int(length) if length and length.isdigit() else None
         mode = "ab" if start else "wb"
         try:
-            with open(part, mode) as f, tqdm(total=total, initial=start, desc="downloading the slices release", unit="B",
+            with open(part, mode) as f, tqdm(total=total, initial=start, desc=f"downloading the {what}", unit="B",
                                              unit_scale=True, disable=not progress) as bar:
                 while True:
                     block = resp.read1(CHUNK)  # what has arrived (up to CHUNK): written at once, so a kill loses little
@@ -92,11 +84,11 @@ def download(dest: Path, progress: bool = True) -> Path:
                     f.flush()
                     bar.update(len(block))
         except (TimeoutError, socket.timeout, urllib.error.URLError, ConnectionError) as e:
-            raise _offline(address, e) from None
+            raise _offline(address, e, retry) from None
         except OSError as e:
             raise UserError(f"cannot write {part}: {e.strerror or e}") from None
     got = part.stat().st_size
     if total is not None and got < total:
-        raise UserError(f"the download stopped at {got:,} of {total:,} bytes; the same command continues from there: {RETRY}")
+        raise UserError(f"the download stopped at {got:,} of {total:,} bytes; the same command continues from there: {retry}")
     part.replace(dest)
     return dest

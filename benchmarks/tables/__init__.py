@@ -6,7 +6,7 @@
 """
 from benchmarks.tables.build import PAPER, build, build_backbones, labels_of, select, select_backbones, setting_tag
 from benchmarks.tables.cli import main, write_backbones, write_tables
-from benchmarks.tables.render import caption_for, partial_note, render_3, render_12, render_backbones, tex_escape
+from benchmarks.tables.render import caption_for, partial_note, render_3, render_12, render_backbones, source_note, tex_escape
 
-__all__ = ["PAPER", "build", "build_backbones", "caption_for", "labels_of", "main", "partial_note", "render_12", "render_3", "render_backbones", "select",
+__all__ = ["PAPER", "build", "build_backbones", "caption_for", "labels_of", "main", "partial_note", "render_12", "render_3", "render_backbones", "source_note", "select",
            "select_backbones", "setting_tag", "tex_escape", "write_backbones", "write_tables"]

@@ -75,9 +75,10 @@ PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{bookt
 
 def _setting_json(records: list[dict]) -> dict:
     r0 = records[0]
+    cov = next(((r.get("data") or {}).get("scope", {}).get("slices") for r in records if r.get("source") == "slices"), None)
     return {"source": r0["source"], "profile": r0["profile"], "min_readers": r0.get("min_readers"),
             "text_encoders": sorted({r["text_encoder"] for r in records if r.get("text_encoder")}),
-            "seeds": sorted({r["seed"] for r in records})}
+            "seeds": sorted({r["seed"] for r in records}), **({"slices_coverage": cov} if cov else {})}
 
 
 def _no_nan(x):

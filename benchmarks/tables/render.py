@@ -287,7 +287,7 @@ def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: st
                  "consensus on the same test folds (repeat 0); not a method, never bold, ranked or compared. ")
     else:
         text += (f"*: differs from {ref} (last row) at a Holm-adjusted p < 0.05 ({TEST_NAMES[test]}, per dataset across the ablations). ")
-    return text + partial_note(recs) + "Paper: reported by Lei et al. (MICCAI 2023)."
+    return text + source_note(recs) + partial_note(recs) + "Paper: reported by Lei et al. (MICCAI 2023)."
 
 
 def repeats_note(recs: list[dict]) -> str:
@@ -300,12 +300,32 @@ def repeats_note(recs: list[dict]) -> str:
             f"Δ, p and P(>) is a test fold of a partition (n = folds x partitions); the 95% CI is partition {reps[0]}'s. ")
 
 
+def source_note(recs: list[dict]) -> str:
+    """What the records' source is, when it is the slices release: real CT, how it differs from the DICOM path,
+    and how many of the protocol's nodules it holds (the others left out of every fold for every method alike)."""
+    cov = next(((r.get("data") or {}).get("scope", {}).get("slices") for r in recs if r.get("source") == "slices"), None)
+    if not cov:
+        return ""
+    why = ", ".join(f"{n} {w}" for w, n in sorted(cov.get("left_out", {}).items(), key=lambda kv: -kv[1]))
+    return (f"Source slices: real CT crops from the public LIDC-IDRI slices release (8-bit images, each slice min-max scaled; the slices stop "
+            f"at the readers' marked extent, beyond it the cube reads air); {cov['nodules_with_crops']} of the protocol's "
+            f"{cov['nodules_in_protocol']} nodules ({cov['patients']} of {cov['patients_in_protocol']} patients) have slices, the other "
+            f"{cov['nodules_in_protocol'] - cov['nodules_with_crops']} are left out of every fold for every method alike"
+            + (f" ({why})" if why else "") + ". ")
+
+
 def partial_note(recs: list[dict]) -> str:
     """'PARTIAL DATA: ...' when the records were made on crops that miss some of the protocol's nodules
-    (a pilot download): how many had crops, so that a pilot never passes for the whole dataset."""
+    (a pilot download, a partial copy of the slices release): how many had crops, so that a pilot never
+    passes for the whole dataset."""
     scopes = [(r.get("data") or {}).get("scope") or {} for r in recs]
     if not any(s.get("partial") for s in scopes):
         return ""
+    copy = next((s["slices"] for s in scopes if s.get("partial") and s.get("slices")), None)
+    if copy:
+        return (f"PARTIAL DATA (‡): a partial copy of the slices release, {copy['nodules_with_crops']} of the protocol's "
+                f"{copy['nodules_in_protocol']} nodules ({copy['patients']} of {copy['patients_in_protocol']} patients); not results on the "
+                "whole dataset. ")
     prot = next((s["protocol"] for s in scopes if s.get("protocol")), None)
     if prot:
         pilot = f", a pilot download of {prot['pilot_patients']} patients" if prot.get("pilot_patients") else ""
