@@ -106,28 +106,19 @@ def _print_stats(s: dict) -> None:
 
 
 def reference(min_readers: int = DEFAULT_MIN_READERS) -> dict:
-    """Logistic regression on the 8 mean attributes + mean diameter, same folds and decision rules.
-
-    LIDC-B is trained on three classes and decided by the argmax over
-    {benign, malignant} of the 3-class probabilities, the rule of every method.
-    """
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    """The attribute-only reference (``benchmarks.stats.attributes``): its accuracy on the same folds and decision
+    rule as every method, per protocol."""
+    from benchmarks.metrics import decide  # noqa: PLC0415
+    from benchmarks.stats.attributes import FEATURES, fold_predictions  # noqa: PLC0415
 
     table = labelled_folds(min_readers)
-    feats = list(index.ATTRIBUTES) + ["diameter_mm"]
-    out = {"min_readers": min_readers, "features": feats, "protocols": {}}
+    out = {"min_readers": min_readers, "features": list(FEATURES), "protocols": {}}
     for name, p in PROTOCOLS.items():
         accs = []
         for k in range(N_FOLDS):
-            ft = fold_table(name, k, min_readers, table=table)
-            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-            clf.fit(ft.train[feats].to_numpy(), ft.train["label"].to_numpy())
-            proba = clf.predict_proba(ft.test[feats].to_numpy())  # (N, n train classes)
-            allowed = [list(clf.classes_).index(CLASS_NAMES.index(c)) for c in p.test_classes]
-            pred = clf.classes_[np.array(allowed)[proba[:, allowed].argmax(1)]]
-            accs.append(float((pred == ft.test["label"].to_numpy()).mean()))
+            test, proba, classes = fold_predictions(name, k, min_readers, table)
+            pred = [CLASS_NAMES.index(classes[i]) for i in decide(proba, classes, p.test_classes)]
+            accs.append(float((np.asarray(pred) == test["label"].to_numpy()).mean()))
         out["protocols"][name] = {
             "accuracy_per_fold": [round(a, 4) for a in accs],
             "mean": float(np.mean(accs)),

@@ -139,6 +139,7 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         cap = tb.caption_for(t, recs, reference, test, labels, n_boot, datasets)
         _, md = tb.render_3(data, paper, cap, False, left_out) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference, left_out)
         lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
+    lines += pathology_section(recs, datasets, n_boot)
     lines += variance_section(data, tables, out, images)
     ranks = cd.rank_test(recs, tables, "accuracy", datasets)
     lines += ["## Ranks over datasets and folds", ""]
@@ -165,6 +166,15 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         lines += [f"![{p.stem}]({_relative(p, out)})", ""]
     lines += [f"- {m}" for m in missing] + [""]
     return "\n".join(lines), images
+
+
+def pathology_section(recs: list[dict], datasets, n_boot: int) -> list[str]:
+    """'Against pathology': the table of ``tables --truth pathology`` (``benchmarks.tables.pathology``)."""
+    from benchmarks.tables.pathology import build_pathology, caption, render  # noqa: PLC0415
+
+    data = build_pathology(recs, datasets, n_boot)
+    _, md = render(data, "")
+    return ["## Against pathology", "", caption(data, recs, n_boot), "", md.strip(), ""]
 
 
 def tuning_section(recs: list[dict], paper: list[dict] | None, out: Path, images: list) -> list[str]:

@@ -4,6 +4,7 @@ r"""python -m benchmarks.tables: Tables 1-3 of the paper from run records (and n
   python -m benchmarks.tables --tables 2 --datasets LIDC-B         # one dataset
   python -m benchmarks.tables --set epochs=20                      # the records made with --set epochs=20
   python -m benchmarks.tables --reference ce --test wilcoxon       # compared with CE, by Wilcoxon's test
+  python -m benchmarks.tables --truth pathology                    # against the diagnoses TCIA confirmed, per patient
 
 Writes ``table{1,2,3}_<profile>_<source>.tex`` and ``.md``, plus
 ``tables_<profile>_<source>.json`` with every number, into ``$CLIPLUNG_RESULTS/tables``
@@ -66,6 +67,7 @@ from benchmarks.records import backbone_of, read_records
 from benchmarks.selection import Setting
 from benchmarks.stats.bootstrap import MAX_BOOT, MIN_BOOT
 from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
+from benchmarks.tables.pathology import write_pathology
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
 from benchmarks.tables.tuning import tuning_note
 
@@ -198,6 +200,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="folder of the tables (default: $CLIPLUNG_RESULTS/tables, i.e. results/tables)")
     ap.add_argument("--with-paper", action="store_true", help="also put the paper's numbers in the LaTeX")
     ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones_<profile>_<source>.{tex,md,json})")
+    ap.add_argument("--truth", choices=("readers", "pathology"), default="readers",
+                    help="readers: Tables 1-3 against the readers' labels; pathology: the patients whose diagnosis TCIA confirmed, per "
+                         "patient, with the radiologists and the attribute-only model as reference rows (pathology_<profile>_<source>.{tex,md,json})")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
     load_plugins(args)
@@ -216,6 +221,10 @@ def main(argv=None):
     recs = select(records, args.tables, setting, runs, datasets, left_out=left_out)
     reference = reference_of(recs, args.reference)
     warn_phantom(recs[0]["profile"], recs[0]["source"])
+    if args.truth == "pathology":
+        paths = write_pathology(recs, out, setting_tag(recs, datasets), datasets, args.bootstrap)
+        print(f"{len(recs)} records of {len({r['method'] for r in recs})} methods scored against pathology -> " + ", ".join(map(str, paths)))
+        return
     paths = write_tables(args.tables, recs, out, args.with_paper, datasets, reference, args.test, args.bootstrap, left_out)
     if setting.tuned:  # beside Tables 1-2 of the tuned runs: each method's paper configuration against its tuned one
         paths += _write_tuning(records, recs, args, setting, runs, datasets, out)
