@@ -80,7 +80,7 @@ def blob_id(data: bytes) -> str:
     return h.hexdigest()
 
 
-def patient_of(path: str) -> str | None:
+def patient_folder(path: str) -> str | None:
     """The patient folder a release path lies in (``LIDC-IDRI-slices/<patient>/...``), else None."""
     parts = path.split("/")
     return parts[1] if len(parts) > 2 and parts[0] == TOP else None
@@ -145,8 +145,8 @@ def verify_folder(root: Path, partial: bool = False, progress: bool = True) -> V
             if not stat.S_ISREG(st.st_mode):
                 v.damaged.append((rel, "not a regular file"))
                 continue
-            if patient_of(rel):
-                v.patients.add(patient_of(rel))
+            if patient_folder(rel):
+                v.patients.add(patient_folder(rel))
             if st.st_size != size:
                 v.damaged.append((rel, f"{st.st_size} bytes, expected {size}"))
                 bar.update(size)
@@ -158,7 +158,7 @@ def verify_folder(root: Path, partial: bool = False, progress: bool = True) -> V
             v.bytes += len(data)
             bar.update(size)
     for rel in sorted(set(want) - seen):
-        pat = patient_of(rel)
+        pat = patient_folder(rel)
         if partial and (pat is None and rel in SHEETS or pat is not None and pat not in v.patients):
             continue
         v.missing.append(rel)
