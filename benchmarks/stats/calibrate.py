@@ -231,9 +231,18 @@ def family(test: str) -> str:
     return test.split(" (")[0]
 
 
+FAMILIES = ("pairs t", "pairs t, uncorrected", "units t", "Wilcoxon", "P(A>B)")  # the order of the tables' rows
+
+
+def _modes(result: dict) -> list[str]:
+    """The partition modes of ``result`` in the order of ``MODES`` (a JSON read back has them sorted)."""
+    return [m for m in MODES if m in result["modes"]]
+
+
 def null_cells(result: dict, test: str):
     """((mode, scenario, dataset), cell) of ``test`` in every null scenario, dataset and partition mode of ``result``."""
-    for mode, res in result["modes"].items():
+    for mode in _modes(result):
+        res = result["modes"][mode]
         for scen in NULLS:
             for ds, per in res["rates"][scen].items():
                 yield (mode, scen, ds), per[test]
@@ -265,8 +274,10 @@ def _ci(c: dict) -> str:
 
 
 def _tests(result: dict) -> list[str]:
-    first = next(iter(result["modes"].values()))["rates"]["power"]
-    return list(next(iter(first.values()))) if first else []
+    """The tests of ``result`` by family (``FAMILIES``), then R."""
+    first = result["modes"][_modes(result)[0]]["rates"]["power"]
+    tests = list(next(iter(first.values()))) if first else []
+    return sorted(tests, key=lambda t: (FAMILIES.index(family(t)) if family(t) in FAMILIES else len(FAMILIES), int(t.split("R=")[1].rstrip(")"))))
 
 
 def markdown_rules(result: dict, alpha: float = ALPHA) -> str:
@@ -298,18 +309,18 @@ def markdown_rates(result: dict, mode: str, alpha: float = ALPHA) -> str:
 
 def markdown_detectable(result: dict) -> str:
     """Per dataset and R: the MDE of the default test and the power at it in the simulation, per partition mode."""
-    modes = list(result["modes"])
-    head = ["Dataset", "R"] + [f"{what} ({mode})" for mode in modes for what in
-                               ("n_test/n_train", "null (data): s.d., MDE → power", "null (seed): s.d., MDE → power", "B vs A: effect, s.d., power predicted / measured")]
+    modes = _modes(result)
+    head = ["Dataset", "R", "n_test/n_train"] + [f"{what} ({mode})" for mode in modes for what in
+                                                 ("null (data): s.d., MDE → power", "null (seed): s.d., MDE → power",
+                                                  "B vs A: effect, s.d., power predicted / measured")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = result["modes"][modes[0]]["detectable"]
     for ds in first:
-        for r in first[ds]:
-            row = [ds, r]
+        for r in sorted(first[ds], key=int):
+            row = [ds, r, f"{first[ds][r]['correction']:.4f}"]  # the mean over partitions: the same in every mode here
             for mode in modes:
                 e = result["modes"][mode]["detectable"][ds][r]
                 meas = result["modes"][mode]["rates"]["power"][ds][f"{DEFAULT_TEST} (R={r})"]
-                row += [f"{e['correction']:.4f}"]
                 row += [f"{e[s]['sd']:.2f}, {e[s]['mde']:.2f} → {_ci(e[s])}" for s in NULLS[::-1]]
                 b = e["power"]
                 row += [f"{b['effect']:+.2f}, {b['sd']:.2f}, {b['predicted']:.3f} / {meas['rate']:.3f}"]
@@ -321,9 +332,9 @@ def markdown(result: dict, alpha: float = ALPHA) -> str:
     """The tables of docs/statistics.md: the verdict rules, each partition mode's rates, the detectable differences."""
     a = result["args"]
     parts = ["#### The rules: highest false-positive rate over both nulls, every dataset and partition mode", "", markdown_rules(result, alpha)]
-    for mode in result["modes"]:
-        how = (f"each benchmark draws {max(a['repeats'])} of repeats 0-{a['pool'] - 1}" if mode == "random"
-               else f"every benchmark uses partitions 0-{max(a['repeats']) - 1}, the tables' (a test on R of them: 0..R-1)")
+    for mode in _modes(result):
+        how = (f"each benchmark draws {max(a['repeats'])} of repeats 0-{a['pool'] - 1} in a random order; a test on R takes the first R"
+               if mode == "random" else f"every benchmark uses partitions 0-{max(a['repeats']) - 1}; a test on R takes 0..R-1, the tables' own")
         parts += [f"#### Rejection rates, {mode} partitions ({how})", "", markdown_rates(result, mode, alpha)]
     parts += ["#### The smallest detectable difference (80% power) and the power at it", "", markdown_detectable(result)]
     parts += [f"{a['sims']} simulated benchmarks per partition mode, each of {max(a['repeats'])} partitions x 5 folds x {a['seeds']} seeds per "
@@ -331,7 +342,7 @@ def markdown(result: dict, alpha: float = ALPHA) -> str:
               "",
               "Mean accuracy (%) of the learners: " + "; ".join(
                   f"{ds} ({mode}) " + ", ".join(f"{k} {v:.1f}" for k, v in m.items())
-                  for mode, res in result["modes"].items() for ds, m in res["mean_accuracy"].items()) + ".", ""]
+                  for mode in _modes(result) for ds, m in result["modes"][mode]["mean_accuracy"].items()) + ".", ""]
     return "\n".join(parts)
 
 
