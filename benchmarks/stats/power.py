@@ -54,7 +54,20 @@ def corrected_t_power(effect: float, sd: float, n: int, correction: float, alpha
     if sd == 0:
         return 1.0 if effect != 0 else alpha
     lam = abs(effect) / (sd * math.sqrt(1.0 / n + correction))
-    return float(stats.nct.sf(tc, df, lam) + stats.nct.cdf(-tc, df, lam))
+    p = float(stats.nct.sf(tc, df, lam) + stats.nct.cdf(-tc, df, lam))
+    return p if math.isfinite(p) else _power_by_integral(lam, df, tc)
+
+
+def _power_by_integral(lam: float, df: int, tc: float) -> float:
+    """The same power as an integral over the chi-square, ``int P(|Z + lambda| > t_c sqrt(u/df)) f_df(u) du``: scipy's
+    noncentral t gives NaN for a large noncentrality (lambda above about 8), where this stays exact."""
+    from scipy import integrate, stats  # noqa: PLC0415
+
+    def given(u: float) -> float:
+        c = tc * math.sqrt(u / df)
+        return float((stats.norm.sf(c - lam) + stats.norm.cdf(-c - lam)) * stats.chi2.pdf(u, df))
+
+    return min(1.0, float(integrate.quad(given, 0.0, math.inf, limit=200, epsabs=1e-12)[0]))
 
 
 def limit_power(effect: float, sd: float, correction: float, alpha: float = ALPHA) -> float:
