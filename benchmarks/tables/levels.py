@@ -13,6 +13,7 @@ weighted by its degrees of freedom n - 1, at the largest n among them (the table
 from __future__ import annotations
 
 import logging
+import statistics
 
 from benchmarks.stats.power import ALPHA, POWER, detectable_difference, detectable_floor, pooled_sd
 from benchmarks.stats.verdicts import verdict
@@ -39,10 +40,8 @@ def warn_uncalibrated(test: str, records: list[dict]) -> None:
 def comparison_levels(test: str, units: list, diffs: list[float], n_train: float, n_test: float) -> dict:
     """The levels of one comparison: its test's ``verdict``, its P(A > B)'s ``prob_verdict``, the s.d. of its unit
     differences ``sd`` (ddof 1; None under 2 units) and its ``mde`` (None without an s.d.)."""
-    import numpy as np  # noqa: PLC0415
-
     reps = len({u[0] for u in units})
-    sd = float(np.std(np.asarray(diffs, dtype=np.float64), ddof=1)) if len(diffs) >= 2 else None
+    sd = statistics.stdev(float(d) for d in diffs) if len(diffs) >= 2 else None
     return {"verdict": verdict(test, reps).as_dict(), "prob_verdict": verdict("prob_outperform", reps).as_dict(), "sd": sd,
             "mde": detectable_difference(sd, len(diffs), n_test / n_train) if sd is not None else None}
 
