@@ -96,9 +96,11 @@ READING = ("How to read a difference. The unit of every comparison is a test fol
            "2003; Bouckaert & Frank 2004), whose variance accounts for the overlap of the folds' training sets; its p is "
            "Holm-adjusted across the methods of the table. A method is better than the reference on a dataset when the "
            "interval lies above 0 and the adjusted p is below 0.05; an interval that holds 0 says the folds cannot tell them "
-           "apart. P(>) is the share of those units on which the method beats the reference, with its bootstrap interval; "
-           "↑/↓ mark Bouthillier et al.'s (MLSys 2021) verdict: the interval excludes 1/2 and P(>) is above 0.75 (below "
-           "0.25). With five units P(>) moves in steps of 0.2 and its interval is wide: repeated partitions narrow it. The "
+           "apart, and each table's caption says how large a difference its folds could have detected (80% power). P(>) is the "
+           "share of those units on which the method beats the reference, with its bootstrap interval (Bouthillier et al., MLSys "
+           "2021); it carries no verdict mark, because the rule that draws one rejected too many null benchmarks in the "
+           "calibration (docs/statistics.md). With five units P(>) moves in steps of 0.2 and its interval is wide: repeated "
+           "partitions narrow it. The "
            "bracket after an accuracy is the 95% patient-bootstrap interval of that number (how much it would move with "
            "other patients), not a test of a difference. The radiologists' row is a reference: how well one reader agrees "
            "with the others on the same test folds; it is never ranked or compared.")
@@ -113,6 +115,8 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     from benchmarks.figures import cd  # noqa: PLC0415
     from benchmarks.figures.common import save_figure  # noqa: PLC0415
     from benchmarks.figures.glance import draw_tables  # noqa: PLC0415
+    from benchmarks.grid import display  # noqa: PLC0415
+    from benchmarks.tables.levels import caption_note  # noqa: PLC0415
 
     r0 = recs[0]
     paper = json.loads(tb.PAPER.read_text())
@@ -136,7 +140,7 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     for t in tables:
         if not data[t]:
             continue
-        cap = tb.caption_for(t, recs, reference, test, labels, n_boot, datasets)
+        cap = tb.caption_for(t, recs, reference, test, labels, n_boot, datasets) + caption_note(data, t, test, display(reference, labels.get(reference)))
         _, md = tb.render_3(data, paper, cap, False, left_out) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference, left_out)
         lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
     lines += pathology_section(recs, datasets, n_boot)

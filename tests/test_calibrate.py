@@ -96,18 +96,21 @@ def test_the_default_test_keeps_its_level_on_the_protocol(tmp_path):
     1e-3, a test of level 0.3 nine times in ten (fixed seed: the same numbers every run)."""
     C.main(["--sims", "40", "--pool", "2", "--repeats", "1", "2", "--datasets", "LIDC-A", "--out", str(tmp_path), "--check"])
     res = json.loads((tmp_path / "calibration.json").read_text())
-    null = res["rates"]["null (seed)"]["LIDC-A"]
-    assert {"units t (R=1)", "units t (R=2)", "pairs t (R=1)", "Wilcoxon (R=2)", "P(A>B) (R=1)"} <= set(null)
+    assert set(res["modes"]) == {"random", "fixed"}  # both by default
+    for mode in res["modes"]:
+        null = res["modes"][mode]["rates"]["null (seed)"]["LIDC-A"]
+        assert {"units t (R=1)", "units t (R=2)", "pairs t (R=1)", "Wilcoxon (R=2)", "P(A>B) (R=1)"} <= set(null)
+        for t in ("units t (R=1)", "units t (R=2)"):
+            assert null[t]["n"] == 40 and null[t]["k"] <= C.null_bound(40)
+        assert null["Wilcoxon (R=1)"]["k"] == 0  # five units: the exact test cannot reach 0.05
+        assert set(res["modes"][mode]["rates"]) == {"null (seed)", "null (data)", "power"}
     assert C.check_default(res) == []
-    for t in ("units t (R=1)", "units t (R=2)"):
-        assert null[t]["n"] == 40 and null[t]["k"] <= C.null_bound(40)
-    assert null["Wilcoxon (R=1)"]["k"] == 0  # five units: the exact test cannot reach 0.05
     # the check can fail: a table where the default test rejected 12 of 40 null benchmarks (a level of 0.3)
     bad = json.loads(json.dumps(res))
-    bad["rates"]["null (data)"]["LIDC-A"]["units t (R=1)"]["k"] = 12
-    assert len(C.check_default(bad)) == 1
-    assert "**default**" in (tmp_path / "calibration.md").read_text()
-    assert set(res["rates"]) == {"null (seed)", "null (data)", "power"}
+    bad["modes"]["fixed"]["rates"]["null (data)"]["LIDC-A"]["units t (R=1)"]["k"] = 12
+    assert C.check_default(bad) == ["fixed partitions, null (data), LIDC-A, units t (R=1): 12 of 40 null benchmarks rejected (bound 7)"]
+    md = (tmp_path / "calibration.md").read_text()
+    assert "**default**" in md and "highest false-positive rate" in md and "random partitions" in md and "fixed partitions" in md
 
 
 def test_bad_flags_end_in_one_line(capsys):
@@ -128,15 +131,20 @@ def test_check_exits_1_when_the_default_test_exceeds_its_bound(monkeypatch, tmp_
     tests = ["units t (R=1)", "Wilcoxon (R=1)"]
     rates = {scen: {"LIDC-A": {t: cell(12 if (scen == "null (data)" and t == "units t (R=1)") else 1) for t in tests}}
              for scen in C.SCENARIOS}
-    fake = {"rates": rates, "args": {"sims": 40, "repeats": [1], "pool": 1, "seeds": 2}, "wall_s": 1.0, "machine": "test",
-            "mean_accuracy": {"LIDC-A": {"A": 70.0}}}
+    null = {"sd": 1.0, "mde": 2.0, **cell(32)}
+    det = {"LIDC-A": {"1": {"n": 5, "correction": 0.25, "null (seed)": null, "null (data)": null,
+                            "power": {"sd": 1.0, "mde": 2.0, "effect": 0.8, "predicted": 0.2}}}}
+    fake = {"modes": {"random": {"rates": rates, "detectable": det, "mean_accuracy": {"LIDC-A": {"A": 70.0}}}},
+            "args": {"sims": 40, "repeats": [1], "pool": 1, "seeds": 2}, "wall_s": 1.0, "machine": "test"}
     monkeypatch.setattr(C, "calibrate", lambda *a, **k: fake)
     with pytest.raises(SystemExit) as e:
         C.main(["--sims", "40", "--pool", "1", "--repeats", "1", "--out", str(tmp_path), "--check"])
     assert e.value.code == 1
     out = capsys.readouterr().out
-    assert "null (data), LIDC-A, units t (R=1): 12 of 40" in out
-    assert "| units t (R=1) **default** |" in out and out.count("**no**") == 1  # 12/40: the interval lies above 0.05
+    assert "random partitions, null (data), LIDC-A, units t (R=1): 12 of 40" in out
+    # 12/40 fails both readings; Wilcoxon's 1/40 is at most 0.05 as measured, but its interval reaches above it
+    assert "| units t (R=1) **default** | 0.300 [0.181, 0.454] | null (data), LIDC-A, random partitions | **no** | **no** |" in out
+    assert "| Wilcoxon (R=1) | 0.025 [0.004, 0.129] | null (seed), LIDC-A, random partitions | yes | **no** |" in out
     C.main(["--sims", "40", "--pool", "1", "--repeats", "1", "--out", str(tmp_path)])  # without --check: status 0
 
 
@@ -153,3 +161,31 @@ def test_the_calibrated_default_is_the_tables_default():
     ap = ArgumentParser()
     add_comparison_flags(ap)
     assert ap.get_default("test") == "corrected_t"
+
+
+def test_fixed_partitions_are_the_tables_and_the_detectable_difference_is_checked():
+    """``fixed``: every benchmark uses partitions 0..R-1 (the tables'); random draws from the pool. The MDE check: at the
+    null's pooled unit s.d. the MDE is the formula's, and shifting every null unit difference by it makes the default
+    test reject with the method ahead at the recorded rate (recounted here)."""
+    from benchmarks.stats import corrected_t, detectable_difference
+
+    tables = S.pool_tables(2, 3)
+    fixed = S.simulate(6, n_seeds=2, n_repeats=2, pool=3, datasets=("LIDC-B",), seed=1, tables=tables, fixed=True)
+    rand = S.simulate(6, n_seeds=2, n_repeats=2, pool=3, datasets=("LIDC-B",), seed=1, tables=tables)
+    assert fixed.fixed and (fixed.partitions == [0, 1]).all() and not np.isnan(fixed.acc).any()
+    assert not rand.fixed and len({tuple(p) for p in rand.partitions}) > 1
+    det = C.detectable(fixed, [1, 2])["LIDC-B"]
+    for r in (1, 2):
+        e = det[str(r)]
+        i, j = S.ROLES.index("N2"), S.ROLES.index("N1")
+        d = (fixed.acc[:, i, 0].mean(-1) - fixed.acc[:, j, 0].mean(-1))[:, :r].reshape(6, -1)  # (benchmarks, 5 R)
+        sd = math.sqrt(np.mean(d.var(1, ddof=1)))
+        rho = fixed.n_test[:r, 0].mean() / fixed.n_train[:r, 0].mean()
+        c = e["null (data)"]
+        assert e["n"] == 5 * r and e["correction"] == pytest.approx(rho) and c["sd"] == pytest.approx(sd)
+        assert c["mde"] == pytest.approx(detectable_difference(sd, 5 * r, rho))
+        k = sum(int((t := corrected_t(x + c["mde"], fixed.n_train[:r, 0].mean(), fixed.n_test[:r, 0].mean())).p < 0.05 and t.mean > 0) for x in d)
+        assert c["k"] == k and c["n_sims"] == 6
+        b = e["power"]
+        assert 0 < b["predicted"] < 1 and b["effect"] == pytest.approx(float(np.mean(
+            fixed.acc[:, S.ROLES.index("B"), 0].mean(-1)[:, :r] - fixed.acc[:, S.ROLES.index("A"), 0].mean(-1)[:, :r])))

@@ -172,7 +172,9 @@ def test_report_of_repeated_partitions_shows_units_prob_variance_and_readers(tmp
                  "--bootstrap", "200", "--repeats", "2"])
     md = (rep / "report.md").read_text()
     ce_row = next(x for x in md.split("**LIDC-B**")[1].splitlines() if x.startswith("| CE Loss |"))
-    assert "(2 partitions s.d. " in ce_row and "0.00 [0.00, 0.00]↓" in ce_row  # CE below CLIP-Lung on all 10 units
+    # CE below CLIP-Lung on all 10 units: P(>) = 0, without Bouthillier's verdict (its rule failed the calibration)
+    assert "(2 partitions s.d. " in ce_row and ce_row.endswith("| 0.00 [0.00, 0.00] |") and "↓" not in md
+    assert "P(>) is shown without a verdict" in md and "Smallest detectable difference" in md
     assert "Repeated partitions 0, 1" in md and "n = folds x partitions" in md and "Bouthillier" in md
     assert "*Radiologists (leave-one-out)* (reference)" in md.split("**LIDC-B**")[1]
     assert "## What moves a cell" in md and "![variance shares per cell](variance_accuracy.png)" in md

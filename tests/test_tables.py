@@ -4,6 +4,7 @@ import math
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,3 +484,136 @@ def test_bootstrap_size_is_bounded_and_computed_in_chunks(tmp_path, recs, capsys
     chunked = B.cell_intervals(cell, n_boot=300, seed=3)
     for k in ("accuracy", "auc"):
         assert np.array_equal(whole[k].replicates, chunked[k].replicates, equal_nan=True) and whole[k].low == chunked[k].low
+
+
+# ------------------------------------------------------------------ verdicts that keep their level; the smallest detectable difference
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "statistics.md"
+NAME = re.compile(r"^(units t|Wilcoxon|P\(A>B\)) \(R=(\d+)\)(?: \*\*default\*\*)?$")
+
+
+def _docs_rows(head: str):
+    """(family, R, cells) of every test row of the docs/statistics.md tables whose header starts with ``head``."""
+    for chunk in DOCS.read_text().split(head)[1:]:
+        for line in chunk.split("\n\n")[0].splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            m = NAME.match(cells[0])
+            if m:
+                yield m.group(1), int(m.group(2)), cells[1:]
+
+
+def _rate(cell: str) -> tuple[float, float]:
+    """'0.026 [0.018, 0.038]' -> (0.026, 0.038): a rate and the upper end of its interval."""
+    m = re.fullmatch(r"([0-9.]+) \[[0-9.]+, ([0-9.]+)\]", cell)
+    return float(m.group(1)), float(m.group(2))
+
+
+def docs_rates() -> dict[tuple[str, int], tuple[float, float]]:
+    """{(rule, R): (its highest measured false-positive rate, the upper end of its 95% interval)}, from the rules table
+    of docs/statistics.md."""
+    from benchmarks.stats.verdicts import CALIBRATION_NAMES
+
+    names = {v: k for k, v in CALIBRATION_NAMES.items()}
+    return {(names[f], r): _rate(cells[0]) for f, r, cells in _docs_rows("| Test | highest false-positive rate")}
+
+
+def test_verdict_rules_in_code_are_the_docs_calibration():
+    """``stats.verdicts.MEASURED`` is the docs' rules table; that table is the highest null rate of the docs' per-mode
+    tables (random and fixed partitions); a rule may mark exactly where its measured rate is at most 0.05 (P(A > B),
+    a description, never), and nowhere it was not measured."""
+    from benchmarks.stats.verdicts import CALIBRATION_NAMES, DESCRIPTIVE, MEASURED, verdict
+
+    rates = docs_rates()
+    assert rates == {(rule, r): v for rule, per in MEASURED.items() for r, v in per.items()}
+    assert set(MEASURED["corrected_t"]) == set(range(1, 11))  # every R a table can have (--repeats 1-10)
+    assert DOCS.read_text().count("| Test | null (seed): LIDC-A") == 2  # both partition modes
+    worst: dict = {}
+    for f, r, cells in _docs_rows("| Test | null (seed): LIDC-A"):
+        worst[(f, r)] = max([worst.get((f, r), (0.0, 0.0))] + [_rate(c) for c in cells[:6]])  # both nulls, three datasets
+    assert {(CALIBRATION_NAMES[k[0]], k[1]): v for k, v in rates.items()} == worst
+    for (rule, r), (rate, high) in rates.items():
+        assert verdict(rule, r).allowed == (rate <= 0.05 and rule not in DESCRIPTIVE), (rule, r, rate, high)
+    assert not verdict("corrected_t", 11).allowed and "not calibrated" in verdict("corrected_t", 11).reason
+    assert all(verdict("corrected_t", r).allowed for r in range(1, 11))  # the default test marks at every R
+    assert [r for r in range(1, 11) if verdict("wilcoxon", r).allowed] == [1]  # where it cannot reach 0.05 anyway
+    # P(A > B): a description at every R; its rule is under 0.05 only at R = 10, within the interval's reach of it
+    assert DESCRIPTIVE == ("prob_outperform",) and not any(verdict("prob_outperform", r).allowed for r in range(1, 11))
+    assert [r for r in range(1, 11) if rates[("prob_outperform", r)][0] <= 0.05] == [10] and rates[("prob_outperform", 10)][1] > 0.05
+
+
+def _marks(text: str, latex: bool) -> list[str]:
+    """The verdict marks of a rendered table: '*' (the test's: a cell ending in a single *; LaTeX $^{*}$) and '↑'/'↓'
+    (P(A > B)'s), in the rows of methods (the italic paper and reference rows aside)."""
+    if latex:
+        return ["*"] * text.count("$^{*}$") + ["↑"] * text.count(r"$^{\uparrow}$") + ["↓"] * text.count(r"$^{\downarrow}$")
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("|") or "(reference)" in line or "*paper*" in line:
+            continue
+        for cell in (c.strip() for c in line.strip("|").split("|")):
+            out += ["*"] if cell.endswith("*") and not cell.endswith("**") and not cell.startswith("*") else []
+            out += [ch for ch in cell if ch in "↑↓"]
+    return out
+
+
+def test_no_verdict_mark_comes_from_a_rule_that_failed_its_calibration(tmp_path, caplog):
+    """Tables 2 and 3 on 2 partitions where every rule would fire (CE and an ablation 6 points below CLIP-Lung on every
+    unit): each mark printed, in Markdown and LaTeX, comes from a rule whose false-positive rate in the docs' table is at
+    most 0.05. The corrected t marks (the check bites); Wilcoxon at R = 2 and P(A > B) reject but print no mark."""
+    rates = docs_rates()
+    rs = [record(m, "LIDC-B", f, (0.74 if m != "clip_lung" else 0.80) + 0.01 * ((f + 2 * k + (m == "clip_lung")) % 3), repeat=k)
+          for m in ("ce", "clip_lung", "clip_lung_ic") for k in (0, 1) for f in range(5)]
+    chosen = select(read_records(write(tmp_path / "runs", rs)), [2, 3])
+    for test in ("corrected_t", "wilcoxon"):
+        out = tmp_path / test
+        with caplog.at_level("WARNING"):
+            write_tables([2, 3], chosen, out, datasets=["LIDC-B"], test=test, n_boot=0)
+        js = json.loads((out / "tables_LIDC-B_smoke_phantom.json").read_text())
+        comps = [c["vs_reference"]["accuracy"] for t in ("2", "3") for c in js["tables"][t]["LIDC-B"].values() if c and c.get("vs_reference")]
+        assert comps and all(c["n_repeats"] == 2 and c["rejects"] for c in comps)  # every rule would fire here
+        assert all(c["prob"]["conclusion"] == "worse" and not c["prob"]["verdict"]["mark_allowed"] for c in comps)
+        found = []
+        for t in (2, 3):
+            for suffix, latex in ((".md", False), (".tex", True)):
+                found += _marks((out / f"table{t}_LIDC-B_smoke_phantom{suffix}").read_text(), latex)
+        for mark in found:
+            rule = "prob_outperform" if mark in "↑↓" else test
+            assert rates[(rule, 2)][0] <= 0.05, (mark, rule)  # the measured rate of the mark's rule at R = 2
+        if test == "corrected_t":
+            assert found.count("*") == 4 and all(c["significant"] for c in comps)  # Tables 2 and 3, Markdown and LaTeX
+        else:
+            assert found == [] and not any(c["significant"] for c in comps)
+            assert "--test wilcoxon on 2 partitions" in caplog.text and "without the * mark" in caplog.text
+            md = (out / "table2_LIDC-B_smoke_phantom.md").read_text()
+            assert "No * marks: Wilcoxon rejected up to" in md
+        assert "P(>) is shown without a verdict: in the calibration Bouthillier et al.'s rule rejected up to" \
+            in (out / "table2_LIDC-B_smoke_phantom.md").read_text()
+
+
+def test_detectable_difference_in_every_caption_and_the_json(tmp_path):
+    """Tables 1-3: each caption (Markdown and LaTeX) states the MDE of its datasets; the JSON holds it with how it was
+    pooled, and each comparison's own MDE, all equal to the formula on the unit differences computed by hand."""
+    from benchmarks.stats.power import detectable_difference, detectable_floor
+
+    accs = {"ce": 0.78, "nsb": 0.80, "clip_lung": 0.84, "clip_lung_ic": 0.81}
+    rs = [record(m, d, f, a + 0.013 * ((f * (i + 1)) % 4)) for i, (m, a) in enumerate(accs.items()) for d in ("LIDC-A", "LIDC-B") for f in range(5)
+          if not (d == "LIDC-A" and m == "clip_lung_ic")]
+    chosen = select(read_records(write(tmp_path / "runs", rs)), [1, 2, 3])
+    write_tables([1, 2, 3], chosen, tmp_path / "t", datasets=["LIDC-A", "LIDC-B"], n_boot=0)
+    js = json.loads((tmp_path / "t" / "tables_LIDC-A+LIDC-B_smoke_phantom.json").read_text())
+    acc = {(r["method"], r["dataset"], r["fold"]): 100 * accuracy_of(r) for r in rs}
+    for t, ds, others in ((1, "LIDC-A", ("ce", "nsb")), (2, "LIDC-B", ("ce", "nsb")), (3, "LIDC-B", ("clip_lung_ic",))):
+        d = {m: np.array([acc[(m, ds, f)] - acc[("clip_lung", ds, f)] for f in range(5)]) for m in others}
+        rho = np.mean([r["data"]["n_test"] for r in rs if r["dataset"] == ds]) / np.mean([r["data"]["n_train_used"] for r in rs if r["dataset"] == ds])
+        for m, x in d.items():
+            c = js["tables"][str(t)][ds][m]["vs_reference"]["accuracy"]
+            assert c["sd"] == pytest.approx(np.std(x, ddof=1)) and c["mde"] == pytest.approx(detectable_difference(np.std(x, ddof=1), 5, rho))
+        sd = math.sqrt(sum(np.sum((x - x.mean()) ** 2) for x in d.values()) / (4 * len(d)))
+        e = js["detectable"][str(t)][ds]
+        assert (e["n"], e["n_repeats"], e["df_pooled"], e["pooled_over"], e["power"]) == (5, 1, 4 * len(d), sorted(others), 0.8)
+        assert e["sd_pooled"] == pytest.approx(sd) and e["correction"] == pytest.approx(rho)
+        assert e["mde"] == pytest.approx(detectable_difference(sd, 5, rho)) and e["floor"] == pytest.approx(detectable_floor(sd, rho))
+        want = f"{ds} {e['mde']:.1f} points (n = 5 units, n_test/n_train = {e['correction']:.4f}, s.d. {e['sd_pooled']:.2f}"
+        assert want in (tmp_path / "t" / f"table{t}_LIDC-A+LIDC-B_smoke_phantom.md").read_text()
+        assert want.replace("_", r"\_") in (tmp_path / "t" / f"table{t}_LIDC-A+LIDC-B_smoke_phantom.tex").read_text()
+    assert js["detectable"]["3"]["LIDC-A"] is None  # no ablation on LIDC-A: no comparison
+    assert "Smallest detectable difference: none on LIDC-A" in (tmp_path / "t" / "table3_LIDC-A+LIDC-B_smoke_phantom.md").read_text()

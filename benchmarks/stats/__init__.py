@@ -1,11 +1,12 @@
 """The statistics of the tables: seeds, paired comparisons, an interval per cell, ranks across datasets.
 
 Pure functions on plain numbers (dicts, arrays, the records' predictions); nothing here reads files or prints.
-Modules: ``paired`` (1, 2), ``bootstrap`` (3), ``ranks`` (4), ``prob`` (5), ``variance`` (6), ``readers`` (the
-radiologists' reference row); their public names (but the readers') are re-exported here.
+Modules: ``paired`` (1, 2), ``bootstrap`` (3), ``ranks`` (4), ``prob`` (5), ``variance`` (6), ``power`` (7),
+``verdicts`` (8), ``readers`` (the radiologists' reference row); their public names (but the readers') are re-exported
+here.
 Beside them, not re-exported (they read the committed nodule index): ``readers``, the radiologists' leave-one-out
 reference row of Tables 1-2, and ``calibrate`` with ``simulate``, the command that measures these tests' error rates on
-simulated benchmarks of the protocol (docs/statistics.md).
+simulated benchmarks of the protocol (docs/statistics.md), and ``plan``, the command of the number of partitions.
 Every p-value and interval is two-sided; every number is float64.
 
 1. Seeds (``seed_summary``). With several seeds, a fold's value is the mean over its seeds; the table's mean and
@@ -56,6 +57,14 @@ and seaborn when imported, so it is imported lazily, after the Agg backend is ch
    and seed by the nested random-effects ANOVA (method of moments; Searle, Casella & McCulloch 1992); a level for
    hyperparameters slots in once tuned records carry their draws.
 
+7. Power and the smallest detectable difference (``power``: ``corrected_t_power``, ``detectable_difference``,
+   ``detectable_floor``, ``plan_partitions``): the power of the corrected t by the noncentral t (Cohen 1988), the
+   difference it detects with 80% power at the table's n and n_test/n_train, and its floor as partitions grow;
+   ``python -m benchmarks.stats.plan`` answers "how many partitions" from them.
+
+8. Verdicts (``verdicts``: ``verdict``): whether a mark (* or P(A > B)'s arrows) of a rule may be printed at R partitions,
+   from the rule's false-positive rates measured by the calibration (the one place that decides).
+
 References. C. Nadeau, Y. Bengio, Inference for the generalization error, Machine Learning 52 (2003) 239-281.
 R. R. Bouckaert, E. Frank, Evaluating the replicability of significance tests for comparing learning algorithms,
 PAKDD 2004, LNCS 3056, 3-12. S. Holm, A simple sequentially rejective multiple test procedure, Scand. J. Statist.
@@ -63,7 +72,8 @@ PAKDD 2004, LNCS 3056, 3-12. S. Holm, A simple sequentially rejective multiple t
 B. Efron, R. J. Tibshirani, An Introduction to the Bootstrap, Chapman & Hall 1993. M. Friedman, J. Amer. Statist.
 Assoc. 32 (1937) 675-701. R. L. Iman, J. M. Davenport, Comm. Statist. A 9 (1980) 571-595. P. Nemenyi,
 Distribution-free multiple comparisons, PhD thesis, Princeton 1963. J. Demsar, Statistical comparisons of
-classifiers over multiple data sets, JMLR 7 (2006) 1-30.
+classifiers over multiple data sets, JMLR 7 (2006) 1-30. J. Cohen, Statistical Power Analysis for the Behavioral
+Sciences, 2nd ed., Lawrence Erlbaum 1988.
 """
 from benchmarks.stats.bootstrap import (
     AUC,
@@ -94,12 +104,15 @@ from benchmarks.stats.paired import (
     unit_summary,
     wilcoxon_signed_rank,
 )
+from benchmarks.stats.power import corrected_t_power, detectable_difference, detectable_floor, plan_partitions, pooled_sd
 from benchmarks.stats.prob import GAMMA, ProbResult, describe_prob, prob_outperform
 from benchmarks.stats.ranks import FriedmanResult, block_table, draw_cd, friedman
 from benchmarks.stats.variance import balanced_subset, cell_components, nested_components
+from benchmarks.stats.verdicts import Verdict, verdict
 
 __all__ = ["AUC", "GAMMA", "Accuracy", "BootstrapResult", "Comparison", "FriedmanResult", "NAN", "PATIENT_ID_LENGTH", "ProbResult", "SeedSummary",
-           "TestResult", "UnitSummary", "balanced_subset", "block_table", "cell_components", "cell_intervals", "compare_to_reference", "corrected_t",
-           "describe_p", "describe_prob", "draw_cd", "friedman", "holm", "min_reachable_p", "nested_components", "paired_units", "patient_bootstrap",
-           "patient_of", "prediction_rows", "prob_outperform", "seed_summary", "split_sizes", "unit_key", "unit_means", "unit_summary",
+           "TestResult", "UnitSummary", "Verdict", "balanced_subset", "block_table", "cell_components", "cell_intervals", "compare_to_reference",
+           "corrected_t", "corrected_t_power", "describe_p", "describe_prob", "detectable_difference", "detectable_floor", "draw_cd", "friedman",
+           "holm", "min_reachable_p", "nested_components", "paired_units", "patient_bootstrap", "patient_of", "plan_partitions", "pooled_sd",
+           "prediction_rows", "prob_outperform", "seed_summary", "split_sizes", "unit_key", "unit_means", "unit_summary", "verdict",
            "wilcoxon_signed_rank"]

@@ -209,8 +209,9 @@ def corrected_t(diffs: Sequence[float], n_train: float, n_test: float, alpha: fl
     With ``n`` differences d_j (one per unit: a (repeat, fold), seeds averaged), ``dbar = mean d_j``, ``s^2 = sum (d_j - dbar)^2 / (n - 1)``:
     ``se = sqrt((1/n + n_test/n_train) s^2)``, ``t = dbar / se``, ``df = n - 1``, ``p = 2 P(T_df >= |t|)``, interval
     ``dbar ± t_{1 - alpha/2, df} se``. ``n_train``/``n_test`` are the average training/test set sizes of the folds;
-    the ``n_test/n_train`` term accounts for the overlap of the training sets (for 5 folds it is 1/4, which dominates
-    1/n). For the repeated k-fold design (r partitions) the Bouckaert-Frank form is the same with n = k r.
+    the ``n_test/n_train`` term accounts for the overlap of the training sets (5 folds on whole training splits: 1/4 on
+    LIDC-A and -C, 0.1125 on LIDC-B, whose training split also holds the never-tested unsure nodules; it does not shrink
+    with n). For the repeated k-fold design (r partitions) the Bouckaert-Frank form is the same with n = k r.
 
     Zero variance (every difference equal): with ``dbar = 0`` the methods agree on every pair, t = 0 and p = 1 (the
     limit of no evidence of a difference); with ``dbar != 0`` t is ``±inf`` but a p of 0 from identical differences

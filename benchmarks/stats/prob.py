@@ -15,7 +15,8 @@ replacement, ``rng = numpy.random.default_rng(seed)``, one call ``rng.integers(0
 Decision rule (Bouthillier et al. 2021, Sec. 5): A is *better* when the result is significant,
 the interval's lower end above 1/2, *and* meaningful, ``P(A > B) > gamma`` with gamma = 0.75;
 *worse* when the interval's upper end is below 1/2 and ``P(A > B) < 1 - gamma``; otherwise no
-conclusion. Assumption: the units are exchangeable draws. Folds of one partition share
+conclusion (computed here; the tables print it as a description, without this verdict, because the rule exceeded 0.05
+in the calibration: ``benchmarks.stats.verdicts``). Assumption: the units are exchangeable draws. Folds of one partition share
 training data and partitions share patients, so the bootstrap interval is too narrow when units
 are few and correlated; with five units of one partition it says little (P moves in steps of 1/5).
 

@@ -23,7 +23,9 @@ A learner with fewer attributes is the same (M, d, K) array with the left-out at
 one batch trains all five; the noise enters as a per-model shift of the lobulation column.
 
 A simulated benchmark draws ``R`` distinct partitions from the suite's pool (repeat 0 = the committed folds, repeats
-1.. = the committed repeated partitions, ``benchmarks.data.protocols.labelled_folds``) and trains, for each
+1.. = the committed repeated partitions, ``benchmarks.data.protocols.labelled_folds``), or, with ``fixed=True``, takes
+partitions 0..R-1 in that order, the partitions the tables use (``--repeats R``): every benchmark then shares its
+partitions, and what varies between benchmarks is the seeds and the noise of N1 and N2 only. It trains, for each
 partition, test fold and learner, ``S`` fresh seeds; LIDC-A and LIDC-B share their training split (all three
 classes), so one trained model gives both (LIDC-B decides between benign and malignant by
 ``benchmarks.metrics.decide``, the tables' rule); LIDC-C trains on benign and malignant only. The result is the
@@ -131,6 +133,7 @@ class Simulation:
     n_test: np.ndarray  # (pool, datasets, folds) test nodules
     datasets: tuple[str, ...]
     learner: Learner
+    fixed: bool = False  # partitions 0..R-1 in every benchmark (the tables' partitions), not a random draw
 
 
 def pool_tables(min_readers: int, pool: int) -> list:
@@ -146,10 +149,12 @@ def pool_tables(min_readers: int, pool: int) -> list:
 
 
 def simulate(n_sims: int, n_seeds: int = 2, n_repeats: int = 5, pool: int = 10, datasets=DATASETS, min_readers: int = 2,
-             seed: int = 0, learner: Learner = Learner(), tables=None) -> Simulation:
+             seed: int = 0, learner: Learner = Learner(), tables=None, fixed: bool = False) -> Simulation:
     """Run ``n_sims`` simulated benchmarks of ``n_repeats`` partitions x 5 folds x ``n_seeds`` seeds per learner.
 
-    ``tables``: the partitions' labelled tables (default: ``pool_tables(min_readers, pool)``).
+    ``tables``: the partitions' labelled tables (default: ``pool_tables(min_readers, pool)``). ``fixed``: every
+    benchmark uses partitions 0..n_repeats-1 (the tables' partitions) instead of ``n_repeats`` drawn from the pool; the
+    draw is made all the same, so that the other random streams do not depend on the mode.
     """
     if not 1 <= n_repeats <= pool:
         raise ValueError(f"n_repeats ({n_repeats}) must lie in 1..pool ({pool})")
@@ -159,6 +164,8 @@ def simulate(n_sims: int, n_seeds: int = 2, n_repeats: int = 5, pool: int = 10, 
     draw_ss, train_ss, noise_ss = ss.spawn(3)
     draw = np.random.default_rng(draw_ss)
     parts = np.stack([draw.permutation(pool)[:n_repeats] for _ in range(n_sims)]) if n_sims else np.zeros((0, n_repeats), int)
+    if fixed:
+        parts = np.broadcast_to(np.arange(n_repeats), (n_sims, n_repeats)).copy()
     ids = tables[0]["nodule_id"].to_numpy()
     pos_of = dict(zip(ids, range(len(ids))))  # nodule -> column of the noise
     lob_sd = float(tables[0][EXTRA].std(ddof=0))
@@ -215,4 +222,4 @@ def simulate(n_sims: int, n_seeds: int = 2, n_repeats: int = 5, pool: int = 10, 
                     a = out[d].reshape(sims.size, len(ROLES), n_seeds)
                     acc[sims, :, datasets.index(d), slots, fold, :] = a
         log.info("partition %d of %d simulated", p + 1, pool)
-    return Simulation(acc, parts, n_train, n_test, datasets, learner)
+    return Simulation(acc, parts, n_train, n_test, datasets, learner, fixed)

@@ -2,6 +2,7 @@
 
   build    the numbers: which records (one setting), each cell's statistics, the comparisons
   render   the same numbers as LaTeX and Markdown, with their captions and marks
+  levels   which marks a comparison may print (``benchmarks.stats.verdicts``) and the smallest difference it could detect
   cli      ``python -m benchmarks.tables`` (its docstring is the user's guide) and the files it writes
 """
 from benchmarks.tables.build import PAPER, build, build_backbones, labels_of, select, select_backbones, setting_tag

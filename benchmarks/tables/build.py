@@ -16,7 +16,10 @@ on units = (repeat, fold) test folds, each the mean over the seeds both methods 
 the mean difference, the interval and p of the corrected resampled t-test (Nadeau &
 Bengio 2003; n = folds x partitions), or the Wilcoxon signed-rank test's p (``--test
 wilcoxon``), Holm-adjusted across the methods of the table, and P(method > reference)
-with its bootstrap interval (Bouthillier et al. 2021). Tables 1-2 also get the
+with its bootstrap interval (Bouthillier et al. 2021). A mark (``significant``) only
+from a rule that kept its level in the calibration (``tables.levels``); each comparison
+and each table's dataset carries the smallest difference the corrected t would detect
+with 80% power (``detectable``). Tables 1-2 also get the
 radiologists' reference row (``readers``). See ``benchmarks/stats/__init__.py`` and
 docs/statistics.md.
 """
@@ -32,6 +35,7 @@ from benchmarks.paths import runs_dir
 from benchmarks.records import backbone_of
 from benchmarks.selection import Setting
 from benchmarks.selection import select as select_setting
+from benchmarks.tables.levels import comparison_levels, detectable_entry, warn_uncalibrated
 
 # The paper's reported numbers, typed from it: package data, so that an installed wheel has them too.
 PAPER = Path(__file__).resolve().parent.parent / "reported" / "clip_lung_miccai2023.json"
@@ -132,12 +136,15 @@ def comparisons(cells_: dict[str, list[dict]], reference: str, test: str = "corr
     for metric in values[reference]:
         per = {m: v[metric] for m, v in values.items() if metric in v}
         for m, c in compare_to_reference(per, reference, n_train=n_train, n_test=n_test, test=test, alpha=ALPHA).items():
+            lv = comparison_levels(test, c.keys, c.diffs, n_train, n_test)  # the marks it may print, its MDE
+            rejects = bool(c.test.reachable and c.p_holm is not None and c.p_holm < ALPHA)
             out[m][metric] = {
                 "mean": c.t.mean, "low": c.t.low, "high": c.t.high, "n": len(c.keys), "n_repeats": len({u[0] for u in c.keys}),
-                "unit": "(repeat, fold), seeds averaged", "prob": c.prob.as_dict() if c.prob else None, "test": c.test.test, "p": c.test.p,
+                "unit": "(repeat, fold), seeds averaged",
+                "prob": {**c.prob.as_dict(), "verdict": lv["prob_verdict"]} if c.prob else None, "test": c.test.test, "p": c.test.p,
                 "p_holm": c.p_holm, "reachable": c.test.reachable, "min_p": c.test.min_p, "reason": c.test.reason, "text": c.text,
-                "significant": bool(c.test.reachable and c.p_holm is not None and c.p_holm < ALPHA),
-                "n_train": n_train, "n_test": n_test,
+                "rejects": rejects, "verdict": lv["verdict"], "significant": rejects and lv["verdict"]["mark_allowed"],  # the * printed
+                "n_train": n_train, "n_test": n_test, "sd": lv["sd"], "mde": lv["mde"],
             }
     return dict(out)
 
@@ -151,6 +158,7 @@ def build(records: list[dict], tables, datasets=None, reference: str = "clip_lun
     keeps its row there, empty, as the paper's methods do."""
     if test not in TESTS:
         raise UserError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
+    warn_uncalibrated(test, records)
     by_cell = defaultdict(list)
     for r in records:
         by_cell[(r["method"], r["dataset"])].append(r)
@@ -163,6 +171,7 @@ def build(records: list[dict], tables, datasets=None, reference: str = "clip_lun
             methods = (*TABLES[t]["methods"], *extras)
             found = {m: by_cell[(m, ds)] for m in methods if by_cell.get((m, ds))}
             versus = comparisons(found, reference, test)
+            out.setdefault("detectable", {}).setdefault(t, {})[ds] = detectable_entry(versus, "accuracy", reference)
             out[t][ds] = {}
             for m in methods:
                 entry = cell_stats(found[m], n_boot, boot_seed) if m in found else None
@@ -214,6 +223,7 @@ def build_backbones(records: list[dict], test: str = "corrected_t", n_boot: int 
     the paper's backbone first; the gain is the paired comparison of the tables (CE as reference)."""
     from methods.backbones import DEFAULT_BACKBONE  # noqa: PLC0415  (torch: deferred for --help speed)
 
+    warn_uncalibrated(test, records)
     by = defaultdict(list)
     for r in records:
         by[(backbone_of(r), r["dataset"], r["method"])].append(r)

@@ -61,12 +61,13 @@ from benchmarks.cli import (
     warn_phantom,
 )
 from benchmarks.errors import UserError, cli_main
-from benchmarks.grid import cells
+from benchmarks.grid import cells, display
 from benchmarks.io import atomic_write_text
 from benchmarks.records import backbone_of, read_records
 from benchmarks.selection import Setting
 from benchmarks.stats.bootstrap import MAX_BOOT, MIN_BOOT
 from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
+from benchmarks.tables.levels import caption_note
 from benchmarks.tables.pathology import write_pathology
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
 from benchmarks.tables.tuning import tuning_note
@@ -104,7 +105,8 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
     for t in tables:
         if not data[t]:
             continue  # --datasets left this table none of its datasets
-        cap = caption_for(t, records, reference, test, labels, n_boot, datasets) + tuning_note(records)
+        cap = caption_for(t, records, reference, test, labels, n_boot, datasets) + caption_note(data, t, test, display(reference, labels.get(reference))) \
+            + tuning_note(records)
         tex, md = (render_3(data, paper, cap, with_paper, left_out) if t == 3
                    else render_12(t, data, paper, cap, with_paper, labels, reference, left_out))
         for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
@@ -120,6 +122,7 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
     j = out_dir / f"tables_{tag}.json"
     atomic_write_text(j, json.dumps(_no_nan({"setting": _setting_json(records), "reference": reference, "test": test, "bootstrap": n_boot,
                                              "tables": {str(t): data[t] for t in written}, "readers": data.get("readers"),
+                                             "detectable": {str(t): data["detectable"][t] for t in written if t in data.get("detectable", {})},
                                              "left_out": [{"method": m, "dataset": d, "why": w} for (m, d), w in sorted((left_out or {}).items())]}),
                                      indent=1))
     paths.append(j)

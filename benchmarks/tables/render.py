@@ -2,7 +2,8 @@
 
 Marks, the same in both: **bold** the best mean of ours per column; † fewer than 5
 folds; ‡ made on partial data (some of the folds' nodules had no CT crop: a pilot
-download); * a difference to the reference method with a Holm-adjusted p below 0.05;
+download); * a difference to the reference method with a Holm-adjusted p below 0.05 (only from a test that kept its level
+in the calibration, ``benchmarks.stats.verdicts``);
 — a missing cell. The captions name the setting, the seeds and the test.
 """
 from __future__ import annotations
@@ -92,12 +93,12 @@ def fmt_diff(c: dict | None, latex: bool) -> str:
 
 
 def fmt_prob(c: dict | None, latex: bool) -> str:
-    """'0.80 [0.60, 1.00]↑': P(method > reference) on a random (repeat, fold), its bootstrap interval, and
-    Bouthillier et al.'s verdict (↑ better, ↓ worse: the interval excludes 1/2 and P is beyond 0.75 / 0.25)."""
+    """'0.80 [0.60, 1.00]': P(method > reference) on a random (repeat, fold) and its bootstrap interval; Bouthillier et
+    al.'s verdict (↑ better, ↓ worse) only where ``benchmarks.stats.verdicts`` allows it (its ``verdict``)."""
     pr = (c or {}).get("prob")
     if not pr or pr.get("p") is None:
         return _dash(latex)
-    mark = {"better": "↑", "worse": "↓"}.get(pr["conclusion"], "")
+    mark = {"better": "↑", "worse": "↓"}.get(pr["conclusion"], "") if (pr.get("verdict") or {}).get("mark_allowed") else ""
     text = f"{pr['p']:.2f} [{pr['low']:.2f}, {pr['high']:.2f}]{mark}"
     return tex_escape(text) if latex else text
 
@@ -280,8 +281,7 @@ def caption_for(t: int, recs: list[dict], reference: str = "clip_lung", test: st
                  f"t-test (Nadeau & Bengio 2003)]; p: {TEST_NAMES[test]}, Holm-adjusted across the methods of the table; "
                  "* p < 0.05; 'cannot reach 0.05': no outcome of the test with this many pairs could. "
                  f"P(> {ref}): the share of test folds (seeds averaged; with repeats, of every partition's folds) on which the "
-                 "method's accuracy beats the reference's, ties half, [95% bootstrap interval over those folds]; ↑/↓: better/worse by "
-                 "the rule of Bouthillier et al. (MLSys 2021), the interval excludes 1/2 and P is above 0.75 (below 0.25). "
+                 "method's accuracy beats the reference's, ties half, [95% bootstrap interval over those folds] (Bouthillier et al., MLSys 2021). "
                  + repeats_note(recs)
                  + "Radiologists (leave-one-out), reference: each reader's own malignancy rating scored against the other readers' "
                  "consensus on the same test folds (repeat 0); not a method, never bold, ranked or compared. ")
