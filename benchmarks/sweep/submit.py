@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.data.processes import identity
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text, exclusive_lock
 from benchmarks.paths import sweeps_dir
@@ -163,7 +164,8 @@ def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
         ex = make_executor(args, logs)
         cache = os.environ.get("CLIPLUNG_CACHE")
         task = make_task(str(runs_root.resolve()), str(Path(cache).resolve()) if cache else None, args.device, plugins,
-                         threads=local and local["threads"], tasks_at_once=local and local["tasks_at_once"], scheduler=args.executor)
+                         threads=local and local["threads"], tasks_at_once=local and local["tasks_at_once"], scheduler=args.executor,
+                         owner=identity() if local else None)
         if local is None:
             # submitit prints sbatch's stderr itself before raising: we keep it, to quote it in our one line.
             with contextlib.redirect_stderr(printed):

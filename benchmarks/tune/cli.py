@@ -241,6 +241,7 @@ def plan_for_status(args) -> list[dict]:
 
 
 def _launch(args, items, storage, names, todo, label) -> None:
+    from benchmarks.data.processes import identity  # noqa: PLC0415
     from benchmarks.plugins import plugin_specs  # noqa: PLC0415
     from benchmarks.sweep.slurm import check_slurm  # noqa: PLC0415
     from benchmarks.sweep.submit import local_limits, make_executor  # noqa: PLC0415
@@ -257,7 +258,8 @@ def _launch(args, items, storage, names, todo, label) -> None:
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugin_specs(args.plugin)]
     worker = make_worker(items, args.storage or str((tune_dir() / "journal.log").resolve()), args.budget, str(tune_dir().parent.resolve()),
                          str(Path(cache).resolve()) if cache else None, args.device, plugins, local and local["threads"],
-                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S, per_task)
+                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S, per_task,
+                         owner=identity() if args.executor == "local" else None)
     if args.executor == "debug":  # in this process, one worker, no submitit (whose debug mode stops in pdb on an error)
         print(f"{len(items)} studies, {todo} trials to run in this process; storage {label}")
         worker(0)

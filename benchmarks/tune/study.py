@@ -37,6 +37,7 @@ import socket
 import time
 from pathlib import Path
 
+from benchmarks.data.processes import alive, pid_start
 from benchmarks.errors import UserError
 from benchmarks.io import exclusive_lock
 from benchmarks.paths import tune_dir
@@ -164,18 +165,12 @@ def prepare_study(storage, name: str, setting: dict, budget: int, defaults: dict
     return {"name": name, "new": True, "finished": 0}
 
 
-def _pid_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), None when there is none."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_identity() -> dict:
+def worker_identity(owner: dict | None = None) -> dict:
+    """Who runs a trial: host, pid (and its start time), Slurm task, and ``owner``, the local command
+    that started the worker ({"pid", "start"}; None on Slurm, whose tasks outlive their command)."""
     task = os.environ.get("SLURM_ARRAY_JOB_ID")
     slurm = f"{task}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if task else os.environ.get("SLURM_JOB_ID")
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()), "slurm": slurm}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start(os.getpid()), "slurm": slurm, "owner": owner}
 
 
 def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
@@ -184,8 +179,10 @@ def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
     if w.get("host") == me["host"] and w.get("pid") is not None:
         if w["pid"] == me["pid"] and w.get("pid_start") == me["pid_start"]:
             return None  # ours (cannot happen between trials, but never reap ourselves)
-        if _pid_start(w["pid"]) != w.get("pid_start"):
+        if pid_start(w["pid"]) != w.get("pid_start"):
             return f"its worker (pid {w['pid']} on {w['host']}) is gone"
+        if not alive(w.get("owner")):  # its worker goes with it within a second (end_with_process): do not wait for that
+            return f"the command that started its worker (pid {w['owner']['pid']} on {w['host']}) is gone"
         return None
     if me["slurm"] and w.get("slurm") == me["slurm"]:
         return f"its Slurm task {w['slurm']} was requeued"
@@ -195,13 +192,17 @@ def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
     return None
 
 
-def claim(storage, name: str, budget: int, epochs: int, distributions: dict, stale_after: float = STALE_AFTER_S):
-    """The next trial of study ``name`` for this worker, or None when the budget is taken."""
+def claim(storage, name: str, budget: int, epochs: int, distributions: dict, stale_after: float = STALE_AFTER_S,
+          owner: dict | None = None):
+    """The next trial of study ``name`` for this worker, or None when the budget is taken (or when
+    ``owner``, the command that started this worker, is gone: its worker takes nothing more)."""
     import optuna  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
 
-    me = worker_identity()
+    me = worker_identity(owner)
     with _lock(name):
+        if not alive(owner):
+            return None
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         for t in trials:

@@ -26,7 +26,8 @@ class TuneWorker:
     its loop, and the trial its earlier life left running is failed and retried)."""
 
     def __init__(self, plan: list[dict], storage: str, budget: int, results_root: str, cache_root: str | None,
-                 device: str = "auto", plugins=(), threads: int | None = None, stale_after: float | None = None, per_task: int = 1):
+                 device: str = "auto", plugins=(), threads: int | None = None, stale_after: float | None = None, per_task: int = 1,
+                 owner: dict | None = None):
         self.plan = plan
         self.storage = storage
         self.budget = budget
@@ -37,10 +38,16 @@ class TuneWorker:
         self.threads = threads
         self.stale_after = stale_after
         self.per_task = per_task
+        self.owner = owner  # the local command that started this worker ({"pid", "start"}); None on Slurm
 
     def __call__(self, index: int) -> int:
         """Run this task's worker loop; with ``per_task`` K > 1, K loops at once (K - 1 in child processes that
-        end with this one): K trials share the task's GPU, as a sweep packs runs onto one."""
+        end with this one): K trials share the task's GPU, as a sweep packs runs onto one. A local worker ends
+        with the command that started it, however that ends (``kill -9`` too): it never claims a trial for a
+        command that is gone, and a rerun never finds it still at work."""
+        from benchmarks.data.processes import end_with_process  # noqa: PLC0415
+
+        end_with_process(self.owner)
         if self.per_task <= 1:
             return self.loop(index)
         import multiprocessing  # noqa: PLC0415
@@ -81,7 +88,7 @@ class TuneWorker:
             item = self.plan[(index + i) % n]
             dists = distributions(item["space"])
             while True:
-                got = claim(storage, item["study"], self.budget, item["epochs"], dists, self.stale_after or STALE_AFTER_S)
+                got = claim(storage, item["study"], self.budget, item["epochs"], dists, self.stale_after or STALE_AFTER_S, self.owner)
                 if got is None:
                     break
                 run_trial(storage, item, *got, device=self.device)
