@@ -146,10 +146,13 @@ def static_method_names(plugin_flags=()) -> set[str] | None:
 def refuse_unknown_methods(names, plugin_flags=()) -> None:
     """A UserError for a method name that no source can register, before torch is imported
     (the registry answers the same for the others, once the plugins are loaded)."""
+    from benchmarks.errors import unknown_method  # noqa: PLC0415
+    from benchmarks.plugins import plugin_specs  # noqa: PLC0415
+
     known = static_method_names(plugin_flags) if names else None
     unknown = [n for n in names or () if known is not None and n not in known]
     if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}; known methods: {', '.join(sorted(known))}")
+        raise UserError(unknown_method(unknown[0], known, bool(plugin_specs(plugin_flags))))
 
 
 def lazy_import(name: str):

@@ -32,6 +32,7 @@ from benchmarks.cli import (
     check_datasets,
     load_plugins,
     output_folder,
+    refuse_unknown_methods,
     runs_folder,
 )
 from benchmarks.errors import UserError, cli_main
@@ -301,6 +302,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="folder of report.md, report.html and its figures (default: $CLIPLUNG_RESULTS/report)")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    refuse_unknown_methods([args.reference] if args.reference else [], args.plugin)  # a typo answers before torch is imported
     load_plugins(args)
     from benchmarks import tables as tb  # noqa: PLC0415  (scipy, the registry: deferred for --help speed)
     from benchmarks.paths import output_dir  # noqa: PLC0415

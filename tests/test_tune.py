@@ -39,8 +39,6 @@ def study_records(env) -> dict:
 
 
 def test_every_method_has_a_space_that_holds_its_defaults_under_every_profile():
-    import dataclasses
-
     import methods
     from benchmarks.lifecycle import make_spec
 
@@ -52,7 +50,7 @@ def test_every_method_has_a_space_that_holds_its_defaults_under_every_profile():
             assert all(space[k] == SHARED[k] for k in SHARED if k not in getattr(m.cls.Config, "SEARCH", {}))
     clip_lung = space_of(methods.get_method("clip_lung"))
     assert clip_lung["alpha"] == Float(0.1, 10.0, log=True) and isinstance(clip_lung["n_ctx"], Choice)
-    assert dataclasses.asdict(space_of(methods.get_method("corf"))["depth"]) == {"low": 3, "high": 7, "log": False}
+    assert space_json(space_of(methods.get_method("corf")))["depth"] == {"type": "int", "low": 3, "high": 7, "log": False}
 
 
 def test_ranges_are_checked():
@@ -69,6 +67,51 @@ def test_ranges_are_checked():
     with pytest.raises(UserError, match="the default 0.001 lies outside"):
         space_of(m, {"lr": Float(0.01, 0.1)}, defaults={"lr": 1e-3})
     assert json.dumps(space_json(space_of(m)))  # plain JSON for the study's setting
+
+
+def test_a_range_keeps_to_its_fields_type_ranges_and_choices():
+    """One check for a method's SEARCH and --range: of the field's type (whole numbers on a float field, given by
+    --range, are a Float range), inside the field's RANGES and CHOICES, never a value a trial's run would refuse."""
+    import methods
+
+    clip, corf, lung = (methods.get_method(m) for m in ("clip", "corf", "clip_lung"))
+    key, dist = parse_range("init_temperature=1:2:log")
+    assert dist == Int(1, 2, log=True) and space_of(clip, {key: dist})["init_temperature"] == Float(1.0, 2.0, log=True)
+    assert space_of(clip, dict([parse_range("init_temperature=1,2")]))["init_temperature"] == Choice((1.0, 2.0))
+    for m, rng, why in ((clip, "init_temperature=0.001:0.1", "leaves the field's valid range [0.01, inf) (its RANGES): 0.001 is outside"),
+                        (corf, "trees=0.5:4.5", "Float on a field of type int; declare it as Int or Choice"),
+                        (corf, "trees=1:2000", "leaves the field's valid range [1, 1024]"),
+                        (lung, "group_reduction=sum,max", "'max' is not one of the field's CHOICES ('sum', 'mean')"),
+                        (lung, "n_ctx=2,4.5", "4.5 is not a value of the field's type int")):
+        with pytest.raises(UserError, match=why.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
+            space_of(m, dict([parse_range(rng)]))
+        assert "(--range)" in str(e.value)
+
+
+def test_the_ablations_are_tuned_over_the_weights_of_the_terms_they_train_only():
+    import methods
+
+    spaces = {m: set(space_of(methods.get_method(m))) for m in ("clip_lung", "clip_lung_ic", "clip_lung_ic_ia", "clip_lung_ia_ca", "clip_lung_ic_ca")}
+    base = {"lr", "weight_decay", "n_ctx", "init_temperature"}
+    assert spaces == {"clip_lung": base | {"alpha", "beta"}, "clip_lung_ic": base, "clip_lung_ic_ia": base | {"alpha"},
+                      "clip_lung_ia_ca": base | {"alpha", "beta"}, "clip_lung_ic_ca": base | {"beta"}}
+    # --set switching a term off drops its weight too (the space follows the resolved config)
+    assert "alpha" not in space_of(methods.get_method("clip_lung"), defaults={"use_ia": False, "alpha": 1.0})
+    # the full model's space is that of the studies tuned before: their setting (space hash) still holds
+    assert space_json(space_of(methods.get_method("clip_lung")))["alpha"] == {"type": "float", "low": 0.1, "high": 10.0, "log": True}
+
+
+def test_ties_go_to_the_lower_validation_log_loss_then_to_the_earlier_trial():
+    from benchmarks.tune.summary import chosen_trial
+
+    def t(n, value, ll, state="COMPLETE"):
+        return {"number": n, "state": state, "value": value, "log_loss": ll, "params": {"lr": n}}
+
+    # trial 0 (the defaults) ties trial 2 on accuracy; trial 2 was surer of its answers: it is chosen
+    assert chosen_trial({"trials": [t(0, 0.86, 0.41), t(1, 0.80, 0.30), t(2, 0.86, 0.35), t(3, 0.90, None, "PRUNED")]})["number"] == 2
+    assert chosen_trial({"trials": [t(0, 0.86, 0.35), t(1, 0.86, 0.35)]})["number"] == 0  # all equal: the earlier
+    assert chosen_trial({"trials": [t(0, 0.86, None), t(1, 0.86, 0.5)]})["number"] == 1  # a study without log losses ranks them last
+    assert chosen_trial({"trials": [t(0, 0.86, 0.2), t(1, 0.87, 0.9)]})["number"] == 1  # the objective first
 
 
 # --- the inner split -------------------------------------------------------------------------------------------------
@@ -440,6 +483,45 @@ def test_a_plugin_that_declares_a_space_is_tuned_over_it(results, tmp_path):
     assert len({t["worker"]["pid"] for t in rec["trials"]}) == 2
     assert rec["setting"]["plugin"].startswith("tiny_tuned.py#") and set(rec["setting"]["space"]) == {"width", "lr", "weight_decay"}
     assert [t["params"]["width"] for t in rec["trials"]][0] == 4 and all(2 <= t["params"]["width"] <= 8 for t in rec["trials"])
+
+
+PICKY = PLUGIN.replace('"tiny_tuned"', '"tiny_picky"').replace("class TinyTuned", "class TinyPicky").replace(
+    'SEARCH = {"width": Int(2, 8)}\n        width: int = 4',
+    'SEARCH = {"width": Int(2, 8), "scale": Float(0.5, 2.0)}\n        width: int = 4\n        scale: float = 1.0').replace(
+    "from benchmarks.space import Int", "from benchmarks.errors import UserError\nfrom benchmarks.space import Float, Int").replace(
+    "        super().__init__()\n", "        super().__init__()\n        if cfg.scale != 1.0:\n"
+    "            raise UserError(f'scale={cfg.scale}: this method is built at scale 1.0 only')\n", 1)
+
+
+def test_a_space_that_leaves_the_configs_ranges_is_refused_before_anything_is_written(results, tmp_path):
+    plugin = tmp_path / "tiny_ranged.py"
+    plugin.write_text(PLUGIN.replace('"tiny_tuned"', '"tiny_ranged"').replace(
+        'SEARCH = {"width": Int(2, 8)}', 'RANGES = {"width": "[4, 16]"}\n        SEARCH = {"width": Int(2, 8)}'))
+    t0 = time.perf_counter()
+    p = tune("run", "--methods", "tiny_ranged", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "2", "--plugin", str(plugin),
+             env=results)
+    took = time.perf_counter() - t0
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "tiny_ranged: search space of 'width': 2 to 8, integers leaves the field's valid range [4, 16] (its RANGES)" in p.stderr
+    assert took < 60 and not Path(results["CLIPLUNG_RESULTS"]).exists(), took
+
+
+@pytest.mark.slow
+def test_an_error_that_recurs_is_shown_and_not_tried_again(results, tmp_path):
+    """A trial that fails with an error of the setting (here the method refuses a value its own space offers) ends the
+    command with the trial's own error line (not the worker's log path) and exit 2; no worker tries it again, and the
+    command does not advise to run it again unchanged."""
+    plugin = tmp_path / "tiny_picky.py"
+    plugin.write_text(PICKY)
+    p = tune("run", "--methods", "tiny_picky", "--datasets", "LIDC-C", "--folds", "0", *TINY, "--budget", "3", "--max-parallel", "1",
+             "--plugin", str(plugin), env=results)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (rec,) = study_records(results).values()
+    assert [t["state"] for t in rec["trials"]] == ["COMPLETE", "FAIL"] and rec["trials"][1]["recurs"], rec["trials"]
+    scale = rec["trials"][1]["params"]["scale"]
+    assert f"failed: study {rec['study']}, trial 1 (lr=" in p.stderr and "this method is built at scale 1.0 only" in p.stderr
+    assert f"scale={scale}: this method" in p.stderr and "- /" not in p.stderr and "run the same command again:" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: the error above is one of the setting, the data or the values")
 
 
 needs_slurm = pytest.mark.skipif(not (shutil.which("sbatch") and os.environ.get("SLURM_CONF")),

@@ -54,18 +54,30 @@ def make_executor(args, folder: Path):
             params["slurm_partition"] = args.partition
         if args.gpus_per_node:
             params["gpus_per_node"] = args.gpus_per_node
-        extra = {}
-        for item in args.sbatch or []:
-            if "=" not in item:
-                raise UserError(f"--sbatch expects key=value (an sbatch option without its dashes), got {item!r}")
-            k, v = item.split("=", 1)
-            extra[k.strip().lstrip("-").replace("-", "_")] = v
+        extra = check_sbatch(args.sbatch, args.executor)
         if extra:
             params["slurm_additional_parameters"] = extra
     elif args.executor == "local":
         params.update(cpus_per_task=args.cpus_per_task, gpus_per_node=args.gpus_per_node or 0)
     ex.update_parameters(**params)
     return ex
+
+
+def check_sbatch(items, executor: str) -> dict:
+    """``--sbatch key=value`` options as submitit's ``slurm_additional_parameters``; one line for an item without
+    ``=`` or a key that is no word, and for ``--sbatch`` given to an executor that has no sbatch (it would be ignored)."""
+    import re  # noqa: PLC0415
+
+    extra = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        key = k.strip().lstrip("-")
+        if not eq or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+            raise UserError(f"--sbatch expects key=value (an sbatch option without its dashes, e.g. account=abc), got {item!r}")
+        extra[key.replace("-", "_")] = v
+    if extra and executor != "slurm":
+        raise UserError(f"--sbatch is for --executor slurm; the {executor} executor has no sbatch to give it to")
+    return extra
 
 
 def _available_gb() -> float:

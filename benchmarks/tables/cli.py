@@ -56,6 +56,7 @@ from benchmarks.cli import (
     int_in,
     load_plugins,
     output_folder,
+    refuse_unknown_methods,
     runs_folder,
     warn_phantom,
 )
@@ -199,6 +200,7 @@ def main(argv=None):
     ap.add_argument("--backbones", action="store_true", help="instead of Tables 1-3: CE vs CLIP-Lung on each backbone (backbones_<profile>_<source>.{tex,md,json})")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    refuse_unknown_methods([args.reference] if args.reference else [], args.plugin)  # a typo answers before torch is imported
     load_plugins(args)
     datasets = check_datasets(args.datasets, None if args.backbones else args.tables)
     runs = runs_folder(args)

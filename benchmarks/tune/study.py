@@ -165,12 +165,13 @@ def prepare_study(storage, name: str, setting: dict, budget: int, defaults: dict
     return {"name": name, "new": True, "finished": 0}
 
 
-def worker_identity(owner: dict | None = None) -> dict:
-    """Who runs a trial: host, pid (and its start time), Slurm task, and ``owner``, the local command
-    that started the worker ({"pid", "start"}; None on Slurm, whose tasks outlive their command)."""
+def worker_identity(owner: dict | None = None, command: str | None = None) -> dict:
+    """Who runs a trial: host, pid (and its start time), Slurm task, ``owner``, the local command
+    that started the worker ({"pid", "start"}; None on Slurm, whose tasks outlive their command),
+    and ``command``, an id of that `tune run`."""
     task = os.environ.get("SLURM_ARRAY_JOB_ID")
     slurm = f"{task}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if task else os.environ.get("SLURM_JOB_ID")
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start(os.getpid()), "slurm": slurm, "owner": owner}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start(os.getpid()), "slurm": slurm, "owner": owner, "command": command}
 
 
 def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
@@ -193,13 +194,14 @@ def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
 
 
 def claim(storage, name: str, budget: int, epochs: int, distributions: dict, stale_after: float = STALE_AFTER_S,
-          owner: dict | None = None):
+          owner: dict | None = None, command: str | None = None):
     """The next trial of study ``name`` for this worker, or None when the budget is taken (or when
-    ``owner``, the command that started this worker, is gone: its worker takes nothing more)."""
+    ``owner``, the command that started this worker, is gone: its worker takes nothing more; or when
+    a trial of this ``command`` failed with an error that recurs: trying again would fail again)."""
     import optuna  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
 
-    me = worker_identity(owner)
+    me = worker_identity(owner, command)
     with _lock(name):
         if not alive(owner):
             return None
@@ -212,6 +214,9 @@ def claim(storage, name: str, budget: int, epochs: int, distributions: dict, sta
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 log.warning("study %s: trial %d failed (%s); its parameters will be tried again", name, t.number, why)
         trials = study.get_trials(deepcopy=False)
+        if command and any(t.state == TrialState.FAIL and t.user_attrs.get("recurs") and (t.user_attrs.get("worker") or {}).get("command") == command
+                           for t in trials):
+            return None
         retried = {t.user_attrs.get("retry_of") for t in trials}
         for t in trials:
             if t.state == TrialState.FAIL and t.number not in retried and t.user_attrs.get("tries", 1) < MAX_TRIES:
@@ -263,7 +268,8 @@ def study_record(study, storage_label: str = "") -> dict:
             "intermediate": {str(k): float(v) for k, v in sorted(t.intermediate_values.items())},
             "slot": a.get("slot"), "retry_of": a.get("retry_of"), "defaults": bool(a.get("defaults")),
             "error": a.get("error"), "diverged": a.get("diverged"), "worker": a.get("worker"),
-            "epochs_run": a.get("epochs_run"), "seconds": a.get("seconds"),
+            "epochs_run": a.get("epochs_run"), "seconds": a.get("seconds"), "setup_seconds": a.get("setup_seconds"),
+            "log_loss": a.get("log_loss"), "recurs": bool(a.get("recurs")),
             "started": t.datetime_start.timestamp() if t.datetime_start else None,
             "finished": t.datetime_complete.timestamp() if t.datetime_complete else None,
         })

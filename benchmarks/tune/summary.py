@@ -12,8 +12,11 @@ own kind (``"kind": "study"``), kept out of the runs folder: no table shows a
 trial as a result.
 
 The chosen configuration of a finished study (as many finished trials, completed
-or pruned, as its budget) is its completed trial of the best validation value,
-the earliest on ties; the paper's defaults are trial 0, so the chosen value is
+or pruned, as its budget) is its completed trial of the best validation value;
+among trials of equal value, the one of the lower validation log loss (accuracy
+on a few hundred nodules ties often: going to the earliest trial, the defaults,
+would pull the tuned result towards the paper's), then the earliest
+(:func:`choice_key`). The paper's defaults are trial 0, so the chosen value is
 never below the default's.
 """
 from __future__ import annotations
@@ -135,12 +138,20 @@ def finished(rec: dict) -> int:
     return sum(t["state"] in ("COMPLETE", "PRUNED") for t in rec["trials"])
 
 
+def choice_key(value: float, log_loss, number: int) -> tuple:
+    """How trials rank, best first: the higher validation objective; among equal ones the lower validation
+    log loss (the trials agree on the count of right answers, not on how sure they were); then the earlier
+    trial (a log loss missing, from a study of an older release, ranks last among the ties)."""
+    ll = log_loss if isinstance(log_loss, (int, float)) and log_loss == log_loss else float("inf")
+    return (-value, ll, number)
+
+
 def chosen_trial(rec: dict) -> dict | None:
-    """The completed trial of the best value (the earliest on ties), else None."""
+    """The completed trial of the best value, ties broken by :func:`choice_key`, else None."""
     done = [t for t in rec["trials"] if t["state"] == "COMPLETE" and t.get("value") is not None]
     if not done:
         return None
-    return min(done, key=lambda t: (-t["value"], t["number"]))
+    return min(done, key=lambda t: choice_key(t["value"], t.get("log_loss"), t["number"]))
 
 
 def best_so_far(rec: dict) -> list[float | None]:
