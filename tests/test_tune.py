@@ -274,7 +274,7 @@ def _pids_of_running(env, name):
 
     from benchmarks.tune.study import open_storage
 
-    study = optuna.load_study(study_name=name, storage=open_storage(str(rec_path)))
+    study = optuna.load_study(study_name=name, storage=open_storage(str(rec_path), write=False))
     return [(t.number, t.user_attrs.get("slot"), t.user_attrs["worker"]["pid"]) for t in study.get_trials(deepcopy=False)
             if t.state.name == "RUNNING" and "worker" in t.user_attrs]
 
@@ -344,7 +344,7 @@ def test_kill_9_of_tune_run_mid_trial_ends_its_workers_and_the_rerun_is_the_unin
 
                 from benchmarks.tune.study import open_storage
 
-                names = [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(str(journal)))]
+                names = [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(str(journal), write=False))]
                 study = names[0] if names else None
                 if study is None:
                     continue

@@ -268,7 +268,7 @@ def main(argv=None):
 
         if args.storage is None and not (tune_dir() / "journal.log").exists():
             raise UserError(f"no studies yet: {tune_dir() / 'journal.log'} does not exist (give --storage, or run `tune run` first)")
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, write=False)  # status reads; it never makes or mends a journal
         rows = status_rows(storage, [p["study"] for p in plan_for_status(args)] if args.methods or args.datasets else None)
         if args.json:
             print(json.dumps(rows, indent=1))

@@ -64,21 +64,31 @@ def redact(url: str) -> str:
     return url
 
 
-def open_storage(url: str | None):
+def open_storage(url: str | None, write: bool = True):
     """The Optuna storage of ``url`` (a journal file path, or a database URL), reachable; one line
-    and exit 2 when it is not."""
+    and exit 2 when it is not. A journal is checked first (``benchmarks.tune.journal``): a torn or
+    garbled last record is set aside, with one warning. ``write=False`` (``tune status``): the
+    journal must exist, and nothing is written to it or beside it (a read-only folder is fine)."""
     import optuna  # noqa: PLC0415  (deferred for --help speed)
+
+    from benchmarks.tune import journal  # noqa: PLC0415  (optuna)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what happens; Optuna's INFO repeats them
     url = url or default_storage()
     if "://" not in url:  # a journal file
         path = Path(url)
+        if not write:
+            if not path.is_file():
+                raise UserError(f"no study journal {path}" + (" (a folder)" if path.is_dir() else "")
+                                + ": give --storage the journal of `tune run`, or run `tune run` first")
+            return optuna.storages.JournalStorage(journal.ReadOnlyJournal(path))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a"):
                 pass
         except OSError as e:
             raise UserError(f"cannot write the study journal {path}: {e.strerror or e}; give --storage a writable file or a database URL") from None
+        journal.repair(path)
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock  # noqa: PLC0415
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
