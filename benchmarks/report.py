@@ -317,6 +317,10 @@ def main(argv=None):
     setting = Setting.from_args(args)
     left_out: dict = {}
     recs = tb.select(records, args.tables, setting, runs, datasets, left_out=left_out)
+    if setting.tuned:  # each tuned record's study tuned for the code that made the record
+        from benchmarks.tune.summary import check_tuned_records  # noqa: PLC0415
+
+        check_tuned_records(recs, setting.tag)
     reference = reference_of(recs, args.reference)
     r0 = recs[0]
     try:  # CE vs CLIP-Lung per backbone, when records of another backbone than the paper's exist
@@ -332,7 +336,8 @@ def main(argv=None):
         import dataclasses  # noqa: PLC0415
 
         try:
-            paper_recs = tb.select(records, args.tables, dataclasses.replace(setting, tuned=False), runs, datasets)
+            untuned = [r for r in records if not r.get("tuning")]  # (else select says the tuned ones are left out, "pick them with --tuned")
+            paper_recs = tb.select(untuned, args.tables, dataclasses.replace(setting, tuned=False), runs, datasets)
         except UserError:
             paper_recs = []
     paths = write_report(recs, args.tables, out, figures, backbones, datasets, reference, args.test, args.bootstrap, left_out, paper_recs)

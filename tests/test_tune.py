@@ -576,6 +576,54 @@ def test_tuned_sweeps_and_tables_need_finished_studies(tmp_path, monkeypatch, ca
     assert len(err.strip().splitlines()) == 1
 
 
+STUDY_OF = """
+import json, sys
+from benchmarks.plugins import load_plugins
+from benchmarks.lifecycle import make_spec
+from benchmarks.tune.summary import StudyKey, write_study_record
+load_plugins([sys.argv[1]])
+base = make_spec("tiny_tuned", "LIDC-C", 0, 0, "smoke", "phantom", 2, [], split="inner")
+key = StudyKey("tiny_tuned", "LIDC-C", 0, "smoke", "phantom", 2)
+setting = {"method": "tiny_tuned", "dataset": "LIDC-C", "fold": 0, "profile": "smoke", "source": "phantom", "min_readers": 2, "sets": [],
+           "objective": "accuracy", "seed": 0, "budget": 1, "space": {}, "space_hash": "0" * 64, "inner_hash": "1" * 64,
+           "config_hash": base.config_hash, "method_version": base.method_version, "plugin": base.plugin, "backbone_plugin": base.backbone_plugin}
+trial = {"number": 0, "state": "COMPLETE", "params": {"width": 4}, "value": 0.8, "log_loss": 0.5}
+write_study_record({"schema": 1, "kind": "study", "study": key.name, "setting": setting, "budget": 1, "trials": [trial]})
+print(base.plugin)
+"""
+
+
+def test_a_study_tuned_for_older_code_is_refused_by_sweep_and_tables(results, tmp_path, monkeypatch):
+    """A plugin edited after its studies were tuned (a new identity): `sweep run --tuned` refuses the old studies
+    naming the difference and the command that tunes them anew (it used to run their choice under the new code);
+    `tables --tuned` refuses tuned records whose study was tuned for other code."""
+    from benchmarks.errors import UserError
+    from benchmarks.tune.summary import check_tuned_records, read_study_record
+
+    plugin = tmp_path / "tiny_tuned.py"
+    plugin.write_text(PLUGIN)
+    made = subprocess.run([sys.executable, "-c", STUDY_OF, str(plugin)], capture_output=True, text=True, env=results)
+    assert made.returncode == 0, made.stderr
+    old = made.stdout.strip()
+    dry = ["run", "--tuned", "--tables", "2", "--methods", "tiny_tuned", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke",
+           "--executor", "local", "--dry-run", "--plugin", str(plugin)]
+    p = cmd("benchmarks.sweep", *dry, env=results)
+    assert p.returncode == 0 and "1 to run" in p.stdout, p.stdout + p.stderr  # the same code: its study is used
+    plugin.write_text(PLUGIN + "# edited\n")
+    p = cmd("benchmarks.sweep", *dry, env=results)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"the study tiny_tuned.LIDC-C.fold0.smoke.phantom.min2.accuracy was tuned for other code (plugin {old} there, tiny_tuned.py#" in err
+    assert "tune it anew: `python -m benchmarks.tune run --methods tiny_tuned --datasets LIDC-C --folds 0 --profile smoke --source phantom " \
+           "--budget 1 --tag " in err and "then use --tag" in err
+    monkeypatch.setenv("CLIPLUNG_RESULTS", results["CLIPLUNG_RESULTS"])
+    study = read_study_record("tiny_tuned.LIDC-C.fold0.smoke.phantom.min2.accuracy")
+    record = {"tuning": {"study": study["study"]}, "method_version": 1, "plugin": "tiny_tuned.py#0123456789abcdef", "backbone_plugin": None}
+    with pytest.raises(UserError, match=f"plugin {old} there, tiny_tuned.py#0123456789abcdef now"):
+        check_tuned_records([record])
+    check_tuned_records([{**record, "plugin": old}])  # its own code: fine
+
+
 def test_a_diverging_trial_is_pruned_and_a_failing_one_fails(tmp_path, monkeypatch):
     """The worker's ends of a trial, with the training replaced: divergence spends the slot (pruned, said why), any
     other error fails the trial and ends the worker with it (its parameters are tried again by the next claim)."""

@@ -69,6 +69,7 @@ from benchmarks.stats.bootstrap import MAX_BOOT, MIN_BOOT
 from benchmarks.tables.build import N_BOOT, PAPER, TESTS, build, build_backbones, labels_of, select, select_backbones, setting_tag
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
 from benchmarks.tables.tuning import tuning_note
+from benchmarks.tune.summary import check_tuned_records
 
 # What the generated LaTeX uses: rules, \resizebox, \checkmark.
 PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
@@ -154,7 +155,8 @@ def _write_tuning(records, tuned, args, setting, runs, datasets, out) -> list[Pa
     from benchmarks.tables.tuning import write_tuning  # noqa: PLC0415
 
     try:
-        paper = select(records, [t for t in args.tables if t in (1, 2)] or [1, 2], dataclasses.replace(setting, tuned=False), runs, datasets)
+        untuned = [r for r in records if not r.get("tuning")]  # (else select says the tuned ones are left out, "pick them with --tuned")
+        paper = select(untuned, [t for t in args.tables if t in (1, 2)] or [1, 2], dataclasses.replace(setting, tuned=False), runs, datasets)
     except UserError as e:  # no runs of the paper's configuration: the table shows the tuned side alone
         logging.getLogger(__name__).warning("no runs of the paper's configuration to put beside the tuned ones (%s)", e)
         paper = []
@@ -215,6 +217,8 @@ def main(argv=None):
         return
     left_out: dict = {}
     recs = select(records, args.tables, setting, runs, datasets, left_out=left_out)
+    if setting.tuned:  # each tuned record's study tuned for the code that made the record
+        check_tuned_records(recs, setting.tag)
     reference = reference_of(recs, args.reference)
     warn_phantom(recs[0]["profile"], recs[0]["source"])
     paths = write_tables(args.tables, recs, out, args.with_paper, datasets, reference, args.test, args.bootstrap, left_out)
