@@ -231,5 +231,19 @@ def space_json(space: dict) -> dict:
     return {k: {"type": type(d).__name__.lower(), **{f: v for f, v in dataclasses.asdict(d).items() if f != "when"}} for k, d in space.items()}
 
 
+def describe_json(space: dict) -> str:
+    """A search space as JSON (:func:`space_json`, as study records keep it) in words: 'lr 0.0001 to 0.1 (log);
+    n_ctx one of 2, 4, 8'."""
+    out = []
+    for k, d in sorted(space.items()):
+        if d.get("type") == "choice":
+            out.append(f"{k} {Choice(tuple(d['options'])).describe()}")
+        elif d.get("type") == "int":
+            out.append(f"{k} {Int(d['low'], d['high'], d.get('log', False)).describe()}")
+        else:
+            out.append(f"{k} {Float(d['low'], d['high'], d.get('log', False)).describe()}")
+    return "; ".join(out)
+
+
 def space_hash(space: dict) -> str:
     return hashlib.sha256(json.dumps(space_json(space), sort_keys=True, default=list).encode()).hexdigest()

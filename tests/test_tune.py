@@ -424,7 +424,12 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert "of 4 trials" in md and md.count("| LIDC-C |") == 3 and "0: trial" in md and "1: trial" in md
     data = json.loads((out / "tuning_LIDC-C_smoke_phantom_tuned.json").read_text())["tuning"]["LIDC-C"]
     assert all(e["paper"] and e["tuned"] and e["diff"] and e["diff"]["n"] == 2 for e in data.values())
-    assert "Tuned: each test fold's configuration" in (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
+    table2 = (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
+    assert table2.startswith("### Table 2 (tuned)") and "(MICCAI 2023). Tuned: each test fold's configuration" in table2
+    assert "pick them with --tuned" not in p.stderr and "#### Search spaces" in md  # the search spaces beside the choices
+    spaces = json.loads((out / "tuning_LIDC-C_smoke_phantom_tuned.json").read_text())["spaces"]
+    assert set(spaces) == {"ce", "nsb", "clip_lung"} and "alpha 0.1 to 10 (log)" in spaces["clip_lung"]["text"]
+    assert all(e["studies"] == 2 and e["budget"] == "4" and e["train_h"] > 0 and e["setup_h"] > 0 for e in spaces.values())
     assert not (out / "table2_LIDC-C_smoke_phantom.md").exists()  # the untuned table is its own file, made only when asked
     p = cmd("benchmarks.figures", "tuning", *TINY, env=results)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -434,6 +439,10 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert p.returncode == 0, p.stderr[-3000:]
     report = (Path(results["CLIPLUNG_RESULTS"]) / "report" / "report.md").read_text()
     assert "## Tuning" in report and "tuning_best_so_far.png" in report and "Chosen per fold" in report
+    assert report.startswith("# Results: profile smoke, source phantom, tuned (validation accuracy)") and "## Table 2 (tuned)" in report
+    assert "- **tuned**: each method's configuration chosen per test fold" in report
+    assert report.count("(MICCAI 2023). Tuned: each test fold's configuration") == 1  # Table 2's caption in the report too
+    assert "### Search spaces and cost" in report and spaces["clip_lung"]["text"] in report and "lr=" in report  # space and choice
 
 
 PLUGIN = '''

@@ -134,3 +134,139 @@ def test_tune_run_after_a_torn_journal_keeps_the_finished_trials_and_finishes_th
     (retry,) = [t for t in after["trials"] if t["retry_of"] == 1]
     assert (retry["params"], retry["value"]) == finished_trials(before)[1]  # the same trial, the same value
     assert Path(f"{journal}.bad").exists()
+
+
+# --- a newcomer's frictions --------------------------------------------------------------------------------------------
+
+
+def _cli(module, *args, env=None):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_names_and_options_that_are_wrong_answer_at_once_with_what_to_do(tmp_path):
+    """A misspelled method gets the closest name and the --plugin hint, from sweep, tune and tables alike, before torch
+    is imported (sweep took 3.3 s, tables --reference 5.6 s); --sbatch without '=' is refused (it was accepted)."""
+    env = {"CLIPLUNG_RESULTS": str(tmp_path / "r")}
+    cases = [
+        ("benchmarks.tune", ["run", "--methods", "clip_lng", "--budget", "2"], "unknown method 'clip_lng'; known methods: ce, clip"),
+        ("benchmarks.sweep", ["run", "--tables", "2", "--methods", "clip_lng"], "unknown method 'clip_lng'; known methods: ce, clip"),
+        ("benchmarks.tables", ["--reference", "clip_lng"], "unknown method 'clip_lng'; known methods: ce, clip"),
+        ("benchmarks.sweep", ["run", "--tables", "2", "--methods", "ce", "--executor", "slurm", "--sbatch", "x"],
+         "--sbatch expects key=value (an sbatch option without its dashes, e.g. account=abc), got 'x'"),
+        ("benchmarks.sweep", ["run", "--tables", "2", "--methods", "ce", "--executor", "local", "--sbatch", "account=abc"],
+         "--sbatch is for --executor slurm"),
+        ("benchmarks.tune", ["run", "--methods", "ce", "--budget", "2", "--sbatch", "x"], "--sbatch expects key=value"),
+    ]
+    for module, args, want in cases:
+        p = subprocess.run([sys.executable, "-c", "import sys, runpy; sys.argv = sys.argv[1:]; import atexit; "
+                            "atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)); "
+                            "runpy.run_module(sys.argv[0], run_name='__main__')", module, *args], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, **env})
+        first = p.stderr.splitlines()[0] if p.stderr else ""
+        assert p.returncode == 2 and first.startswith(f"error: {want}") and "no torch" in p.stderr, (module, args, p.stderr)
+        if "unknown method" in want:
+            assert "did you mean clip_lung?" in first and "--plugin MODULE|FILE.py" in first
+    assert not (tmp_path / "r").exists()
+
+
+def test_tune_help_examples_run_and_help_says_each_default_once():
+    """`tune --help` showed `tune run --tables 1 2`, which failed (unrecognized arguments); `run --help` said
+    '(default 1) (default: 1)'."""
+    from benchmarks.tune import cli
+
+    args = cli._parser().parse_args(["run", "--tables", "1", "2", "--budget", "20", "--executor", "slurm", "--workers", "16"])
+    assert args.tables == [1, 2]
+    for module in ("benchmarks.run", "benchmarks.sweep", "benchmarks.tune"):
+        for sub in ([], ["run"]) if module != "benchmarks.run" else ([],):
+            p = _cli(module, *sub, "--help")
+            text = " ".join(p.stdout.split())
+            assert p.returncode == 0 and "default 1) (default" not in text and ") (default: 1) (default" not in text, (module, sub)
+
+
+def test_run_list_shows_each_methods_label_and_search_space():
+    p = _cli("benchmarks.run", "--list")
+    assert p.returncode == 0, p.stderr
+    blocks = p.stdout.split("\nclip_lung_ic ")[1].split("\n")
+    assert blocks[1].strip() == "tuned over: init_temperature 0.01 to 0.2 (log); lr 0.0001 to 0.1 (log); n_ctx one of 2, 4, 8; " \
+                                "weight_decay 1e-06 to 0.001 (log)"
+    assert p.stdout.count("tuned over: ") >= 12 and "alpha 0.1 to 10 (log)" in p.stdout
+
+
+def test_tuned_tables_get_their_own_file_names_per_objective_and_tag():
+    from benchmarks.tables.build import setting_tag
+
+    def rec(objective, study):
+        return {"profile": "quick", "source": "phantom", "tuning": {"objective": objective, "study": study}}
+
+    base = "ce.LIDC-C.fold0.quick.phantom.min2"
+    assert setting_tag([rec("accuracy", f"{base}.accuracy")]) == "quick_phantom_tuned"
+    assert setting_tag([rec("auc", f"{base}.auc")]) == "quick_phantom_tuned-auc"
+    assert setting_tag([rec("auc", f"{base}.auc.set-0123abcd.v2")]) == "quick_phantom_tuned-auc-v2"
+    assert setting_tag([{"profile": "quick", "source": "phantom"}]) == "quick_phantom"
+
+
+def test_the_glance_legend_stays_off_the_rows_and_identical_tuning_curves_stay_apart():
+    """The at-a-glance legend covered a plugin's row (the last, at the bottom); two methods whose studies gave the same
+    best-so-far curve drew one line over the other."""
+    import json as _json
+
+    from benchmarks.figures.glance import draw_tables
+    from benchmarks.figures.tuning import draw
+    from benchmarks.tables.build import PAPER
+
+    recs = [{"method": m, "dataset": "LIDC-C", "fold": f, "seed": 0, "profile": "smoke", "source": "phantom", "label": m,
+             "metrics": {"accuracy": 0.8 + 0.01 * f}} for m in ("ce", "clip_lung", "zz_plugin") for f in range(3)]
+    fig = draw_tables(recs, [2], _json.loads(PAPER.read_text()), ["LIDC-C"])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent(r)
+    assert not legend.overlaps(ax.get_window_extent(r))
+    study = lambda m, f: {"setting": {"dataset": "LIDC-C", "method": m, "fold": f, "objective": "accuracy", "profile": "smoke",  # noqa: E731
+                                      "source": "phantom"}, "budget": 3,
+                          "trials": [{"number": i, "state": "COMPLETE", "value": 0.7 + 0.1 * i, "finished": i} for i in range(3)]}
+    fig, out = draw([study(m, 0) for m in ("ce", "nsb")])
+    assert out["LIDC-C"]["ce"]["mean"] == out["LIDC-C"]["nsb"]["mean"]  # the same curve ...
+    means = [ln for ln in fig.axes[0].get_lines() if ln.get_linewidth() == 2]
+    assert len(means) == 2 and list(means[0].get_xdata()) != list(means[1].get_xdata())  # ... drawn apart
+    assert means[0].get_marker() != means[1].get_marker() and means[0].get_linestyle() != means[1].get_linestyle()
+
+
+@pytest.mark.parametrize("how", ["file", "module"])
+def test_a_plugin_that_fails_to_import_is_named_with_its_error_not_as_an_unknown_method(tmp_path, how):
+    """check and run name the plugin and its missing module (the method it registers is no 'unknown method')."""
+    (tmp_path / "broken_plugin.py").write_text('import not_a_module_at_all  # noqa\nfrom methods import register\n\n\n'
+                                              '@register("broken_x")\nclass X:\n    pass\n')
+    spec = str(tmp_path / "broken_plugin.py") if how == "file" else "broken_plugin"
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), str(tmp_path)])}
+    for module, args in (("benchmarks.check", ["broken_x"]), ("benchmarks.run", ["--method", "broken_x", "--dataset", "LIDC-B"])):
+        p = _cli(module, *args, "--plugin", spec, env=env)
+        assert p.returncode == 2 and p.stderr == f"error: plugin {spec} failed to import: ModuleNotFoundError: No module named " \
+                                                 "'not_a_module_at_all'\n", (module, p.stderr)
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_worker_ends_with_its_command_however_the_command_ends(sig):
+    """What ties a local worker to the command that started it (not its parent: submitit's controller sits between)."""
+    import signal
+    import time
+
+    from benchmarks.data.processes import identity
+
+    command = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmarks.data.processes import end_with_process; "
+                               f"end_with_process({identity(command.pid)!r}); print('armed', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "armed"
+        os.kill(command.pid, getattr(signal, sig))
+        command.wait(timeout=10)
+        t0 = time.perf_counter()
+        worker.wait(timeout=10)  # the watcher looks every 0.5 s
+        assert time.perf_counter() - t0 < 5 and worker.returncode == -signal.SIGKILL  # killed by its watcher
+    finally:
+        for p in (command, worker):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -100,13 +100,15 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = setting_tag(records, datasets)
+    note = tuning_note(records).strip()  # the tuned setting: said in every caption and heading
+    tuned = " (tuned)" if note else ""
     for t in tables:
         if not data[t]:
             continue  # --datasets left this table none of its datasets
-        cap = caption_for(t, records, reference, test, labels, n_boot, datasets) + tuning_note(records)
+        cap = " ".join(x for x in (caption_for(t, records, reference, test, labels, n_boot, datasets), note) if x)
         tex, md = (render_3(data, paper, cap, with_paper, left_out) if t == 3
                    else render_12(t, data, paper, cap, with_paper, labels, reference, left_out))
-        for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
+        for suffix, text in ((".tex", tex), (".md", f"### Table {t}{tuned}\n\n{cap}\n\n{md}")):
             p = out_dir / f"table{t}_{tag}{suffix}"
             atomic_write_text(p, text)
             paths.append(p)

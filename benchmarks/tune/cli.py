@@ -13,10 +13,13 @@ shared learning rate and weight decay; ``benchmarks.space``); a median pruner st
 poor trials early on their per-epoch validation objective. A trial trains on the
 inner training part of the fold's training folds and is scored on their inner
 validation part (``benchmarks.data.inner``): the test fold is never read. Workers
-(local processes, at most as many as the machine holds, or the tasks of a Slurm
-job array) pull trials from the shared studies; a killed worker's trial is failed
-and its parameters are tried again, and every study ends with exactly N finished
-(completed or pruned) trials. ``sweep run --tuned`` then trains each fold's chosen
+(local processes, at most as many as the machine holds, each ending with this
+command however it ends, or the tasks of a Slurm job array) pull trials from the
+shared studies; a killed worker's trial is failed and its parameters are tried
+again, and every study ends with exactly N finished (completed or pruned) trials.
+The chosen configuration is the completed trial of the best validation value, ties
+to the lower validation log loss. A trial's error is printed with its study and
+trial; one that would recur (a UserError) is not tried again, and the command exits 2. ``sweep run --tuned`` then trains each fold's chosen
 configuration on the whole training split and tests it on the fold. See
 docs/tuning.md.
 """

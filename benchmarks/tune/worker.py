@@ -143,7 +143,8 @@ class _TrialInLog(logging.Filter):
 def name_trials_in_log() -> None:
     """Every log line of this worker names the study and trial it belongs to (``setup_logging`` first)."""
     for h in logging.getLogger().handlers:
-        if not any(isinstance(f, _TrialInLog) for f in h.filters):
+        # setup_logging's own handler only (a test runner's capturing handlers keep their format)
+        if type(h) is logging.StreamHandler and not any(isinstance(f, _TrialInLog) for f in h.filters):
             h.addFilter(_TrialInLog())
             h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(trial)s%(message)s"))
 
