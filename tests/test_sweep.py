@@ -80,7 +80,7 @@ def test_kill_9_of_a_local_sweep_mid_run_ends_its_tasks_and_the_rerun_resumes_to
     from tests.test_tune import descendants, gone_within
 
     setting = ["--tables", "2", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke",
-               "--set", "epochs=6", "--set", "train_limit=64"]
+               "--set", "epochs=6", "--set", "train_limit=32"]
     args = ["run", *setting, "--executor", "local", "--max-parallel", "1", "--cpus-per-task", "1"]
     env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
     # The uninterrupted sweep, meanwhile (one torch thread in both: the same arithmetic).

@@ -518,11 +518,12 @@ def test_a_space_that_leaves_the_configs_ranges_is_refused_before_anything_is_wr
 @pytest.mark.slow
 def test_an_error_that_recurs_is_shown_and_not_tried_again(results, tmp_path):
     """A trial that fails with an error of the setting (here the method refuses a value its own space offers) ends the
-    command with the trial's own error line (not the worker's log path) and exit 2; no worker tries it again, and the
-    command does not advise to run it again unchanged."""
+    command with the trial's own error line and exit 2; no worker tries it again, and the command does not advise to
+    run it again unchanged. (One worker in the command's process: what a local worker's failure prints is tested
+    below without training.)"""
     plugin = tmp_path / "tiny_picky.py"
     plugin.write_text(PICKY)
-    p = tune("run", "--methods", "tiny_picky", "--datasets", "LIDC-C", "--folds", "0", *TINY, "--budget", "3", "--max-parallel", "1",
+    p = tune("run", "--methods", "tiny_picky", "--datasets", "LIDC-C", "--folds", "0", *TINY, "--budget", "3", "--executor", "debug",
              "--plugin", str(plugin), env=results)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
     (rec,) = study_records(results).values()
@@ -531,6 +532,31 @@ def test_an_error_that_recurs_is_shown_and_not_tried_again(results, tmp_path):
     assert f"failed: study {rec['study']}, trial 1 (lr=" in p.stderr and "this method is built at scale 1.0 only" in p.stderr
     assert f"scale={scale}: this method" in p.stderr and "- /" not in p.stderr and "run the same command again:" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: the error above is one of the setting, the data or the values")
+
+
+def test_a_failed_local_workers_line_is_its_own_error_not_the_log_path(tmp_path):
+    """submitit's error for a failed local task ends in the paths of its logs ('- <log>'): `tune run` printed that
+    line. It reads the task's own last error line from its result file instead."""
+    import pickle
+
+    from benchmarks.tune import cli
+
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+             "benchmarks.errors.UserError: study s, trial 2 (lr=0.01): scale=1.7: refused\n")
+    (tmp_path / "4242_0_result.pkl").write_bytes(pickle.dumps(("error", trace)))
+
+    class Job:
+        job_id = "4242"
+
+        def done(self):
+            return True
+
+        def result(self):
+            raise RuntimeError("Job (task=0) failed during processing with trace:\n----\n" + trace
+                               + "----\nYou can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n  - /x/4242_0_log.err")
+
+    errors = cli._wait([Job()], None, [], 0, tmp_path)
+    assert errors == ["worker 4242: UserError: study s, trial 2 (lr=0.01): scale=1.7: refused"]
 
 
 needs_slurm = pytest.mark.skipif(not (shutil.which("sbatch") and os.environ.get("SLURM_CONF")),
