@@ -49,6 +49,7 @@ from benchmarks.errors import UserError, cli_main
 from benchmarks.io import writable_dir
 from benchmarks.paths import tune_dir
 from benchmarks.tune.summary import OBJECTIVES, StudyKey, check_objective, choice_key
+from benchmarks.tune.worker import params_text
 
 EXECUTORS = ("local", "slurm", "debug")
 
@@ -229,8 +230,6 @@ def _failed_trials(names: list[str], command: str) -> list[dict]:
 
 def _end(args, storage, names: list[str], label: str, command: str, errors: list[str]) -> None:
     """What every `tune run` ends with: the studies' status, the failures and what to do about them, or the next command."""
-    from benchmarks.tune.worker import params_text  # noqa: PLC0415
-
     _finish_records(storage, names, label)
     rows = status_rows(storage, names)
     _print_status(rows)
