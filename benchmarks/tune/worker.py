@@ -163,9 +163,8 @@ def run_trial(storage, item: dict, study, trial, device: str = "auto") -> str:
     Recorded with it: ``seconds``, what the trial cost (trained, and scored after each epoch),
     apart from ``setup_seconds``, what came before (its model built, and its fold loaded by the
     first trial of a worker on it, for every trial after it: the crop cache built too, once,
-    when none was there yet), and
-    ``log_loss``, its final validation log loss (the chosen trial's tie-break,
-    ``benchmarks.tune.summary.chosen_trial``). An error of the setting, the data or the values
+    when none was there yet), and ``log_loss``, its final validation log loss (the chosen
+    trial's tie-break, ``benchmarks.tune.summary.chosen_trial``). An error of the setting, the data or the values
     (a UserError) would recur on every try: the trial is failed with ``recurs`` set, and no
     worker of the same command claims from the study again."""
     import optuna  # noqa: PLC0415
@@ -225,7 +224,8 @@ def run_trial(storage, item: dict, study, trial, device: str = "auto") -> str:
                 where = f"study {item['study']}, trial {trial.number} ({params_text(trial.params)})"
                 raise (UserError if recurs else TrialFailed)(f"{where}: {msg}") from None
             raise
-        finish(storage, study, trial, "COMPLETE", last["value"], log_loss=last["log_loss"], **took())
+        ll = last["log_loss"] if last["log_loss"] == last["log_loss"] else None  # (NaN is no JSON)
+        finish(storage, study, trial, "COMPLETE", last["value"], log_loss=ll, **took())
         log.info("complete: validation %s %.4f", objective, last["value"])
         return "COMPLETE"
     finally:
