@@ -158,6 +158,21 @@ def check_config_round_trip(case: _Case) -> str:
     return f"{len(fields)} field(s)" + (f": {', '.join(fields)}" if fields else "")
 
 
+def check_search_space(case: _Case) -> str:
+    """The method's tuning space (``Config.SEARCH`` and the shared one, ``benchmarks.space``) as ``tune run``
+    checks it before any trial: fields of its configs, of their types, inside their ``RANGES`` and
+    ``CHOICES``, and holding the registered defaults (the first trial of every study)."""
+    from benchmarks.config import TrainConfig  # noqa: PLC0415
+    from benchmarks.space import space_of  # noqa: PLC0415
+
+    defaults = {**dataclasses.asdict(TrainConfig()), **dataclasses.asdict(case.method.config)}
+    try:
+        space = space_of(case.method, defaults=defaults)
+    except UserError as e:
+        raise CheckFailed(str(e).removeprefix(f"{case.method.name}: ")) from None
+    return "; ".join(f"{k} {d.describe()}" for k, d in space.items())
+
+
 def check_forward_dict(case: _Case) -> str:
     for k in (3, 2):
         for mode in ("train", "eval"):
@@ -277,6 +292,7 @@ CHECKS: dict[str, Callable[[_Case], str]] = {
     "interface": check_interface,
     "attributes": check_attributes,
     "config round-trips through --set": check_config_round_trip,
+    "search space inside the config's ranges": check_search_space,
     "forward returns a dict": check_forward_dict,
     "predict gives probabilities": check_predict,
     "predict reads no labels or attributes": check_predict_blind,

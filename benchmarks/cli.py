@@ -7,6 +7,7 @@ usage dump. ``int_in(lo, hi)`` is an argparse ``type`` that says the valid range
 from __future__ import annotations
 
 import argparse
+import re
 
 from benchmarks.data.protocols import N_FOLDS, PROTOCOLS
 from benchmarks.errors import UserError
@@ -32,7 +33,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     def _get_help_string(self, action):
         # "is": a default of 0 is shown (0 == False would hide it)
         if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS \
-                or "(default" in (action.help or ""):
+                or re.search(r"\bdefault\b", action.help or ""):  # a help that says its default itself ('... default 1)')
             return action.help
         default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
         return f"{action.help} (default: {default})"
@@ -146,10 +147,13 @@ def static_method_names(plugin_flags=()) -> set[str] | None:
 def refuse_unknown_methods(names, plugin_flags=()) -> None:
     """A UserError for a method name that no source can register, before torch is imported
     (the registry answers the same for the others, once the plugins are loaded)."""
+    from benchmarks.errors import unknown_method  # noqa: PLC0415
+    from benchmarks.plugins import plugin_specs  # noqa: PLC0415
+
     known = static_method_names(plugin_flags) if names else None
     unknown = [n for n in names or () if known is not None and n not in known]
     if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}; known methods: {', '.join(sorted(known))}")
+        raise UserError(unknown_method(unknown[0], known, bool(plugin_specs(plugin_flags))))
 
 
 def lazy_import(name: str):

@@ -11,6 +11,21 @@ class UserError(Exception):
     """A mistake of the user (bad flag, missing data, unwritable folder): no traceback."""
 
 
+def unknown_method(name: str, known, plugins_given: bool = False) -> str:
+    """The line for a method name nobody registers: the known ones, the closest of them (a typo), and
+    where a plugin's method comes from."""
+    import difflib  # noqa: PLC0415
+
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    text = f"unknown method {name!r}; known methods: {', '.join(known)}"
+    if close:
+        text += f"; did you mean {close[0]}?"
+    if not plugins_given:
+        text += " (a plugin's method: load its plugin with --plugin MODULE|FILE.py)"
+    return text
+
+
 def setup_logging() -> None:
     """Our loggers at INFO; third-party libraries (open_clip logs on the root logger) at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

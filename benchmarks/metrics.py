@@ -70,6 +70,15 @@ def evaluate(probs, labels, class_names, test_class_names, rule: str = "argmax")
     return out
 
 
+def log_loss(probs, labels, eps: float = 1e-12) -> float:
+    """Mean cross-entropy of the true class, -mean log p[y] (``probs`` (N, K) over the training
+    classes, ``labels`` their indices): a tuning trial's secondary validation score, which tells
+    apart trials of the same accuracy (the count of right answers ties often on a few hundred
+    nodules; how sure they are rarely does)."""
+    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.log(np.clip(p, eps, 1.0)).mean())
+
+
 def summarize(fold_metrics: list[dict]) -> dict:
     """Mean and sample standard deviation (ddof=1) over folds of every scalar metric."""
     def flat(m, prefix=""):

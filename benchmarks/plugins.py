@@ -6,7 +6,7 @@ defines with ``methods.register`` / ``methods.backbones.register_backbone``):
   entry points   an installed package that declares, in its pyproject.toml,
                      [project.entry-points."clip_lung_bench.plugins"]
                      my_method = "my_package.my_module"
-  --plugin X     on run, sweep, tables, figures, report and speed (repeatable): X
+  --plugin X     on run, sweep, tune, tables, figures, report, speed and check (repeatable): X
                  is an importable module name, a path to a ``.py`` file, or a path
                  to a package folder (one holding ``__init__.py``);
   CLIPLUNG_PLUGINS  the same list, separated by the path separator (``:``),

@@ -32,6 +32,7 @@ from benchmarks.cli import (
     check_datasets,
     load_plugins,
     output_folder,
+    refuse_unknown_methods,
     runs_folder,
 )
 from benchmarks.errors import UserError, cli_main
@@ -117,12 +118,15 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     from benchmarks.figures.glance import draw_tables  # noqa: PLC0415
     from benchmarks.grid import display  # noqa: PLC0415
     from benchmarks.tables.levels import caption_note  # noqa: PLC0415
+    from benchmarks.tables.tuning import tuning_note  # noqa: PLC0415
 
     r0 = recs[0]
     paper = json.loads(tb.PAPER.read_text())
     data = tb.build(recs, tables, datasets, reference, test, n_boot, left_out=left_out)
     labels = tb.labels_of(recs, left_out)
-    lines = [f"# Results: profile {r0['profile']}, source {r0['source']}", ""]
+    tuned = [r for r in recs if r.get("tuning")]
+    objective = tuned[0]["tuning"]["objective"] if tuned else None
+    lines = [f"# Results: profile {r0['profile']}, source {r0['source']}" + (f", tuned (validation {objective})" if tuned else ""), ""]
     if r0["source"] == "phantom":
         lines += [f"> **{PHANTOM_WARNING}**", ""]
     if tb.source_note(recs):
@@ -132,7 +136,12 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
         lines += [f"> **{partial.strip()} Their cells are marked ‡.**", ""]
     if r0["profile"] != "paper":
         lines += [f"> The `{r0['profile']}` profile trains briefly: a check that everything runs, not the paper's schedule.", ""]
-    lines += ["## Setting", ""] + [f"- {x}" for x in setting_lines(recs)] + [""]
+    lines += ["## Setting", ""] + [f"- {x}" for x in setting_lines(recs)]
+    if tuned:
+        budgets = "/".join(map(str, sorted({r["tuning"]["budget"] for r in tuned})))
+        lines.append(f"- **tuned**: each method's configuration chosen per test fold by its own study of {budgets} trials on an inner "
+                     f"validation split (objective validation {objective}); search spaces, chosen parameters and cost under Tuning")
+    lines += [""]
     glance = save_figure(draw_tables(recs, tables, paper, datasets), out, "tables_at_a_glance")[0]
     images = [glance]
     lines += ["## At a glance", "", f"![accuracy per method and dataset beside the paper's]({glance.name})", ""]
@@ -140,9 +149,11 @@ def build_markdown(recs: list[dict], tables, out: Path, figures: Path, backbones
     for t in tables:
         if not data[t]:
             continue
-        cap = tb.caption_for(t, recs, reference, test, labels, n_boot, datasets) + caption_note(data, t, test, display(reference, labels.get(reference)))
+        parts = (tb.caption_for(t, recs, reference, test, labels, n_boot, datasets), caption_note(data, t, test, display(reference, labels.get(reference))),
+                 tuning_note(recs))
+        cap = " ".join(x.strip() for x in parts if x.strip())
         _, md = tb.render_3(data, paper, cap, False, left_out) if t == 3 else tb.render_12(t, data, paper, cap, False, labels, reference, left_out)
-        lines += [f"## Table {t}", "", cap, "", md.strip(), ""]
+        lines += [f"## Table {t}" + (" (tuned)" if tuned else ""), "", cap, "", md.strip(), ""]
     lines += pathology_section(recs, datasets, n_boot)
     lines += variance_section(data, tables, out, images)
     ranks = cd.rank_test(recs, tables, "accuracy", datasets)
@@ -186,15 +197,20 @@ def tuning_section(recs: list[dict], paper: list[dict] | None, out: Path, images
     against its tuned one with the chosen parameters, and the best-so-far curves of the studies."""
     from benchmarks.figures.common import save_figure  # noqa: PLC0415
     from benchmarks.figures.tuning import draw  # noqa: PLC0415
-    from benchmarks.tables.tuning import build_tuning, render_tuning, tuning_note  # noqa: PLC0415
+    from benchmarks.tables.tuning import build_tuning, render_spaces, render_tuning, spaces, tuning_note  # noqa: PLC0415
     from benchmarks.tune.summary import read_study_record  # noqa: PLC0415
 
     tuned = [r for r in recs if r.get("tuning")]
     if not tuned:
         return []
+    labels = {r["method"]: r.get("label") for r in tuned}
     lines = ["## Tuning", "", tuning_note(tuned) + "Trials never saw a test fold (docs/tuning.md).", ""]
-    _, md = render_tuning(build_tuning(tuned, paper or []), "", {r["method"]: r.get("label") for r in tuned})
-    lines += [md.strip(), ""]
+    lines += ["### Search spaces and cost", "", "Each method's search space (every method also over the shared learning rate and weight "
+              "decay; an ablation only over the weights of the terms it trains), its studies and trials per study, and what they cost: "
+              "the trials' training and validation, and the set-up before them (loading folds, the crop cache built once, models).", "",
+              render_spaces(spaces(tuned), labels).strip(), ""]
+    _, md = render_tuning(build_tuning(tuned, paper or []), "", labels)
+    lines += ["### Paper configuration vs tuned, and the chosen parameters", "", md.strip(), ""]
     studies = [s for s in (read_study_record(n) for n in sorted({r["tuning"]["study"] for r in tuned})) if s]
     if studies:
         fig, _ = draw(studies)
@@ -317,6 +333,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="folder of report.md, report.html and its figures (default: $CLIPLUNG_RESULTS/report)")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    refuse_unknown_methods([args.reference] if args.reference else [], args.plugin)  # a typo answers before torch is imported
     load_plugins(args)
     from benchmarks import tables as tb  # noqa: PLC0415  (scipy, the registry: deferred for --help speed)
     from benchmarks.paths import output_dir  # noqa: PLC0415
@@ -331,6 +348,10 @@ def main(argv=None):
     setting = Setting.from_args(args)
     left_out: dict = {}
     recs = tb.select(records, args.tables, setting, runs, datasets, left_out=left_out)
+    if setting.tuned:  # each tuned record's study tuned for the code that made the record
+        from benchmarks.tune.summary import check_tuned_records  # noqa: PLC0415
+
+        check_tuned_records(recs, setting.tag)
     reference = reference_of(recs, args.reference)
     r0 = recs[0]
     try:  # CE vs CLIP-Lung per backbone, when records of another backbone than the paper's exist
@@ -346,7 +367,8 @@ def main(argv=None):
         import dataclasses  # noqa: PLC0415
 
         try:
-            paper_recs = tb.select(records, args.tables, dataclasses.replace(setting, tuned=False), runs, datasets)
+            untuned = [r for r in records if not r.get("tuning")]  # (else select says the tuned ones are left out, "pick them with --tuned")
+            paper_recs = tb.select(untuned, args.tables, dataclasses.replace(setting, tuned=False), runs, datasets)
         except UserError:
             paper_recs = []
     paths = write_report(recs, args.tables, out, figures, backbones, datasets, reference, args.test, args.bootstrap, left_out, paper_recs)

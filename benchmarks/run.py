@@ -65,7 +65,10 @@ def _print_summary(method: str, dataset: str, profile: str, source: str, records
 
 
 def _list_methods() -> None:
+    """Each registered method: what it is, its label in tables (when not its name), its version and options,
+    and the search space `tune run` gives it (benchmarks.space)."""
     import methods  # noqa: PLC0415  (torch: deferred for --help speed)
+    from benchmarks.space import space_of  # noqa: PLC0415
 
     for name, m in sorted(methods.REGISTRY.items()):
         base = m.variant_of
@@ -79,6 +82,13 @@ def _list_methods() -> None:
             print(f"{name:18s} {title[:100] + ('...' if len(title) > 100 else '')}{origin}")
             opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(m.config).items())
             print(f"{'':18s} version {m.version}; --set {opts}" if opts else f"{'':18s} version {m.version}")
+        if m.label != name:
+            print(f"{'':18s} label in tables: {m.label}")
+        try:
+            space = "; ".join(f"{k} {d.describe()}" for k, d in space_of(m).items())
+        except UserError as e:  # a plugin's space its config refuses: said here, refused by tune run
+            space = f"refused: {e}"
+        print(f"{'':18s} tuned over: {space}")
 
 
 def _parser() -> ArgumentParser:
@@ -87,7 +97,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--dataset", help=f"one of {', '.join(PROTOCOLS)}")
     add_folds_seeds(ap)
     ap.add_argument("--repeats", type=int, default=1, metavar="R",
-                    help="repeated partitions: run the folds of partitions 0..R-1 (1-10; 0 is the committed one; default 1)")
+                    help="repeated partitions: run the folds of partitions 0..R-1 (1-10; 0 is the committed one)")
     ap.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
     ap.add_argument("--source", default="phantom", help="phantom (offline, rendered from the annotations), slices (real CT of the public slices release: prepare slices) or lidc (the DICOM download: prepare crops)")
     ap.add_argument("--min-readers", type=int, default=DEFAULT_MIN_READERS, help="keep nodules annotated by at least this many readers (1-4)")

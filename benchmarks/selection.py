@@ -201,15 +201,28 @@ def _fix(why: str, rerun: str) -> str:
 
 
 def _rerun_command(method: str, dataset: str, rs: list[dict], chosen: dict, sets: list[str], origin: dict | None) -> str:
-    """``python -m benchmarks.run ...`` that remakes the runs of ``rs`` (one method and dataset) in this setting."""
+    """``python -m benchmarks.run ...`` that remakes the runs of ``rs`` (one method and dataset) in this setting
+    (tuned runs: ``python -m benchmarks.sweep run --tuned ...``)."""
     import shlex  # noqa: PLC0415
 
     from benchmarks.data.protocols import DEFAULT_MIN_READERS  # noqa: PLC0415
 
     seeds = sorted({r["seed"] for r in rs})
-    parts = ["python -m benchmarks.run", f"--method {method}", f"--dataset {dataset}",
-             "--folds " + " ".join(map(str, sorted({r["fold"] for r in rs}))), *(["--seeds " + " ".join(map(str, seeds))] if seeds != [0] else []),
-             f"--profile {chosen['profile']}", f"--source {chosen['source']}"]
+    tuned = next((r["tuning"] for r in rs if r.get("tuning")), None)
+    if tuned:  # a tuned run is remade by a tuned sweep (`run --set <chosen>` would make an untuned record)
+        study = str(tuned.get("study", ""))
+        parts = ["python -m benchmarks.sweep run --tuned", f"--methods {method}", f"--datasets {dataset}",
+                 "--folds " + " ".join(map(str, sorted({r["fold"] for r in rs}))), *(["--seeds " + " ".join(map(str, seeds))] if seeds != [0] else []),
+                 f"--profile {chosen['profile']}", f"--source {chosen['source']}"]
+        parts += [f"--objective {tuned['objective']}"] if tuned.get("objective", "accuracy") != "accuracy" else []
+        extra = study.split(".")[7:]  # <method>.<dataset>.fold<f>.<profile>.<source>.min<r>.<objective>[.set-<hash>][.<tag>]
+        tag = ".".join(extra[1:] if extra and extra[0].startswith("set-") else extra)
+        parts += [f"--tag {tag}"] if tag else []
+        sets = [x for x in sets if x not in {f"{k}={v!r}" for k, v in (tuned.get("params") or {}).items()}]
+    else:
+        parts = ["python -m benchmarks.run", f"--method {method}", f"--dataset {dataset}",
+                 "--folds " + " ".join(map(str, sorted({r["fold"] for r in rs}))), *(["--seeds " + " ".join(map(str, seeds))] if seeds != [0] else []),
+                 f"--profile {chosen['profile']}", f"--source {chosen['source']}"]
     if chosen["min_readers"] not in (None, DEFAULT_MIN_READERS):
         parts.append(f"--min-readers {chosen['min_readers']}")
     parts += [f"--set {shlex.quote(s)}" for s in sets]

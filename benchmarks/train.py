@@ -39,7 +39,7 @@ import torch
 from benchmarks.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_bytes, load_torch_file, move_aside
-from benchmarks.metrics import evaluate
+from benchmarks.metrics import evaluate, log_loss
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ def fit(model, data, cfg: TrainConfig, seed: int, device: torch.device, checkpoi
     "state_dict": final (EMA) weights on the CPU}. ``stop_after_epoch`` ends the
     call early after that many epochs (tests of the resume path). ``on_epoch(epoch, metrics)``,
     when given, is called after every epoch with the metrics of ``data.test`` under the model
-    as it stands (a tuning trial's validation split: its pruner's input); it may raise to stop.
+    as it stands, and their ``log_loss`` (a tuning trial's validation split: its pruner's input,
+    and the log loss its ties' tie-break); it may raise to stop.
     """
     steps = fit_steps(model, data, cfg, seed, device, checkpoint, checkpoint_tag, progress, stop_after_epoch, on_epoch)
     while True:
@@ -295,8 +296,8 @@ def fit_steps(model, data, cfg: TrainConfig, seed: int, device: torch.device, ch
         if on_epoch is not None:  # a tuning trial: score the validation split now (the pruner decides)
             probs = _predict_with(model, ema, data.test, device, cfg)
             scored = probs if epoch + 1 == cfg.epochs else None  # the final weights: predicting again would repeat it
-            on_epoch(epoch + 1, evaluate(probs, data.test.labels, data.class_names, data.test_class_names,
-                                         getattr(model, "decision_rule", "argmax")))
+            on_epoch(epoch + 1, {**evaluate(probs, data.test.labels, data.class_names, data.test_class_names,
+                                            getattr(model, "decision_rule", "argmax")), "log_loss": log_loss(probs, data.test.labels)})
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
             return {"stopped": True, "history": history}
     t_eval = time.perf_counter()

@@ -70,9 +70,10 @@ class CLIPLung(TextGuided):
         RANGES = {"n_ctx": "[1, 32]", "alpha": "[0, inf)", "beta": "[0, inf)", "init_temperature": "[0.01, inf)"}
         CHOICES = {"text_encoder": ENCODERS, "group_reduction": ("sum", "mean"), "ca_classes": ("all", "own")}
         # Tuned (benchmarks.tune): the weights of L_IA and L_CA, the context length T and the initial
-        # temperature; plus lr, weight decay. The ablations (variants) share this space.
-        SEARCH = {"alpha": Float(0.1, 10.0, log=True), "beta": Float(0.05, 5.0, log=True), "n_ctx": Choice((2, 4, 8)),
-                  "init_temperature": Float(0.01, 0.2, log=True)}
+        # temperature; plus lr, weight decay. An ablation (variant) is tuned over the weights of the
+        # terms it trains only: alpha where L_IA is on, beta where L_CA is (when=...).
+        SEARCH = {"alpha": Float(0.1, 10.0, log=True, when="use_ia"), "beta": Float(0.05, 5.0, log=True, when="use_ca"),
+                  "n_ctx": Choice((2, 4, 8)), "init_temperature": Float(0.01, 0.2, log=True)}
 
         text_encoder: str = "clip-vit-b16"
         text_weights: str = "openai"

@@ -34,7 +34,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from benchmarks.errors import UserError
+from benchmarks.errors import UserError, unknown_method
 
 _LOADING: list[dict] = []  # the plugin being imported (innermost last)
 
@@ -138,7 +138,7 @@ def check_interface(m: Method) -> str | None:
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        raise UserError(f"unknown method {name!r}; known methods: {', '.join(sorted(REGISTRY))}")
+        raise UserError(unknown_method(name, REGISTRY))
     return REGISTRY[name]
 
 

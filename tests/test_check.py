@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.space import Float, Int
 from methods import register
 
 
@@ -28,6 +29,7 @@ from methods import register
 class Tiny(nn.Module):
     @dataclass(frozen=True)
     class Config:
+        {config_extra}
         width: int = 8
         scale: float = 1.0
 
@@ -51,7 +53,7 @@ class Tiny(nn.Module):
     def predict(self, out):
         return {predict}
 '''
-GOOD = {"forward_extra": "", "loss_logits": 'out["logits"]', "loss_extra": "", "predict": 'out["logits"].softmax(-1)'}
+GOOD = {"config_extra": 'SEARCH = {"width": Int(4, 16), "scale": Float(0.5, 2.0)}', "forward_extra": "", "loss_logits": 'out["logits"]', "loss_extra": "", "predict": 'out["logits"].softmax(-1)'}
 BROKEN = {
     # predict-time forward keeps the labels, and predict mixes them in: a method that peeks at the answer
     "predict reads no labels or attributes": {
@@ -104,6 +106,28 @@ def test_a_method_that_breaks_the_contract_fails_that_check_by_name(broken, tmp_
     # that check, and only it (a loss that reaches no head cannot lower itself either: the smoke fit says so too)
     assert failed == [c for c in check.CHECKS if c in (broken, *AND_SO[broken])], out
     assert isinstance(e.value.code, str) and e.value.code == f"{len(failed)} check(s) failed: " + "; ".join(f"{name}: {c}" for c in failed)
+
+
+# A search space its own config refuses: tune run would refuse it before any trial, and check names it.
+BAD_SPACES = {
+    "default outside": ('SEARCH = {"scale": Float(2.0, 4.0)}', "search space of 'scale': the default 1.0 lies outside 2 to 4"),
+    "range outside RANGES": ('RANGES = {"scale": "(0, 2]"}; SEARCH = {"scale": Float(0.5, 5.0)}',
+                             "search space of 'scale': 0.5 to 5 leaves the field's valid range (0, 2] (its RANGES): 5.0 is outside"),
+    "Float on an int": ('SEARCH = {"width": Float(4, 16)}', "search space of 'width': Float on a field of type int"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_SPACES))
+def test_a_search_space_its_config_refuses_fails_that_check_by_name(bad, tmp_path, own_registry, capsys):
+    name = "tiny_space_" + "".join(w[0] for w in bad.split())
+    code, why = BAD_SPACES[bad]
+    with pytest.raises(SystemExit) as e:
+        check.main([name, "--plugin", str(plugin(tmp_path, name, config_extra=code))])
+    out = capsys.readouterr().out
+    check_name = "search space inside the config's ranges"
+    assert e.value.code == f"1 check(s) failed: {name}: {check_name}", out
+    line = next(ln for ln in out.splitlines() if ln.startswith("  FAIL"))
+    assert check_name in line and why in line, line
 
 
 def test_the_failures_say_what_is_wrong(tmp_path, own_registry):

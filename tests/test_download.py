@@ -604,6 +604,28 @@ def test_damaged_files_are_found_by_content_named_and_fetched_again(tmp_path, se
     assert p.returncode == 2 and err_line(p).endswith(f"python -m benchmarks.prepare download --to {moved} --scans 698"), p.stderr
 
 
+def test_a_stray_file_alone_is_moved_aside_and_the_same_rerun_passes(tmp_path, server1, one, here):
+    """A series whose only fault is a stray file: the rerun moves it aside, fetches nothing and ends verified (it used
+    to move it and still fail, '1 of 1 series incomplete after 2 tries', until a second rerun); so does the command
+    that --verify names."""
+    root = tmp_path / "d"
+    p = here(server1, "download", "--scans", "698", "--to", str(root))
+    assert p.returncode == 0, p.stdout + p.stderr
+    (entry,) = json.loads((root / idc.MANIFEST).read_text())["series"].values()
+    stray = root / entry["folder"] / "extra.dcm"
+    stray.write_bytes(b"not an object of the series")
+    p = here(None, "download", "--verify", "--to", str(root))
+    assert p.returncode == 2 and f"  {stray}: stray: not an object of the series" in p.stdout, p.stdout + p.stderr
+    repair = err_line(p).rsplit(": ", 1)[1]
+    assert repair == f"python -m benchmarks.prepare download --to {root} --scans 698"
+    server1.tap.reset()
+    p = here(server1, *repair.split()[3:])
+    assert p.returncode == 0 and "verified 1 of 1 series" in p.stdout and f"  moved aside: {stray} -> " in p.stdout, p.stdout + p.stderr
+    assert not stray.exists() and not server1.tap.gets  # nothing fetched: nothing was missing
+    p = here(None, "download", "--verify", "--to", str(root))
+    assert p.returncode == 0 and "1 verified by content" in p.stdout, p.stdout + p.stderr
+
+
 def test_a_silent_endpoint_ends_in_one_line_within_the_time_out(tmp_path, index, here):
     import socket
 
@@ -762,13 +784,45 @@ def test_a_disk_that_fills_up_mid_transfer_is_one_line_with_the_folder_and_the_r
         with open(folder / "filler.dcm", "wb") as f:
             for _ in range(0, total - 2**20, 2**20):
                 f.write(b"\1" * 2**20)
+        server1.tap.reset()
         p = here(server1, "download", "--scans", "698", "--to", str(root))
         assert p.returncode == 2, p.stdout + p.stderr
         assert err_line(p).startswith(f"error: the disk of {root} is full (") and err_line(p).endswith(
             f"free some space or pick another folder with --to, then retry: python -m benchmarks.prepare download --to {root} "
             "--scans 698"), p.stderr
         assert not leftovers(root)
+        gets = sum(server1.tap.gets.values())
+        print(f"{gets} GETs for {len(objs)} files")
+        assert gets <= 2 * len(objs), gets  # stopped at the full disk, not every file fetched ten times over
     finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_on_a_slow_link_is_blamed_on_the_disk_not_the_endpoint(tmp_path, server1, one, here):
+    """The disk fills while the link is slow (every GET sends half its body, then nothing): when no byte comes for the
+    time-out, the command looks at the disk before it blames the endpoint (it used to say 'no answer ... check the
+    network' while the server answered every GET)."""
+    objs, keys = one
+    total = sum(map(len, objs.values()))
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={total + 3 * 2**20}", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode:
+        pytest.skip("a disk that fills up needs a small tmpfs, which only root may mount here")
+    try:
+        root = mnt / "d"
+        sel = idc.select(2, scans=[698])
+        folder = root / sel.series["folder"][0]
+        folder.mkdir(parents=True)
+        with open(folder / "filler.dcm", "wb") as f:  # as in the test above: the disk fills during the transfer
+            for _ in range(0, total + 2 * 2**20, 2**20):
+                f.write(b"\1" * 2**20)
+        server1.tap.budget = 0
+        p = here(server1, "download", "--scans", "698", "--to", str(root), CLIPLUNG_IDC_TIMEOUT="3")
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert err_line(p).startswith(f"error: the disk of {root} is full ("), p.stderr
+    finally:
+        server1.tap.release.set()
         subprocess.run(["umount", str(mnt)], check=True)
 
 

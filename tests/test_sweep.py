@@ -71,6 +71,51 @@ def test_a_local_sweep_keeps_to_its_limit_then_status_and_tables(phantom_env, tm
     assert "CE Loss" in (tmp_path / "tables" / "table2_smoke_phantom.md").read_text()
 
 
+@pytest.mark.slow
+def test_kill_9_of_a_local_sweep_mid_run_ends_its_tasks_and_the_rerun_resumes_to_the_uninterrupted_record(phantom_env, tmp_path):
+    """`sweep run --executor local` killed (-9) while its task trains: none of its processes (the executor's
+    controller, the task) is alive 10 s later (they used to go on training, reparented, and a rerun saw the run
+    as running); the same command again resumes the run from its checkpoint to the record of an uninterrupted run."""
+    from benchmarks.data.processes import alive
+    from tests.test_tune import descendants, gone_within
+
+    setting = ["--tables", "2", "--methods", "ce", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke",
+               "--set", "epochs=6", "--set", "train_limit=32"]
+    args = ["run", *setting, "--executor", "local", "--max-parallel", "1", "--cpus-per-task", "1"]
+    env = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "runs"), "CLIPLUNG_SWEEPS": str(tmp_path / "sweeps")}
+    # The uninterrupted sweep, meanwhile (one torch thread in both: the same arithmetic).
+    whole = {**os.environ, "CLIPLUNG_RUNS": str(tmp_path / "whole"), "CLIPLUNG_SWEEPS": str(tmp_path / "whole-sweeps")}
+    other = subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", *args], env=whole, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    procs: list[dict] = []
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not list((tmp_path / "runs").glob("*.ckpt")):
+            time.sleep(0.2)
+        assert list((tmp_path / "runs").glob("*.ckpt")), "the run never reached its first checkpoint"
+        procs = descendants(proc.pid)
+        os.kill(proc.pid, 9)
+        took = gone_within(procs, 10.0)
+        assert took is not None, f"processes of the killed sweep still alive 10 s later: {[p for p in procs if alive(p)]}"
+        proc.communicate(timeout=60)
+        assert not list((tmp_path / "runs").glob("*.json")), "the run ended before the kill: nothing was tested"
+        p = sweep(*args, env=env)
+        assert p.returncode == 0 and "1 of 1 runs finished" in p.stdout, p.stdout + p.stderr[-3000:]
+        assert other.wait(timeout=600) == 0, other.stderr.read()[-3000:]
+        (mine,), (ref,) = ([json.loads(f.read_text()) for f in (root).glob("*.json")] for root in (tmp_path / "runs", tmp_path / "whole"))
+        assert mine["key"] == ref["key"] and mine["metrics"] == ref["metrics"] and mine["predictions"] == ref["predictions"]
+    finally:
+        for q in (proc, other):
+            if q.poll() is None:
+                os.killpg(q.pid, 9)
+                q.communicate()
+        for q in procs:
+            if alive(q):
+                os.kill(q["pid"], 9)
+
+
 def test_the_local_limit_follows_the_cores_and_the_memory(monkeypatch):
     from types import SimpleNamespace
 

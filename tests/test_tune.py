@@ -39,8 +39,6 @@ def study_records(env) -> dict:
 
 
 def test_every_method_has_a_space_that_holds_its_defaults_under_every_profile():
-    import dataclasses
-
     import methods
     from benchmarks.lifecycle import make_spec
 
@@ -52,7 +50,7 @@ def test_every_method_has_a_space_that_holds_its_defaults_under_every_profile():
             assert all(space[k] == SHARED[k] for k in SHARED if k not in getattr(m.cls.Config, "SEARCH", {}))
     clip_lung = space_of(methods.get_method("clip_lung"))
     assert clip_lung["alpha"] == Float(0.1, 10.0, log=True) and isinstance(clip_lung["n_ctx"], Choice)
-    assert dataclasses.asdict(space_of(methods.get_method("corf"))["depth"]) == {"low": 3, "high": 7, "log": False}
+    assert space_json(space_of(methods.get_method("corf")))["depth"] == {"type": "int", "low": 3, "high": 7, "log": False}
 
 
 def test_ranges_are_checked():
@@ -69,6 +67,51 @@ def test_ranges_are_checked():
     with pytest.raises(UserError, match="the default 0.001 lies outside"):
         space_of(m, {"lr": Float(0.01, 0.1)}, defaults={"lr": 1e-3})
     assert json.dumps(space_json(space_of(m)))  # plain JSON for the study's setting
+
+
+def test_a_range_keeps_to_its_fields_type_ranges_and_choices():
+    """One check for a method's SEARCH and --range: of the field's type (whole numbers on a float field, given by
+    --range, are a Float range), inside the field's RANGES and CHOICES, never a value a trial's run would refuse."""
+    import methods
+
+    clip, corf, lung = (methods.get_method(m) for m in ("clip", "corf", "clip_lung"))
+    key, dist = parse_range("init_temperature=1:2:log")
+    assert dist == Int(1, 2, log=True) and space_of(clip, {key: dist})["init_temperature"] == Float(1.0, 2.0, log=True)
+    assert space_of(clip, dict([parse_range("init_temperature=1,2")]))["init_temperature"] == Choice((1.0, 2.0))
+    for m, rng, why in ((clip, "init_temperature=0.001:0.1", "leaves the field's valid range [0.01, inf) (its RANGES): 0.001 is outside"),
+                        (corf, "trees=0.5:4.5", "Float on a field of type int; declare it as Int or Choice"),
+                        (corf, "trees=1:2000", "leaves the field's valid range [1, 1024]"),
+                        (lung, "group_reduction=sum,max", "'max' is not one of the field's CHOICES ('sum', 'mean')"),
+                        (lung, "n_ctx=2,4.5", "4.5 is not a value of the field's type int")):
+        with pytest.raises(UserError, match=why.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
+            space_of(m, dict([parse_range(rng)]))
+        assert "(--range)" in str(e.value)
+
+
+def test_the_ablations_are_tuned_over_the_weights_of_the_terms_they_train_only():
+    import methods
+
+    spaces = {m: set(space_of(methods.get_method(m))) for m in ("clip_lung", "clip_lung_ic", "clip_lung_ic_ia", "clip_lung_ia_ca", "clip_lung_ic_ca")}
+    base = {"lr", "weight_decay", "n_ctx", "init_temperature"}
+    assert spaces == {"clip_lung": base | {"alpha", "beta"}, "clip_lung_ic": base, "clip_lung_ic_ia": base | {"alpha"},
+                      "clip_lung_ia_ca": base | {"alpha", "beta"}, "clip_lung_ic_ca": base | {"beta"}}
+    # --set switching a term off drops its weight too (the space follows the resolved config)
+    assert "alpha" not in space_of(methods.get_method("clip_lung"), defaults={"use_ia": False, "alpha": 1.0})
+    # the full model's space is that of the studies tuned before: their setting (space hash) still holds
+    assert space_json(space_of(methods.get_method("clip_lung")))["alpha"] == {"type": "float", "low": 0.1, "high": 10.0, "log": True}
+
+
+def test_ties_go_to_the_lower_validation_log_loss_then_to_the_earlier_trial():
+    from benchmarks.tune.summary import chosen_trial
+
+    def t(n, value, ll, state="COMPLETE"):
+        return {"number": n, "state": state, "value": value, "log_loss": ll, "params": {"lr": n}}
+
+    # trial 0 (the defaults) ties trial 2 on accuracy; trial 2 was surer of its answers: it is chosen
+    assert chosen_trial({"trials": [t(0, 0.86, 0.41), t(1, 0.80, 0.30), t(2, 0.86, 0.35), t(3, 0.90, None, "PRUNED")]})["number"] == 2
+    assert chosen_trial({"trials": [t(0, 0.86, 0.35), t(1, 0.86, 0.35)]})["number"] == 0  # all equal: the earlier
+    assert chosen_trial({"trials": [t(0, 0.86, None), t(1, 0.86, 0.5)]})["number"] == 1  # a study without log losses ranks them last
+    assert chosen_trial({"trials": [t(0, 0.86, 0.2), t(1, 0.87, 0.9)]})["number"] == 1  # the objective first
 
 
 # --- the inner split -------------------------------------------------------------------------------------------------
@@ -231,15 +274,49 @@ def _pids_of_running(env, name):
 
     from benchmarks.tune.study import open_storage
 
-    study = optuna.load_study(study_name=name, storage=open_storage(str(rec_path)))
+    study = optuna.load_study(study_name=name, storage=open_storage(str(rec_path), write=False))
     return [(t.number, t.user_attrs.get("slot"), t.user_attrs["worker"]["pid"]) for t in study.get_trials(deepcopy=False)
             if t.state.name == "RUNNING" and "worker" in t.user_attrs]
 
 
+def descendants(pid: int) -> list[dict]:
+    """Every living process under ``pid`` (children, their children, ...), each as {"pid", "start"}."""
+    from benchmarks.data.processes import identity
+
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return [identity(c) for c in out]
+
+
+def gone_within(procs: list[dict], seconds: float) -> float | None:
+    """Seconds until every process of ``procs`` has ended, None when one is still alive after ``seconds``."""
+    from benchmarks.data.processes import alive
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if not any(alive(p) for p in procs):
+            return time.perf_counter() - t0
+        time.sleep(0.1)
+    return None
+
+
 @pytest.mark.slow
-def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
-    """One worker; its process is killed (-9) in the middle of the second trial; the same command again ends with exactly
-    the budget, the killed trial's parameters tried again, and the chosen configuration of an uninterrupted study."""
+def test_kill_9_of_tune_run_mid_trial_ends_its_workers_and_the_rerun_is_the_uninterrupted_study(results, tmp_path):
+    """One worker; the `tune run` command is killed (-9) in the middle of the second trial: none of its processes
+    (the executor's controller, the worker) is alive 10 s later; the same command again ends with exactly the budget,
+    the killed trial's parameters tried again, every slot as in an uninterrupted study and its choice."""
+    from benchmarks.data.processes import alive
     from benchmarks.tune.summary import chosen_trial, finished
 
     # Two epochs of one step each (32 nodules): a trial long enough to be killed in, and a pruner that can act.
@@ -250,8 +327,10 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
     other = {**results, "CLIPLUNG_RESULTS": str(tmp_path / "whole")}
     uninterrupted = subprocess.Popen([sys.executable, "-m", "benchmarks.tune", *args], env=other, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)  # its own group: its worker goes with it
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.tune", *args], env=results, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    procs: list[dict] = []
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.tune", *args], env=results, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         study = None
         victim = None
         deadline = time.time() + 600
@@ -265,7 +344,7 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
 
                 from benchmarks.tune.study import open_storage
 
-                names = [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(str(journal)))]
+                names = [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(str(journal), write=False))]
                 study = names[0] if names else None
                 if study is None:
                     continue
@@ -273,18 +352,23 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
             if running:
                 time.sleep(1.0)  # into the trial (its data and model are being made, or its first step)
                 victim = running[0]
-                os.kill(victim[2], signal.SIGKILL)
+                procs = descendants(proc.pid)
+                assert any(p["pid"] == victim[2] for p in procs), (victim, procs)  # the worker is the command's
+                os.kill(proc.pid, signal.SIGKILL)
         assert victim is not None, "the second trial never started"
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 1 and "run the same command again" in err, err[-3000:]
+        took = gone_within(procs, 10.0)  # the killed command not reaped yet (a zombie), as a shell's job may stay
+        print(f"every process of the killed command ended {took} s after the kill")
+        proc.communicate(timeout=60)
+        assert took is not None, f"processes of the killed command still alive 10 s later: {[p for p in procs if alive(p)]}"
         p = tune(*args, env=results)
         assert p.returncode == 0, p.stderr[-3000:]
         rec = study_records(results)[study]
         assert finished(rec) == 3 and rec["counts"]["FAIL"] == 1 and rec["counts"]["RUNNING"] == 0
         killed = next(t for t in rec["trials"] if t["number"] == victim[0])
-        assert killed["state"] == "FAIL" and "worker died" in killed["error"]
+        assert killed["state"] == "FAIL" and "worker died" in killed["error"], killed
         retry = [t for t in rec["trials"] if t["retry_of"] == victim[0]]
         assert len(retry) == 1 and retry[0]["params"] == killed["params"]
+        assert len({t["worker"]["pid"] for t in rec["trials"] if t["number"] > victim[0]}) == 1  # one worker at a time, as asked
         out, err = uninterrupted.communicate(timeout=600)
         assert uninterrupted.returncode == 0, err[-3000:]
         whole = study_records(other)[study]
@@ -292,9 +376,13 @@ def test_kill_9_of_a_worker_mid_trial_then_the_same_command(results, tmp_path):
         assert slots(whole) == slots(rec)
         assert chosen_trial(whole)["params"] == chosen_trial(rec)["params"]
     finally:  # a failed assertion leaves nothing running for the next test
-        if uninterrupted.poll() is None:
-            os.killpg(uninterrupted.pid, signal.SIGKILL)
-            uninterrupted.communicate()
+        for q in (uninterrupted, proc):
+            if q.poll() is None:
+                os.killpg(q.pid, signal.SIGKILL)
+                q.communicate()
+        for q in procs:  # the killed command's own, had one outlived it
+            if alive(q):
+                os.kill(q["pid"], signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -336,7 +424,12 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert "of 4 trials" in md and md.count("| LIDC-C |") == 3 and "0: trial" in md and "1: trial" in md
     data = json.loads((out / "tuning_LIDC-C_smoke_phantom_tuned.json").read_text())["tuning"]["LIDC-C"]
     assert all(e["paper"] and e["tuned"] and e["diff"] and e["diff"]["n"] == 2 for e in data.values())
-    assert "Tuned: each test fold's configuration" in (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
+    table2 = (out / "table2_LIDC-C_smoke_phantom_tuned.md").read_text()
+    assert table2.startswith("### Table 2 (tuned)") and "(MICCAI 2023). Tuned: each test fold's configuration" in table2
+    assert "pick them with --tuned" not in p.stderr and "#### Search spaces" in md  # the search spaces beside the choices
+    spaces = json.loads((out / "tuning_LIDC-C_smoke_phantom_tuned.json").read_text())["spaces"]
+    assert set(spaces) == {"ce", "nsb", "clip_lung"} and "alpha 0.1 to 10 (log)" in spaces["clip_lung"]["text"]
+    assert all(e["studies"] == 2 and e["budget"] == "4" and e["train_h"] > 0 and e["setup_h"] > 0 for e in spaces.values())
     assert not (out / "table2_LIDC-C_smoke_phantom.md").exists()  # the untuned table is its own file, made only when asked
     p = cmd("benchmarks.figures", "tuning", *TINY, env=results)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -346,6 +439,10 @@ def test_tune_then_sweep_tables_figures_and_report_end_to_end(results):
     assert p.returncode == 0, p.stderr[-3000:]
     report = (Path(results["CLIPLUNG_RESULTS"]) / "report" / "report.md").read_text()
     assert "## Tuning" in report and "tuning_best_so_far.png" in report and "Chosen per fold" in report
+    assert report.startswith("# Results: profile smoke, source phantom, tuned (validation accuracy)") and "## Table 2 (tuned)" in report
+    assert "- **tuned**: each method's configuration chosen per test fold" in report
+    assert report.count("(MICCAI 2023). Tuned: each test fold's configuration") == 1  # Table 2's caption in the report too
+    assert "### Search spaces and cost" in report and spaces["clip_lung"]["text"] in report and "lr=" in report  # space and choice
 
 
 PLUGIN = '''
@@ -395,6 +492,71 @@ def test_a_plugin_that_declares_a_space_is_tuned_over_it(results, tmp_path):
     assert len({t["worker"]["pid"] for t in rec["trials"]}) == 2
     assert rec["setting"]["plugin"].startswith("tiny_tuned.py#") and set(rec["setting"]["space"]) == {"width", "lr", "weight_decay"}
     assert [t["params"]["width"] for t in rec["trials"]][0] == 4 and all(2 <= t["params"]["width"] <= 8 for t in rec["trials"])
+
+
+PICKY = PLUGIN.replace('"tiny_tuned"', '"tiny_picky"').replace("class TinyTuned", "class TinyPicky").replace(
+    'SEARCH = {"width": Int(2, 8)}\n        width: int = 4',
+    'SEARCH = {"width": Int(2, 8), "scale": Float(0.5, 2.0)}\n        width: int = 4\n        scale: float = 1.0').replace(
+    "from benchmarks.space import Int", "from benchmarks.errors import UserError\nfrom benchmarks.space import Float, Int").replace(
+    "        super().__init__()\n", "        super().__init__()\n        if cfg.scale != 1.0:\n"
+    "            raise UserError(f'scale={cfg.scale}: this method is built at scale 1.0 only')\n", 1)
+
+
+def test_a_space_that_leaves_the_configs_ranges_is_refused_before_anything_is_written(results, tmp_path):
+    plugin = tmp_path / "tiny_ranged.py"
+    plugin.write_text(PLUGIN.replace('"tiny_tuned"', '"tiny_ranged"').replace(
+        'SEARCH = {"width": Int(2, 8)}', 'RANGES = {"width": "[4, 16]"}\n        SEARCH = {"width": Int(2, 8)}'))
+    t0 = time.perf_counter()
+    p = tune("run", "--methods", "tiny_ranged", "--datasets", "LIDC-C", "--folds", "0", *SMOKE1, "--budget", "2", "--plugin", str(plugin),
+             env=results)
+    took = time.perf_counter() - t0
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "tiny_ranged: search space of 'width': 2 to 8, integers leaves the field's valid range [4, 16] (its RANGES)" in p.stderr
+    assert took < 60 and not Path(results["CLIPLUNG_RESULTS"]).exists(), took
+
+
+@pytest.mark.slow
+def test_an_error_that_recurs_is_shown_and_not_tried_again(results, tmp_path):
+    """A trial that fails with an error of the setting (here the method refuses a value its own space offers) ends the
+    command with the trial's own error line and exit 2; no worker tries it again, and the command does not advise to
+    run it again unchanged. (One worker in the command's process: what a local worker's failure prints is tested
+    below without training.)"""
+    plugin = tmp_path / "tiny_picky.py"
+    plugin.write_text(PICKY)
+    p = tune("run", "--methods", "tiny_picky", "--datasets", "LIDC-C", "--folds", "0", *TINY, "--budget", "3", "--executor", "debug",
+             "--plugin", str(plugin), env=results)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (rec,) = study_records(results).values()
+    assert [t["state"] for t in rec["trials"]] == ["COMPLETE", "FAIL"] and rec["trials"][1]["recurs"], rec["trials"]
+    scale = rec["trials"][1]["params"]["scale"]
+    assert f"failed: study {rec['study']}, trial 1 (lr=" in p.stderr and "this method is built at scale 1.0 only" in p.stderr
+    assert f"scale={scale}: this method" in p.stderr and "- /" not in p.stderr and "run the same command again:" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: the error above is one of the setting, the data or the values")
+
+
+def test_a_failed_local_workers_line_is_its_own_error_not_the_log_path(tmp_path):
+    """submitit's error for a failed local task ends in the paths of its logs ('- <log>'): `tune run` printed that
+    line. It reads the task's own last error line from its result file instead."""
+    import pickle
+
+    from benchmarks.tune import cli
+
+    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+             "benchmarks.errors.UserError: study s, trial 2 (lr=0.01): scale=1.7: refused\n")
+    (tmp_path / "4242_0_result.pkl").write_bytes(pickle.dumps(("error", trace)))
+
+    class Job:
+        job_id = "4242"
+
+        def done(self):
+            return True
+
+        def result(self):
+            raise RuntimeError("Job (task=0) failed during processing with trace:\n----\n" + trace
+                               + "----\nYou can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n  - /x/4242_0_log.err")
+
+    errors = cli._wait([Job()], None, [], 0, tmp_path)
+    assert errors == ["worker 4242: UserError: study s, trial 2 (lr=0.01): scale=1.7: refused"]
 
 
 needs_slurm = pytest.mark.skipif(not (shutil.which("sbatch") and os.environ.get("SLURM_CONF")),
@@ -447,6 +609,54 @@ def test_tuned_sweeps_and_tables_need_finished_studies(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert e.value.code == 2 and "no study ce.LIDC-C.fold0.smoke.phantom.min2.accuracy in" in err and "tune run" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+STUDY_OF = """
+import json, sys
+from benchmarks.plugins import load_plugins
+from benchmarks.lifecycle import make_spec
+from benchmarks.tune.summary import StudyKey, write_study_record
+load_plugins([sys.argv[1]])
+base = make_spec("tiny_tuned", "LIDC-C", 0, 0, "smoke", "phantom", 2, [], split="inner")
+key = StudyKey("tiny_tuned", "LIDC-C", 0, "smoke", "phantom", 2)
+setting = {"method": "tiny_tuned", "dataset": "LIDC-C", "fold": 0, "profile": "smoke", "source": "phantom", "min_readers": 2, "sets": [],
+           "objective": "accuracy", "seed": 0, "budget": 1, "space": {}, "space_hash": "0" * 64, "inner_hash": "1" * 64,
+           "config_hash": base.config_hash, "method_version": base.method_version, "plugin": base.plugin, "backbone_plugin": base.backbone_plugin}
+trial = {"number": 0, "state": "COMPLETE", "params": {"width": 4}, "value": 0.8, "log_loss": 0.5}
+write_study_record({"schema": 1, "kind": "study", "study": key.name, "setting": setting, "budget": 1, "trials": [trial]})
+print(base.plugin)
+"""
+
+
+def test_a_study_tuned_for_older_code_is_refused_by_sweep_and_tables(results, tmp_path, monkeypatch):
+    """A plugin edited after its studies were tuned (a new identity): `sweep run --tuned` refuses the old studies
+    naming the difference and the command that tunes them anew (it used to run their choice under the new code);
+    `tables --tuned` refuses tuned records whose study was tuned for other code."""
+    from benchmarks.errors import UserError
+    from benchmarks.tune.summary import check_tuned_records, read_study_record
+
+    plugin = tmp_path / "tiny_tuned.py"
+    plugin.write_text(PLUGIN)
+    made = subprocess.run([sys.executable, "-c", STUDY_OF, str(plugin)], capture_output=True, text=True, env=results)
+    assert made.returncode == 0, made.stderr
+    old = made.stdout.strip()
+    dry = ["run", "--tuned", "--tables", "2", "--methods", "tiny_tuned", "--datasets", "LIDC-C", "--folds", "0", "--profile", "smoke",
+           "--executor", "local", "--dry-run", "--plugin", str(plugin)]
+    p = cmd("benchmarks.sweep", *dry, env=results)
+    assert p.returncode == 0 and "1 to run" in p.stdout, p.stdout + p.stderr  # the same code: its study is used
+    plugin.write_text(PLUGIN + "# edited\n")
+    p = cmd("benchmarks.sweep", *dry, env=results)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"the study tiny_tuned.LIDC-C.fold0.smoke.phantom.min2.accuracy was tuned for other code (plugin {old} there, tiny_tuned.py#" in err
+    assert "tune it anew: `python -m benchmarks.tune run --methods tiny_tuned --datasets LIDC-C --folds 0 --profile smoke --source phantom " \
+           "--budget 1 --tag " in err and "then use --tag" in err
+    monkeypatch.setenv("CLIPLUNG_RESULTS", results["CLIPLUNG_RESULTS"])
+    study = read_study_record("tiny_tuned.LIDC-C.fold0.smoke.phantom.min2.accuracy")
+    record = {"tuning": {"study": study["study"]}, "method_version": 1, "plugin": "tiny_tuned.py#0123456789abcdef", "backbone_plugin": None}
+    with pytest.raises(UserError, match=f"plugin {old} there, tiny_tuned.py#0123456789abcdef now"):
+        check_tuned_records([record])
+    check_tuned_records([{**record, "plugin": old}])  # its own code: fine
 
 
 def test_a_diverging_trial_is_pruned_and_a_failing_one_fails(tmp_path, monkeypatch):

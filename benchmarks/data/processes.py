@@ -43,6 +43,12 @@ def end_with_parent(parent_pid: int, sig: signal.Signals, on_death: Callable[[],
         on_death()
 
 
+def die_with(parent_pid: int) -> None:
+    """A pool's ``initializer`` (``initargs=(os.getpid(),)``): the worker is killed (SIGKILL) when the
+    process that made the pool ends, however it ends."""
+    end_with_parent(parent_pid, signal.SIGKILL, lambda: os._exit(1))
+
+
 def die_with_parent_preexec(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
     """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when this process dies (Linux;
     elsewhere nothing), and exits at once if this process died before the signal was armed."""
@@ -59,3 +65,59 @@ def die_with_parent_preexec(sig: signal.Signals = signal.SIGKILL) -> Callable[[]
             os._exit(1)
 
     return child
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), None when there is no such process."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    except (OSError, IndexError):
+        return None
+
+
+def pid_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, from ``/proc``), None when there is
+    none: with the pid it names one process for good (a pid alone may be reused by another)."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def identity(pid: int | None = None) -> dict:
+    """{"pid", "start"} of process ``pid`` (this one by default): what :func:`end_with_process` watches."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "start": pid_start(pid)}
+
+
+def alive(ident: dict | None) -> bool:
+    """Whether the process ``ident`` (:func:`identity`) is still running (True when /proc cannot tell). A
+    zombie is not: a command killed with ``kill -9`` stays one until its own parent reaps it."""
+    if not ident or ident.get("start") is None:
+        return True
+    fields = _stat(int(ident["pid"]))
+    return bool(fields) and len(fields) > 19 and fields[19] == ident["start"] and fields[0] not in ("Z", "X")
+
+
+def end_with_process(ident: dict | None, poll_s: float = 0.5) -> None:
+    """End this process (SIGKILL to itself, so its own children armed with :func:`end_with_parent`
+    go too) when the process ``ident`` ends, however it ends: a watcher thread looks every ``poll_s``
+    seconds, and this process's parent, when it dies, sends SIGKILL at once (``prctl``, Linux).
+
+    For workers that are not children of the command that started them (submitit's local
+    executor puts a controller process between the two): killed with ``kill -9``, the command
+    runs no clean-up, and without this its workers would go on claiming work for minutes."""
+    if not ident:
+        return
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if not alive(ident):
+        die()
+    end_with_parent(os.getppid(), signal.SIGKILL, die)
+
+    def watch() -> None:
+        while alive(ident):
+            time.sleep(poll_s)
+        die()
+
+    threading.Thread(target=watch, name="end-with-command", daemon=True).start()

@@ -64,10 +64,13 @@ def draw_tables(recs: list[dict], tables, paper: dict, datasets=None):
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
-    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="lower left")
+    # Outside the panels, right of the last: inside, it covered the rows at the bottom (a plugin's, added last).
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     r0 = recs[0]
     enc = sorted({r["text_encoder"] for r in recs if r.get("text_encoder")})
-    fig.suptitle(f"Accuracy per method and dataset: ours (profile {r0['profile']}, source {r0['source']}"
+    tuned = next((r["tuning"] for r in recs if r.get("tuning")), None)
+    fig.suptitle(f"Accuracy per method and dataset: ours{', tuned (validation ' + tuned['objective'] + ')' if tuned else ''} "
+                 f"(profile {r0['profile']}, source {r0['source']}"
                  + (f", text encoder {', '.join(enc)}" if enc else "") + ")\ndot: mean, bar: min-max over folds, ticks: each fold; "
                  "paper: diamond, mean +- std; * not in the paper", fontsize=8)
     fig.tight_layout()

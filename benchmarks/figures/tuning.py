@@ -54,18 +54,25 @@ def draw(studies: list[dict]):
     datasets = sorted(curves)
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers, dashes = "osD^vP*X", ["-", "--", "-.", ":"]
     out = {}
     for ax, ds in zip(axes[0], datasets):
+        k = len(curves[ds])
         for i, (m, folds) in enumerate(sorted(curves[ds].items())):
             c = colours[i % len(colours)]
             n = max(len(v) for v in folds.values())
+            # Each method shifted a little along x, with its own marker and dashes: identical curves (methods whose
+            # studies all chose the defaults, say) would otherwise hide one another.
+            dx = 0.08 * (i - (k - 1) / 2)
             for v in folds.values():
-                ax.plot(range(1, len(v) + 1), [x if x is not None else float("nan") for x in v], color=c, lw=0.7, alpha=0.35)
+                ax.plot([j + 1 + dx for j in range(len(v))], [x if x is not None else float("nan") for x in v], color=c, lw=0.7, alpha=0.35,
+                        ls=dashes[i % len(dashes)])
             mean = []
             for j in range(n):
                 vals = [v[j] for v in folds.values() if j < len(v) and v[j] is not None]
                 mean.append(sum(vals) / len(vals) if vals else float("nan"))
-            ax.plot(range(1, n + 1), mean, color=c, lw=2, marker="o", ms=3, label=f"{name(m)} ({len(folds)} folds)")
+            ax.plot([j + 1 + dx for j in range(n)], mean, color=c, lw=2, marker=markers[i % len(markers)], ms=4, ls=dashes[i % len(dashes)],
+                    label=f"{name(m)} ({len(folds)} folds)")
             out.setdefault(ds, {})[m] = {"folds": {str(f): v for f, v in sorted(folds.items())}, "mean": [None if x != x else x for x in mean]}
         ax.set_title(ds)
         ax.set_xlabel("trials finished")

@@ -56,6 +56,7 @@ from benchmarks.cli import (
     int_in,
     load_plugins,
     parse_folds,
+    refuse_unknown_methods,
     warn_phantom,
 )
 from benchmarks.data.protocols import DEFAULT_MIN_READERS
@@ -65,7 +66,7 @@ from benchmarks.paths import file_in_the_way, hint_for, runs_dir, sweeps_dir
 from benchmarks.sweep.matrix import describe, matrix
 from benchmarks.sweep.slurm import check_slurm
 from benchmarks.sweep.state import STATES, run_states, status
-from benchmarks.sweep.submit import run_local, submit, submit_lock, wait
+from benchmarks.sweep.submit import check_sbatch, run_local, submit, submit_lock, wait
 from benchmarks.tune.summary import tuned_specs
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -223,6 +224,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.folds is not None:
         args.folds = parse_folds(args.folds)
+    if args.cmd == "run":  # a wrong name or option ends here, before the seconds torch and the plugins take to import
+        refuse_unknown_methods(args.methods, args.plugin)
+        if args.executor not in EXECUTORS:
+            raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
+        check_sbatch(args.sbatch, args.executor)
     load_plugins(args)
     if args.tables is None:
         args.tables = [] if args.backbones else [1, 2, 3]
@@ -240,8 +246,6 @@ def main(argv=None):
         else:
             _print_status(st, args)
         return
-    if args.executor not in EXECUTORS:
-        raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
     if args.max_parallel and args.executor != "local":
         raise UserError("--max-parallel is for --executor local; " + ("on Slurm, --array-parallelism sets how many tasks run at once"
                         if args.executor == "slurm" else "the debug executor runs its tasks one by one in this process"))

@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.data.processes import identity
 from benchmarks.errors import UserError
 from benchmarks.io import atomic_write_text, exclusive_lock
 from benchmarks.paths import sweeps_dir
@@ -53,18 +54,30 @@ def make_executor(args, folder: Path):
             params["slurm_partition"] = args.partition
         if args.gpus_per_node:
             params["gpus_per_node"] = args.gpus_per_node
-        extra = {}
-        for item in args.sbatch or []:
-            if "=" not in item:
-                raise UserError(f"--sbatch expects key=value (an sbatch option without its dashes), got {item!r}")
-            k, v = item.split("=", 1)
-            extra[k.strip().lstrip("-").replace("-", "_")] = v
+        extra = check_sbatch(args.sbatch, args.executor)
         if extra:
             params["slurm_additional_parameters"] = extra
     elif args.executor == "local":
         params.update(cpus_per_task=args.cpus_per_task, gpus_per_node=args.gpus_per_node or 0)
     ex.update_parameters(**params)
     return ex
+
+
+def check_sbatch(items, executor: str) -> dict:
+    """``--sbatch key=value`` options as submitit's ``slurm_additional_parameters``; one line for an item without
+    ``=`` or a key that is no word, and for ``--sbatch`` given to an executor that has no sbatch (it would be ignored)."""
+    import re  # noqa: PLC0415
+
+    extra = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        key = k.strip().lstrip("-")
+        if not eq or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+            raise UserError(f"--sbatch expects key=value (an sbatch option without its dashes, e.g. account=abc), got {item!r}")
+        extra[key.replace("-", "_")] = v
+    if extra and executor != "slurm":
+        raise UserError(f"--sbatch is for --executor slurm; the {executor} executor has no sbatch to give it to")
+    return extra
 
 
 def _available_gb() -> float:
@@ -163,7 +176,8 @@ def submit(specs: list[RunSpec], args, runs_root: Path) -> dict:
         ex = make_executor(args, logs)
         cache = os.environ.get("CLIPLUNG_CACHE")
         task = make_task(str(runs_root.resolve()), str(Path(cache).resolve()) if cache else None, args.device, plugins,
-                         threads=local and local["threads"], tasks_at_once=local and local["tasks_at_once"], scheduler=args.executor)
+                         threads=local and local["threads"], tasks_at_once=local and local["tasks_at_once"], scheduler=args.executor,
+                         owner=identity() if local else None)
         if local is None:
             # submitit prints sbatch's stderr itself before raising: we keep it, to quote it in our one line.
             with contextlib.redirect_stderr(printed):

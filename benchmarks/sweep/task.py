@@ -5,6 +5,7 @@ import os
 import time
 from pathlib import Path
 
+from benchmarks.data.processes import end_with_process
 from benchmarks.errors import UserError
 from benchmarks.lifecycle import machine_share, run_one
 from benchmarks.pack import run_pack
@@ -25,7 +26,7 @@ class RunTask:
     """
 
     def __init__(self, runs_root: str, cache_root: str | None, device: str = "auto", plugins=(), threads: int | None = None,
-                 tasks_at_once: int | None = None, scheduler: str = "slurm"):
+                 tasks_at_once: int | None = None, scheduler: str = "slurm", owner: dict | None = None):
         self.runs_root = runs_root
         self.cache_root = cache_root
         self.device = device
@@ -33,9 +34,13 @@ class RunTask:
         self.threads = threads
         self.tasks_at_once = tasks_at_once
         self.scheduler = scheduler
+        self.owner = owner  # the local `sweep run` that started the task ({"pid", "start"}); None on Slurm
 
     def __call__(self, spec) -> str:
         started = time.time()
+        # A local task ends with its `sweep run` however that ends (kill -9 too): the rerun then finds
+        # its runs failed, not running, and resumes them from their checkpoints.
+        end_with_process(self.owner)
         os.environ[RUNS_ENV] = self.runs_root
         if self.cache_root:
             os.environ["CLIPLUNG_CACHE"] = self.cache_root
@@ -80,6 +85,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make_task(runs_root, cache_root, device, plugins=(), threads=None, tasks_at_once=None, scheduler="slurm"):
+def make_task(runs_root, cache_root, device, plugins=(), threads=None, tasks_at_once=None, scheduler="slurm", owner=None):
     """The checkpointable task object submitit pickles (by reference to this module's class)."""
-    return _checkpointable_class()(runs_root, cache_root, device, plugins, threads, tasks_at_once, scheduler)
+    return _checkpointable_class()(runs_root, cache_root, device, plugins, threads, tasks_at_once, scheduler, owner)

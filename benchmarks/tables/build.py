@@ -254,8 +254,21 @@ def setting_tag(records: list[dict], datasets=None) -> str:
     the files of other datasets or plugins never overwrite these."""
     ds = "+".join(sorted(datasets)) + "_" if datasets else ""
     plugins = sorted({plugin_name(p) for r in records for p in (r.get("plugin"), r.get("backbone_plugin")) if p})
-    tuned = "_tuned" if any(r.get("tuning") for r in records) else ""  # the tuned setting's files never overwrite the paper's
+    tuned = tuned_tag(records)  # the tuned setting's files never overwrite the paper's, nor another objective's or tag's
     return f"{ds}{records[0]['profile']}_{records[0]['source']}{tuned}" + "".join(f"_{p}" for p in plugins)
+
+
+def tuned_tag(records: list[dict]) -> str:
+    """'' for untuned records; '_tuned' for records tuned on validation accuracy, '_tuned-auc' on another
+    objective, '_tuned-auc-<tag>' for studies of a ``--tag``."""
+    tunings = [r["tuning"] for r in records if r.get("tuning")]
+    if not tunings:
+        return ""
+    t0 = tunings[0]
+    extra = str(t0.get("study", "")).split(".")[7:]  # <method>.<dataset>.fold<f>.<profile>.<source>.min<r>.<objective>[.set-<hash>][.<tag>]
+    tag = ".".join(extra[1:] if extra and extra[0].startswith("set-") else extra)
+    parts = ([t0["objective"]] if t0.get("objective", "accuracy") != "accuracy" else []) + ([tag] if tag else [])
+    return "_tuned" + "".join(f"-{re.sub(r'[^A-Za-z0-9.]+', '-', p)}" for p in parts)
 
 
 def plugin_name(identity: str) -> str:

@@ -57,6 +57,7 @@ from benchmarks.cli import (
     int_in,
     load_plugins,
     output_folder,
+    refuse_unknown_methods,
     runs_folder,
     warn_phantom,
 )
@@ -71,6 +72,7 @@ from benchmarks.tables.levels import caption_note
 from benchmarks.tables.pathology import write_pathology
 from benchmarks.tables.render import caption_for, render_3, render_12, render_backbones
 from benchmarks.tables.tuning import tuning_note
+from benchmarks.tune.summary import check_tuned_records
 
 # What the generated LaTeX uses: rules, \resizebox, \checkmark.
 PREAMBLE = "% Packages the tables of benchmarks.tables need.\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amssymb}\n"
@@ -102,14 +104,16 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = setting_tag(records, datasets)
+    note = tuning_note(records).strip()  # the tuned setting: said in every caption and heading
+    tuned = " (tuned)" if note else ""
     for t in tables:
         if not data[t]:
             continue  # --datasets left this table none of its datasets
-        cap = caption_for(t, records, reference, test, labels, n_boot, datasets) + caption_note(data, t, test, display(reference, labels.get(reference))) \
-            + tuning_note(records)
+        parts = (caption_for(t, records, reference, test, labels, n_boot, datasets), caption_note(data, t, test, display(reference, labels.get(reference))), note)
+        cap = " ".join(x.strip() for x in parts if x.strip())
         tex, md = (render_3(data, paper, cap, with_paper, left_out) if t == 3
                    else render_12(t, data, paper, cap, with_paper, labels, reference, left_out))
-        for suffix, text in ((".tex", tex), (".md", f"### Table {t}\n\n{cap}\n\n{md}")):
+        for suffix, text in ((".tex", tex), (".md", f"### Table {t}{tuned}\n\n{cap}\n\n{md}")):
             p = out_dir / f"table{t}_{tag}{suffix}"
             atomic_write_text(p, text)
             paths.append(p)
@@ -159,7 +163,8 @@ def _write_tuning(records, tuned, args, setting, runs, datasets, out) -> list[Pa
     from benchmarks.tables.tuning import write_tuning  # noqa: PLC0415
 
     try:
-        paper = select(records, [t for t in args.tables if t in (1, 2)] or [1, 2], dataclasses.replace(setting, tuned=False), runs, datasets)
+        untuned = [r for r in records if not r.get("tuning")]  # (else select says the tuned ones are left out, "pick them with --tuned")
+        paper = select(untuned, [t for t in args.tables if t in (1, 2)] or [1, 2], dataclasses.replace(setting, tuned=False), runs, datasets)
     except UserError as e:  # no runs of the paper's configuration: the table shows the tuned side alone
         logging.getLogger(__name__).warning("no runs of the paper's configuration to put beside the tuned ones (%s)", e)
         paper = []
@@ -208,6 +213,7 @@ def main(argv=None):
                          "patient, with the radiologists and the attribute-only model as reference rows (pathology_<profile>_<source>.{tex,md,json})")
     add_plugin_flag(ap)
     args = ap.parse_args(argv)
+    refuse_unknown_methods([args.reference] if args.reference else [], args.plugin)  # a typo answers before torch is imported
     load_plugins(args)
     datasets = check_datasets(args.datasets, None if args.backbones else args.tables)
     runs = runs_folder(args)
@@ -222,6 +228,8 @@ def main(argv=None):
         return
     left_out: dict = {}
     recs = select(records, args.tables, setting, runs, datasets, left_out=left_out)
+    if setting.tuned:  # each tuned record's study tuned for the code that made the record
+        check_tuned_records(recs, setting.tag)
     reference = reference_of(recs, args.reference)
     warn_phantom(recs[0]["profile"], recs[0]["source"])
     if args.truth == "pathology":

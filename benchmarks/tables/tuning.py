@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from benchmarks.grid import display
+from benchmarks.space import describe_json
 from benchmarks.tables.build import cell_stats, comparisons
 from benchmarks.tables.render import _dash, fmt_diff, fmt_p, tex_escape
 from benchmarks.tune.summary import read_study_record
@@ -57,6 +58,14 @@ def build_tuning(tuned: list[dict], paper: list[dict], test: str = "corrected_t"
     return dict(out)
 
 
+def costs(studies: dict[str, dict]) -> tuple[float, float]:
+    """(hours the trials trained and validated, hours of set-up before them: loading the folds, the crop cache
+    built once by a worker's first trial when there was none, building the models), summed over the studies."""
+    train = sum(x.get("seconds") or 0 for s in studies.values() for x in s["trials"])
+    setup = sum(x.get("setup_seconds") or 0 for s in studies.values() for x in s["trials"])
+    return train / 3600, setup / 3600
+
+
 def tuning_note(recs: list[dict]) -> str:
     """The tuned setting in one sentence for a caption ('' for untuned records)."""
     tuned = [r for r in recs if r.get("tuning")]
@@ -67,10 +76,43 @@ def tuning_note(recs: list[dict]) -> str:
     studies = _studies(tuned)
     s0 = next(iter(studies.values()), None)
     search = f"; sampler {s0['setting']['sampler']}; pruner {s0['setting']['pruner']}" if s0 and s0.get("setting") else ""
-    hours = sum(x.get("seconds") or 0 for s in studies.values() for x in s["trials"]) / 3600
+    train, setup = costs(studies)
     return (f"Tuned: each test fold's configuration chosen by its own study of {'/'.join(map(str, budgets))} trials "
-            f"(the paper's defaults first{search}) on a patient-grouped inner validation split of the training folds, "
-            f"objective validation {'/'.join(objectives)}; the test fold never chose; studies' trial time {hours:.2f} h in all. ")
+            f"(the paper's defaults first{search}; ties on the objective broken by the lower validation log loss) on a "
+            f"patient-grouped inner validation split of the training folds, objective validation {'/'.join(objectives)}; "
+            f"the test fold never chose; the studies' trials trained and validated for {train:.2f} h in all "
+            f"(set-up before them {setup:.2f} h more: loading folds, building the crop cache once, building models). ")
+
+
+def spaces(tuned: list[dict]) -> dict:
+    """{method: {"space": its search space (JSON), "text": in words, "studies", "budget", "train_h", "setup_h"}} of the
+    studies the tuned records name (a method whose studies differ in space lists each, joined by ' | ')."""
+    studies = _studies(tuned)
+    by: dict[str, list] = defaultdict(list)
+    for s in studies.values():
+        if s.get("setting"):
+            by[s["setting"]["method"]].append(s)
+    out = {}
+    for m, ss in sorted(by.items()):
+        texts = list(dict.fromkeys(describe_json(s["setting"].get("space") or {}) for s in ss))
+        train, setup = costs({s["study"]: s for s in ss})
+        out[m] = {"space": ss[0]["setting"].get("space"), "text": " | ".join(texts), "studies": len(ss),
+                  "budget": "/".join(map(str, sorted({s["budget"] for s in ss}))), "train_h": round(train, 3), "setup_h": round(setup, 3)}
+    return out
+
+
+def render_spaces(data: dict, labels: dict, latex: bool = False) -> str:
+    """The search space of each tuned method, its budget and what its studies cost, as a table."""
+    head = ["Method", "Search space", "Studies × trials", "Trials' time (h)", "Set-up (h)"]
+    if latex:
+        rows = [" & ".join([tex_escape(display(m, labels.get(m))), tex_escape(e["text"]), f"{e['studies']} $\\times$ {e['budget']}",
+                            f"{e['train_h']:.2f}", f"{e['setup_h']:.2f}"]) + " \\\\" for m, e in data.items()]
+        return "\n".join(["\\begin{tabular}{lp{0.55\\linewidth}rrr}", "\\toprule", " & ".join(["Method", "Search space", "Studies $\\times$ trials", "Trials' time (h)", "Set-up (h)"]) + " \\\\", "\\midrule", *rows,
+                          "\\bottomrule", "\\end{tabular}"])
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += [f"| {display(m, labels.get(m))} | {e['text']} | {e['studies']} × {e['budget']} | {e['train_h']:.2f} | {e['setup_h']:.2f} |"
+           for m, e in data.items()]
+    return "\n".join(md) + "\n"
 
 
 def _fmt_acc(e, latex: bool) -> str:
@@ -122,9 +164,14 @@ def write_tuning(tuned: list[dict], paper: list[dict], out_dir, tag: str, labels
            "(Nadeau & Bengio 2003)]; p: that test; chosen: each fold's trial and its parameters; — no runs of the paper's "
            "configuration in this setting.")
     tex, md = render_tuning(data, cap, labels)
+    sp = spaces(tuned)
+    space_cap = ("Search space of each method (every method also over the shared learning rate and weight decay), the studies and "
+                 "trials per study, and what they cost: the trials' training and validation, and the set-up before them.")
+    tex = tex.replace("\\end{table}", f"\\par\\medskip\\footnotesize {tex_escape(space_cap)}\\par\n{render_spaces(sp, labels, True)}\n\\end{{table}}", 1)
+    md = f"{md}\n#### Search spaces\n\n{space_cap}\n\n{render_spaces(sp, labels)}"
     paths = []
     for suffix, text in ((".tex", tex), (".md", f"### Tuned vs paper configuration\n\n{cap}\n\n{md}"),
-                         (".json", json.dumps({"caption": cap, "tuning": data}, indent=1, default=str))):
+                         (".json", json.dumps({"caption": cap, "tuning": data, "spaces": sp}, indent=1, default=str))):
         path = out_dir / f"tuning_{tag}{suffix}"
         atomic_write_text(path, text)
         paths.append(path)

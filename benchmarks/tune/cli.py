@@ -13,10 +13,13 @@ shared learning rate and weight decay; ``benchmarks.space``); a median pruner st
 poor trials early on their per-epoch validation objective. A trial trains on the
 inner training part of the fold's training folds and is scored on their inner
 validation part (``benchmarks.data.inner``): the test fold is never read. Workers
-(local processes, at most as many as the machine holds, or the tasks of a Slurm
-job array) pull trials from the shared studies; a killed worker's trial is failed
-and its parameters are tried again, and every study ends with exactly N finished
-(completed or pruned) trials. ``sweep run --tuned`` then trains each fold's chosen
+(local processes, at most as many as the machine holds, each ending with this
+command however it ends, or the tasks of a Slurm job array) pull trials from the
+shared studies; a killed worker's trial is failed and its parameters are tried
+again, and every study ends with exactly N finished (completed or pruned) trials.
+The chosen configuration is the completed trial of the best validation value, ties
+to the lower validation log loss. A trial's error is printed with its study and
+trial; one that would recur (a UserError) is not tried again, and the command exits 2. ``sweep run --tuned`` then trains each fold's chosen
 configuration on the whole training split and tests it on the fold. See
 docs/tuning.md.
 """
@@ -27,14 +30,26 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
-from benchmarks.cli import SEED_MAX, ArgumentParser, add_datasets_flag, add_plugin_flag, check_datasets, int_in, load_plugins, parse_folds
+from benchmarks.cli import (
+    SEED_MAX,
+    ArgumentParser,
+    add_datasets_flag,
+    add_plugin_flag,
+    check_datasets,
+    int_in,
+    load_plugins,
+    parse_folds,
+    refuse_unknown_methods,
+)
 from benchmarks.data.protocols import DEFAULT_MIN_READERS
 from benchmarks.errors import UserError, cli_main
 from benchmarks.io import writable_dir
 from benchmarks.paths import tune_dir
-from benchmarks.tune.summary import OBJECTIVES, StudyKey, check_objective
+from benchmarks.tune.summary import OBJECTIVES, StudyKey, check_objective, choice_key
+from benchmarks.tune.worker import params_text
 
 EXECUTORS = ("local", "slurm", "debug")
 
@@ -53,7 +68,9 @@ def _parser():
     r = sub.add_parser("run", help="run every study's trials until each has its budget")
     s = sub.add_parser("status", help="per study: trials done, pruned, failed, running, and the best so far")
     for p in (r, s):
-        p.add_argument("--methods", nargs="+", default=None, help="methods to tune (default: Tables 1-2's)")
+        p.add_argument("--tables", nargs="+", type=int, choices=[1, 2, 3], default=[1, 2],
+                       help="the tables whose methods and datasets are tuned (--methods, --datasets: only these of them)")
+        p.add_argument("--methods", nargs="+", default=None, help="methods to tune (default: those of --tables)")
         add_datasets_flag(p)
         p.add_argument("--folds", "--fold", nargs="+", default=["all"], metavar="FOLD", help="outer test folds 0-4 (or all)")
         p.add_argument("--profile", default="paper", help="paper, quick or smoke")
@@ -97,10 +114,11 @@ def plan(args) -> list[dict]:
     from benchmarks.space import parse_range, space_hash, space_json, space_of  # noqa: PLC0415
     from benchmarks.tune.study import describe_search  # noqa: PLC0415
 
-    names = args.methods or list(dict.fromkeys(m for t in (1, 2) for m in TABLES[t]["methods"]))
+    tables = getattr(args, "tables", None) or [1, 2]
+    names = args.methods or list(dict.fromkeys(m for t in tables for m in TABLES[t]["methods"]))
     for m in names:
         methods.get_method(m)
-    datasets = args.datasets or list(dict.fromkeys(d for t in (1, 2) for d in TABLES[t]["datasets"]))
+    datasets = args.datasets or list(dict.fromkeys(d for t in tables for d in TABLES[t]["datasets"]))
     check_objective(args.objective, datasets)
     check_sets(args.set, names)
     ranges = dict(parse_range(r) for r in getattr(args, "range", []) or [])
@@ -156,18 +174,19 @@ def status_rows(storage, names: list[str] | None) -> list[dict]:
         trials = study.get_trials(deepcopy=False)
         counts = {k: sum(t.state.name == k for t in trials) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
         done = [t for t in trials if t.state.name == "COMPLETE"]
-        best = min(done, key=lambda t: (-t.value, t.number)) if done else None
+        best = min(done, key=lambda t: choice_key(t.value, t.user_attrs.get("log_loss"), t.number)) if done else None
         out.append({"study": s.study_name, "budget": study.user_attrs.get("budget"), "finished": counts["COMPLETE"] + counts["PRUNED"],
                     **counts, "best": best.value if best else None, "best_trial": best.number if best else None,
                     "best_params": best.params if best else None})
     return out
 
 
-def _wait(jobs, storage, names: list[str], total: int) -> list[str]:
-    """Wait for the workers with a bar of finished trials; the error line of each failed worker."""
+def _wait(jobs, storage, names: list[str], total: int, folder: Path) -> list[str]:
+    """Wait for the workers with a bar of finished trials; the error line of each failed worker (its own
+    last line, read from its result file, not submitit's wrapper text that ends in the log's path)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from benchmarks.sweep.state import error_line  # noqa: PLC0415
+    from benchmarks.sweep.state import error_line, task_result  # noqa: PLC0415
 
     bar = tqdm(total=total, desc="trials", unit="trial", disable=not sys.stderr.isatty())
     try:
@@ -191,14 +210,59 @@ def _wait(jobs, storage, names: list[str], total: int) -> list[str]:
         try:
             j.result()
         except Exception as e:  # noqa: BLE001  the worker's own last error line
-            errors.append(f"worker {j.job_id}: {error_line(str(e)) if str(e).strip() else type(e).__name__}")
+            _, err = task_result(folder, j.job_id)
+            errors.append(f"worker {j.job_id}: {err or (error_line(str(e)) if str(e).strip() else type(e).__name__)}")
     return errors
+
+
+def _failed_trials(names: list[str], command: str) -> list[dict]:
+    """The trials this command's workers failed, from the study records: [{"study", "number", "params", "error", "recurs"}]."""
+    from benchmarks.tune.summary import read_study_record  # noqa: PLC0415
+
+    if not command:
+        return []
+    out = []
+    for n in names:
+        rec = read_study_record(n) or {"trials": []}
+        out += [{"study": n, **t} for t in rec["trials"] if t["state"] == "FAIL" and (t.get("worker") or {}).get("command") == command]
+    return out
+
+
+def _end(args, storage, names: list[str], label: str, command: str, errors: list[str]) -> None:
+    """What every `tune run` ends with: the studies' status, the failures and what to do about them, or the next command."""
+    _finish_records(storage, names, label)
+    rows = status_rows(storage, names)
+    _print_status(rows)
+    failed = _failed_trials(names, command)
+    for t in failed:
+        print(f"failed: study {t['study']}, trial {t['number']} ({params_text(t['params'])}): {t['error'] or 'no error line'}", file=sys.stderr)
+    for e in errors:
+        if not any(f"trial {t['number']} (" in e and t["study"] in e for t in failed):  # a worker's error not already said per trial
+            print(f"failed: {e}", file=sys.stderr)
+    if any(t.get("recurs") for t in failed):
+        raise UserError("the error above is one of the setting, the data or the values, and would recur on every try: "
+                        "no worker tried it again; fix its cause, then run the same command again")
+    if errors or failed:
+        print("run the same command again: a failed trial's parameters are tried again (at most three times)", file=sys.stderr)
+        raise SystemExit(1)
+    done = sum(r["finished"] >= (r["budget"] or 0) for r in rows)
+    print(f"{done} of {len(rows)} studies have their {args.budget} trials; studies' records in {tune_dir() / 'studies'}")
+    if done == len(rows):
+        print("next: the chosen configurations on the test folds: `python -m benchmarks.sweep run --tuned " + _flags(args, sweep=True)
+              + " --executor local`, then `python -m benchmarks.tables --tuned " + _flags(args, sweep=True, tables=True) + "`")
 
 
 @cli_main
 def main(argv=None):
     args = _parser().parse_args(argv)
     args.folds = parse_folds(args.folds)
+    refuse_unknown_methods(args.methods, args.plugin)  # a typo answers at once, before torch and the plugins are imported
+    if args.cmd == "run":
+        from benchmarks.sweep.submit import check_sbatch  # noqa: PLC0415
+
+        if args.executor not in EXECUTORS:
+            raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
+        check_sbatch(args.sbatch, args.executor)
     load_plugins(args)
     args.datasets = check_datasets(args.datasets)
     if args.cmd == "status":
@@ -206,15 +270,13 @@ def main(argv=None):
 
         if args.storage is None and not (tune_dir() / "journal.log").exists():
             raise UserError(f"no studies yet: {tune_dir() / 'journal.log'} does not exist (give --storage, or run `tune run` first)")
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, write=False)  # status reads; it never makes or mends a journal
         rows = status_rows(storage, [p["study"] for p in plan_for_status(args)] if args.methods or args.datasets else None)
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
             _print_status(rows)
         return
-    if args.executor not in EXECUTORS:
-        raise UserError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
     items = plan(args)
     writable_dir(tune_dir(), "tuning folder", "set $CLIPLUNG_RESULTS to a writable folder")
     from benchmarks.tune.study import open_storage, prepare_study, redact  # noqa: PLC0415
@@ -229,8 +291,7 @@ def main(argv=None):
     names = [it["study"] for it in items]
     if todo <= 0:
         print(f"nothing to run: every one of the {len(items)} studies has its {args.budget} trials")
-        _finish_records(storage, names, label)
-        _print_status(status_rows(storage, names))
+        _end(args, storage, names, label, "", [])
         return
     _launch(args, items, storage, names, todo, label)
 
@@ -241,6 +302,7 @@ def plan_for_status(args) -> list[dict]:
 
 
 def _launch(args, items, storage, names, todo, label) -> None:
+    from benchmarks.data.processes import identity  # noqa: PLC0415
     from benchmarks.plugins import plugin_specs  # noqa: PLC0415
     from benchmarks.sweep.slurm import check_slurm  # noqa: PLC0415
     from benchmarks.sweep.submit import local_limits, make_executor  # noqa: PLC0415
@@ -252,17 +314,24 @@ def _launch(args, items, storage, names, todo, label) -> None:
     if args.executor == "slurm":
         check_slurm(args.partition)
     workers = min(-(-todo // per_task), local["tasks_at_once"] if local else (args.workers or 16))
+    command = uuid.uuid4().hex[:12]  # names this command's workers in the trials they run
     folder = tune_dir() / "logs" / (time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     cache = os.environ.get("CLIPLUNG_CACHE")
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugin_specs(args.plugin)]
     worker = make_worker(items, args.storage or str((tune_dir() / "journal.log").resolve()), args.budget, str(tune_dir().parent.resolve()),
                          str(Path(cache).resolve()) if cache else None, args.device, plugins, local and local["threads"],
-                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S, per_task)
+                         args.stale_after * 60.0 if args.stale_after else STALE_AFTER_S, per_task,
+                         owner=identity() if args.executor == "local" else None, command=command)
     if args.executor == "debug":  # in this process, one worker, no submitit (whose debug mode stops in pdb on an error)
         print(f"{len(items)} studies, {todo} trials to run in this process; storage {label}")
-        worker(0)
-        _finish_records(storage, names, label)
-        _print_status(status_rows(storage, names))
+        errors = []
+        try:
+            worker(0)
+        except UserError:
+            pass  # its trial is failed with `recurs`: said by _end
+        except Exception as e:  # noqa: BLE001  a trial's fault: its line, then what to do
+            errors.append(f"worker: {(str(e).strip().splitlines() or [type(e).__name__])[-1]}")
+        _end(args, storage, names, label, command, errors)
         return
     ex = make_executor(_executor_args(args), folder)
     try:
@@ -273,16 +342,9 @@ def _launch(args, items, storage, names, todo, label) -> None:
     tasks = f"{workers} {args.executor} workers" if per_task == 1 else f"{workers} {args.executor} tasks of {per_task} workers"
     print(f"{len(items)} studies, {todo} trials to run by {tasks} ({how}); storage {label}; logs in {folder}")
     if args.executor == "slurm" and not args.wait:
-        print("see `python -m benchmarks.tune status` " + _flags(args))
+        print("see `python -m benchmarks.tune status " + _flags(args) + "`")
         return
-    errors = _wait(jobs, storage, names, todo)
-    _finish_records(storage, names, label)
-    _print_status(status_rows(storage, names))
-    for e in errors:
-        print(f"failed: {e}", file=sys.stderr)
-    if errors:
-        print("run the same command again: a failed worker's trial is tried again", file=sys.stderr)
-        raise SystemExit(1)
+    _end(args, storage, names, label, command, _wait(jobs, storage, names, todo, folder))
 
 
 def _finish_records(storage, names, label) -> None:
@@ -292,10 +354,24 @@ def _finish_records(storage, names, label) -> None:
         write_record(storage, n, label)
 
 
-def _flags(args) -> str:
+def _flags(args, sweep: bool = False, tables: bool = False) -> str:
+    """The flags that name this command's setting, for the commands it suggests (``sweep``: as ``sweep
+    run --tuned`` and ``tables --tuned`` take them; ``tables``: without the ones tables has not)."""
+    import shlex  # noqa: PLC0415
+
     parts = [f"--profile {args.profile}", f"--source {args.source}"]
-    parts += [f"--methods {' '.join(args.methods)}"] if args.methods else []
+    if args.min_readers != DEFAULT_MIN_READERS:
+        parts.append(f"--min-readers {args.min_readers}")
+    if sweep:
+        tables_of = getattr(args, "tables", None)
+        parts += ["--tables " + " ".join(map(str, tables_of or [1, 2]))]
+    if args.methods and not tables:
+        parts += [f"--methods {' '.join(args.methods)}"]
     parts += [f"--datasets {' '.join(args.datasets)}"] if args.datasets else []
-    parts += [f"--set {s}" for s in args.set] + ([f"--objective {args.objective}"] if args.objective != "accuracy" else [])
-    parts += [f"--storage {args.storage}"] if args.storage else []
+    if not tables and list(args.folds) != list(range(5)):
+        parts += ["--folds " + " ".join(map(str, args.folds))]
+    parts += [f"--set {shlex.quote(s)}" for s in args.set] + ([f"--objective {args.objective}"] if args.objective != "accuracy" else [])
+    parts += [f"--tag {args.tag}"] if args.tag else []
+    parts += [f"--storage {shlex.quote(args.storage)}"] if args.storage and not sweep else []
+    parts += [f"--plugin {shlex.quote(p)}" for p in getattr(args, "plugin", []) or []]
     return " ".join(parts)

@@ -37,6 +37,7 @@ import socket
 import time
 from pathlib import Path
 
+from benchmarks.data.processes import alive, pid_start
 from benchmarks.errors import UserError
 from benchmarks.io import exclusive_lock
 from benchmarks.paths import tune_dir
@@ -63,21 +64,31 @@ def redact(url: str) -> str:
     return url
 
 
-def open_storage(url: str | None):
+def open_storage(url: str | None, write: bool = True):
     """The Optuna storage of ``url`` (a journal file path, or a database URL), reachable; one line
-    and exit 2 when it is not."""
+    and exit 2 when it is not. A journal is checked first (``benchmarks.tune.journal``): a torn or
+    garbled last record is set aside, with one warning. ``write=False`` (``tune status``): the
+    journal must exist, and nothing is written to it or beside it (a read-only folder is fine)."""
     import optuna  # noqa: PLC0415  (deferred for --help speed)
+
+    from benchmarks.tune import journal  # noqa: PLC0415  (optuna)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what happens; Optuna's INFO repeats them
     url = url or default_storage()
     if "://" not in url:  # a journal file
         path = Path(url)
+        if not write:
+            if not path.is_file():
+                raise UserError(f"no study journal {path}" + (" (a folder)" if path.is_dir() else "")
+                                + ": give --storage the journal of `tune run`, or run `tune run` first")
+            return optuna.storages.JournalStorage(journal.ReadOnlyJournal(path))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a"):
                 pass
         except OSError as e:
             raise UserError(f"cannot write the study journal {path}: {e.strerror or e}; give --storage a writable file or a database URL") from None
+        journal.repair(path)
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock  # noqa: PLC0415
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
@@ -164,18 +175,13 @@ def prepare_study(storage, name: str, setting: dict, budget: int, defaults: dict
     return {"name": name, "new": True, "finished": 0}
 
 
-def _pid_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), None when there is none."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_identity() -> dict:
+def worker_identity(owner: dict | None = None, command: str | None = None) -> dict:
+    """Who runs a trial: host, pid (and its start time), Slurm task, ``owner``, the local command
+    that started the worker ({"pid", "start"}; None on Slurm, whose tasks outlive their command),
+    and ``command``, an id of that `tune run`."""
     task = os.environ.get("SLURM_ARRAY_JOB_ID")
     slurm = f"{task}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if task else os.environ.get("SLURM_JOB_ID")
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _pid_start(os.getpid()), "slurm": slurm}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": pid_start(os.getpid()), "slurm": slurm, "owner": owner, "command": command}
 
 
 def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
@@ -184,8 +190,10 @@ def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
     if w.get("host") == me["host"] and w.get("pid") is not None:
         if w["pid"] == me["pid"] and w.get("pid_start") == me["pid_start"]:
             return None  # ours (cannot happen between trials, but never reap ourselves)
-        if _pid_start(w["pid"]) != w.get("pid_start"):
+        if pid_start(w["pid"]) != w.get("pid_start"):
             return f"its worker (pid {w['pid']} on {w['host']}) is gone"
+        if not alive(w.get("owner")):  # its worker goes with it within a second (end_with_process): do not wait for that
+            return f"the command that started its worker (pid {w['owner']['pid']} on {w['host']}) is gone"
         return None
     if me["slurm"] and w.get("slurm") == me["slurm"]:
         return f"its Slurm task {w['slurm']} was requeued"
@@ -195,13 +203,18 @@ def _stale(attrs: dict, me: dict, stale_after: float) -> str | None:
     return None
 
 
-def claim(storage, name: str, budget: int, epochs: int, distributions: dict, stale_after: float = STALE_AFTER_S):
-    """The next trial of study ``name`` for this worker, or None when the budget is taken."""
+def claim(storage, name: str, budget: int, epochs: int, distributions: dict, stale_after: float = STALE_AFTER_S,
+          owner: dict | None = None, command: str | None = None):
+    """The next trial of study ``name`` for this worker, or None when the budget is taken (or when
+    ``owner``, the command that started this worker, is gone: its worker takes nothing more; or when
+    a trial of this ``command`` failed with an error that recurs: trying again would fail again)."""
     import optuna  # noqa: PLC0415
     from optuna.trial import TrialState  # noqa: PLC0415
 
-    me = worker_identity()
+    me = worker_identity(owner, command)
     with _lock(name):
+        if not alive(owner):
+            return None
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         for t in trials:
@@ -211,6 +224,9 @@ def claim(storage, name: str, budget: int, epochs: int, distributions: dict, sta
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 log.warning("study %s: trial %d failed (%s); its parameters will be tried again", name, t.number, why)
         trials = study.get_trials(deepcopy=False)
+        if command and any(t.state == TrialState.FAIL and t.user_attrs.get("recurs") and (t.user_attrs.get("worker") or {}).get("command") == command
+                           for t in trials):
+            return None
         retried = {t.user_attrs.get("retry_of") for t in trials}
         for t in trials:
             if t.state == TrialState.FAIL and t.number not in retried and t.user_attrs.get("tries", 1) < MAX_TRIES:
@@ -262,7 +278,8 @@ def study_record(study, storage_label: str = "") -> dict:
             "intermediate": {str(k): float(v) for k, v in sorted(t.intermediate_values.items())},
             "slot": a.get("slot"), "retry_of": a.get("retry_of"), "defaults": bool(a.get("defaults")),
             "error": a.get("error"), "diverged": a.get("diverged"), "worker": a.get("worker"),
-            "epochs_run": a.get("epochs_run"), "seconds": a.get("seconds"),
+            "epochs_run": a.get("epochs_run"), "seconds": a.get("seconds"), "setup_seconds": a.get("setup_seconds"),
+            "log_loss": a.get("log_loss"), "recurs": bool(a.get("recurs")),
             "started": t.datetime_start.timestamp() if t.datetime_start else None,
             "finished": t.datetime_complete.timestamp() if t.datetime_complete else None,
         })

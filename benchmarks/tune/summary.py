@@ -12,8 +12,11 @@ own kind (``"kind": "study"``), kept out of the runs folder: no table shows a
 trial as a result.
 
 The chosen configuration of a finished study (as many finished trials, completed
-or pruned, as its budget) is its completed trial of the best validation value,
-the earliest on ties; the paper's defaults are trial 0, so the chosen value is
+or pruned, as its budget) is its completed trial of the best validation value;
+among trials of equal value, the one of the lower validation log loss (accuracy
+on a few hundred nodules ties often: going to the earliest trial, the defaults,
+would pull the tuned result towards the paper's), then the earliest
+(:func:`choice_key`). The paper's defaults are trial 0, so the chosen value is
 never below the default's.
 """
 from __future__ import annotations
@@ -135,12 +138,20 @@ def finished(rec: dict) -> int:
     return sum(t["state"] in ("COMPLETE", "PRUNED") for t in rec["trials"])
 
 
+def choice_key(value: float, log_loss, number: int) -> tuple:
+    """How trials rank, best first: the higher validation objective; among equal ones the lower validation
+    log loss (the trials agree on the count of right answers, not on how sure they were); then the earlier
+    trial (a log loss missing, from a study of an older release, ranks last among the ties)."""
+    ll = log_loss if isinstance(log_loss, (int, float)) and log_loss == log_loss else float("inf")
+    return (-value, ll, number)
+
+
 def chosen_trial(rec: dict) -> dict | None:
-    """The completed trial of the best value (the earliest on ties), else None."""
+    """The completed trial of the best value, ties broken by :func:`choice_key`, else None."""
     done = [t for t in rec["trials"] if t["state"] == "COMPLETE" and t.get("value") is not None]
     if not done:
         return None
-    return min(done, key=lambda t: (-t["value"], t["number"]))
+    return min(done, key=lambda t: choice_key(t["value"], t.get("log_loss"), t["number"]))
 
 
 def best_so_far(rec: dict) -> list[float | None]:
@@ -179,18 +190,86 @@ def study_for_spec(key: StudyKey) -> dict:
     return rec
 
 
+IDENTITY = ("method_version", "plugin", "backbone_plugin")  # what makes a study one code's: a study of other code chose for that code
+
+
+def identity_differences(setting: dict, now: dict, keys=IDENTITY) -> list[str]:
+    """How a study's ``setting`` differs from ``now`` (a run spec as a dict, or a record) in the code that made it."""
+    names = {"method_version": "method version", "plugin": "plugin", "backbone_plugin": "backbone's plugin", "config_hash": "configuration"}
+    out = []
+    for k in keys:
+        have, want = setting.get(k), now.get(k)
+        if have != want:
+            out.append(f"{names[k]} {str(have)[:24] if k == 'config_hash' else have} there, {str(want)[:24] if k == 'config_hash' else want} now")
+    return out
+
+
+def retune_command(setting: dict, tag: str) -> str:
+    """The `tune run` that makes the study of ``setting`` anew, under ``tag`` (the old study keeps its name)."""
+    import shlex  # noqa: PLC0415
+
+    from benchmarks.data.protocols import DEFAULT_MIN_READERS  # noqa: PLC0415
+
+    s = setting
+    parts = ["python -m benchmarks.tune run", f"--methods {s['method']}", f"--datasets {s['dataset']}", f"--folds {s['fold']}",
+             f"--profile {s['profile']}", f"--source {s['source']}"]
+    parts += [f"--min-readers {s['min_readers']}"] if s.get("min_readers") not in (None, DEFAULT_MIN_READERS) else []
+    parts += [f"--set {shlex.quote(x)}" for x in s.get("sets") or []]
+    parts += [f"--objective {s['objective']}"] if s.get("objective", "accuracy") != "accuracy" else []
+    parts += [f"--seed {s['seed']}"] if s.get("seed") else []
+    return " ".join([*parts, f"--budget {s['budget']}", f"--tag {tag}"])
+
+
+def new_tag(setting: dict, now: dict, tag: str = "") -> str:
+    """A tag for a study re-tuned for the code of ``now``: the plugin's hash or the method's version."""
+    import re  # noqa: PLC0415
+
+    ident = now.get("plugin") or now.get("backbone_plugin")
+    mark = re.sub(r"[^A-Za-z0-9]+", "-", ident.split("#")[-1].split("@")[-1])[:8] if ident else f"v{now.get('method_version')}"
+    return f"{tag}-{mark}" if tag else mark
+
+
+def check_identity(rec: dict, now: dict, keys=IDENTITY, tag: str = "") -> None:
+    """A UserError when study record ``rec`` was tuned for other code than ``now``'s (another method version or
+    plugin identity): naming the difference and the command that tunes it anew."""
+    diff = identity_differences(rec.get("setting") or {}, now, keys)
+    if diff:
+        t = new_tag(rec["setting"], now, tag)
+        raise UserError(f"the study {rec['study']} was tuned for other code ({'; '.join(diff)}): its choice is not this code's; "
+                        f"tune it anew: `{retune_command(rec['setting'], t)}`, then use --tag {t}")
+
+
+def check_tuned_records(recs: list[dict], tag: str = "") -> None:
+    """Every tuned record's study (its record, where still there) was tuned for the code that made the record:
+    a UserError otherwise (``tables --tuned``, ``report --tuned``), naming the difference and the re-tune command."""
+    seen = set()
+    for r in recs:
+        name = (r.get("tuning") or {}).get("study")
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        study = read_study_record(name)
+        if study is not None:
+            check_identity(study, r, IDENTITY, tag)
+
+
 def tuned_specs(specs: list, sets=(), objective: str = "accuracy", tag: str = "") -> list:
     """The tuned runs of a sweep's matrix: each spec's method, dataset, fold and seed with the
     configuration its finished study chose (the ``--set`` overrides ``sets`` that apply to its
     method, plus the chosen parameters), naming the study in its ``tuning``; one line naming the
-    first study missing or unfinished."""
+    first study missing or unfinished, or tuned for other code than this (another method version,
+    plugin identity or resolved configuration: :func:`check_identity`)."""
     from benchmarks.lifecycle import make_spec, sets_for  # noqa: PLC0415
 
     out = []
     for s in specs:
         own = sets_for(s.method, sets)
         key = StudyKey(s.method, s.dataset, s.fold, s.profile, s.source, s.min_readers, tuple(own), objective, tag)
-        tuning = tuning_of(study_for_spec(key))
+        rec = study_for_spec(key)
+        base = make_spec(s.method, s.dataset, s.fold, s.seed, s.profile, s.source, s.min_readers, own, split="inner")
+        check_identity(rec, {"method_version": base.method_version, "plugin": base.plugin, "backbone_plugin": base.backbone_plugin,
+                             "config_hash": base.config_hash}, (*IDENTITY, "config_hash"), tag)
+        tuning = tuning_of(rec)
         out.append(make_spec(s.method, s.dataset, s.fold, s.seed, s.profile, s.source, s.min_readers,
                              [*own, *chosen_sets(tuning)], tuning=tuning))
     return out
