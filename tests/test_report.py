@@ -64,7 +64,9 @@ def test_one_glance_figure_and_report(runs, tmp_path, capsys, caplog):
     checker.close()
     assert not checker.errors and not checker.stack, checker.errors
     assert len(checker.images) == 2 and all(src.startswith("data:image/png;base64,") for src in checker.images)
-    assert page.count("<table>") == 2 and "<blockquote><strong>These numbers come from the phantom source" in page
+    # Table 2, the pathology table and what moves a cell
+    assert page.count("<table>") == 3 and "<blockquote><strong>These numbers come from the phantom source" in page
+    assert "## Against pathology" in md and "*Radiologists (mean rating), reference*" in md
 
 
 def test_console_script_lists_and_runs_the_commands():
