@@ -146,30 +146,26 @@ def load_fold(
         from benchmarks.data.lidc import describe_no_crop, lidc_volumes  # noqa: PLC0415
 
         ids, vols, man = lidc_volumes(table, phash)
-        held = set(ids)
-        # Nodules of scans missing from the download or unreadable have no crop:
-        # say so per split, and which scans to fetch again.
-        train_rows = ft.train[ft.train["nodule_id"].isin(held)].reset_index(drop=True)
-        test_rows = ft.test[ft.test["nodule_id"].isin(held)].reset_index(drop=True)
-        missing = {"train": len(ft.train) - len(train_rows), "test": len(ft.test) - len(test_rows)}
-        if missing["train"] or missing["test"]:
-            no_crop = {k: r[~r["nodule_id"].isin(held)] for k, r in (("train", ft.train), ("test", ft.test))}
-            log.warning(
-                "%s fold %d, source lidc: %d of %d train and %d of %d test nodules have no CT crop: %s",
-                p.name, ft.fold, missing["train"], len(ft.train), missing["test"], len(ft.test),
-                describe_no_crop(man, no_crop, cache.cache_dir("lidc", phash) / "manifest.json"),
-            )
     elif source == "slices":
         from benchmarks.data.slices_crop import slices_volumes  # noqa: PLC0415  (PIL, the release's layout: loaded when used)
 
         ids, vols, man = slices_volumes(table, phash)
+        _say_slices_coverage(man, table, min_readers)
+    else:
+        ids, vols = cache.phantom_volumes(table, phash, progress=progress)
+    if source != "phantom":  # the real CT holds crops of some of the protocol's nodules: the others are left out, counted
         held = set(ids)
         train_rows = ft.train[ft.train["nodule_id"].isin(held)].reset_index(drop=True)
         test_rows = ft.test[ft.test["nodule_id"].isin(held)].reset_index(drop=True)
         missing = {"train": len(ft.train) - len(train_rows), "test": len(ft.test) - len(test_rows)}
-        _say_slices_coverage(man, table, min_readers)
-    else:
-        ids, vols = cache.phantom_volumes(table, phash, progress=progress)
+    if source == "lidc" and (missing["train"] or missing["test"]):
+        # Nodules of scans missing from the download or unreadable: say so per split, and which scans to fetch again.
+        no_crop = {k: r[~r["nodule_id"].isin(held)] for k, r in (("train", ft.train), ("test", ft.test))}
+        log.warning(
+            "%s fold %d, source lidc: %d of %d train and %d of %d test nodules have no CT crop: %s",
+            p.name, ft.fold, missing["train"], len(ft.train), missing["test"], len(ft.test),
+            describe_no_crop(man, no_crop, cache.cache_dir("lidc", phash) / "manifest.json"),
+        )
     pos = pd.Series(np.arange(len(ids)), index=ids)
     train_img = Rows(vols, pos.loc[train_rows["nodule_id"]].to_numpy())  # gathered when read (a subset, or once)
     test_img = vols[pos.loc[test_rows["nodule_id"]].to_numpy()]
