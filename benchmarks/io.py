@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -10,6 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.errors import UserError
+
+
+def json_ready(x):
+    """``x`` made standard JSON: NaN and infinities -> None (null), mapping keys -> str, tuples -> lists, everywhere."""
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def sha256_file(path: str | os.PathLike) -> str:

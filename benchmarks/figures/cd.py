@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 from benchmarks.errors import UserError
 from benchmarks.figures.common import name, plt_, save_figure
 from benchmarks.grid import TABLES
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, json_ready
 from benchmarks.paths import runs_dir
 from benchmarks.records import read_records
 from benchmarks.selection import Setting
@@ -76,16 +75,6 @@ class _Held(logging.Filter):
         return False
 
 
-def _strict(x):
-    """NaN and infinities -> None (JSON null), everywhere in ``x``: the JSON stays standard when every block ties."""
-    if isinstance(x, dict):
-        return {str(k): _strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
 
 def summary(res) -> dict:
     """The numbers of a Friedman test, for JSON and the report."""
@@ -122,7 +111,7 @@ def cmd_cd(args) -> list[Path]:
         raise UserError(f"no critical-difference diagram: {reasons[0]}")
     stem = ("cd_" if blocks == "folds" else "cd_datasets_") + f"{args.metric}_tables{''.join(map(str, args.tables))}_{setting_tag(recs, args.datasets)}"
     paths = save_figure(draw(res, args.metric, recs), args.out, stem)
-    atomic_write_text(args.out / f"{stem}.json", json.dumps(_strict(summary(res)), indent=1, default=str, allow_nan=False))
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(json_ready(summary(res)), indent=1, default=str, allow_nan=False))
     print(f"Friedman test of {len(res.methods)} methods by {args.metric} over {len(res.blocks)} blocks: chi2 = {res.statistic:.2f} "
           f"(df {res.df}), p = {res.p:.3g}; Iman-Davenport F = {res.iman_davenport:.2f}, p = {res.p_iman_davenport:.3g}; "
           f"Nemenyi CD = {res.cd:.2f} at alpha {res.alpha:g}")

@@ -11,7 +11,7 @@ from benchmarks import interpret as ip
 from benchmarks.errors import UserError
 from benchmarks.figures.common import methods_tag, name
 from benchmarks.figures.models import device, index_rows, rebuilt
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, json_ready
 from benchmarks.tables.render import tex_escape
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,6 @@ def render_localisation(res: dict, args) -> tuple[str, str, str, list[str], list
     return caption, "\n".join(md) + "\n", "\n".join(tex), headers, plain
 
 
-def _no_nan(x):
-    """NaN -> None, so the JSON is standard."""
-    if isinstance(x, dict):
-        return {k: _no_nan(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_no_nan(v) for v in x]
-    return None if isinstance(x, float) and not np.isfinite(x) else x
-
 
 def cmd_localisation(args) -> list[Path]:
     from tabulate import tabulate  # noqa: PLC0415
@@ -136,7 +128,7 @@ def cmd_localisation(args) -> list[Path]:
     paths = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.json"]
     atomic_write_text(paths[0], f"### Localisation\n\n{caption}\n\n{md}")
     atomic_write_text(paths[1], tex)
-    atomic_write_text(paths[2], json.dumps(_no_nan(res), indent=1, default=str))
+    atomic_write_text(paths[2], json.dumps(json_ready(res), indent=1, default=str))
     return paths
 
 

@@ -63,7 +63,7 @@ from benchmarks.cli import (
 )
 from benchmarks.errors import UserError, cli_main
 from benchmarks.grid import cells, display
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, json_ready
 from benchmarks.records import backbone_of, read_records
 from benchmarks.selection import Setting
 from benchmarks.stats.bootstrap import MAX_BOOT, MIN_BOOT
@@ -84,15 +84,6 @@ def _setting_json(records: list[dict]) -> dict:
     return {"source": r0["source"], "profile": r0["profile"], "min_readers": r0.get("min_readers"),
             "text_encoders": sorted({r["text_encoder"] for r in records if r.get("text_encoder")}),
             "seeds": sorted({r["seed"] for r in records}), **({"slices_coverage": cov} if cov else {})}
-
-
-def _no_nan(x):
-    """NaN -> None, so that the JSON is standard."""
-    if isinstance(x, dict):
-        return {str(k): _no_nan(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_no_nan(v) for v in x]
-    return None if isinstance(x, float) and x != x else x
 
 
 def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = False, datasets=None, reference: str = "clip_lung",
@@ -124,7 +115,7 @@ def write_tables(tables, records: list[dict], out_dir: Path, with_paper: bool = 
         atomic_write_text(out_dir / name, text)
         paths.append(out_dir / name)
     j = out_dir / f"tables_{tag}.json"
-    atomic_write_text(j, json.dumps(_no_nan({"setting": _setting_json(records), "reference": reference, "test": test, "bootstrap": n_boot,
+    atomic_write_text(j, json.dumps(json_ready({"setting": _setting_json(records), "reference": reference, "test": test, "bootstrap": n_boot,
                                              "tables": {str(t): data[t] for t in written}, "readers": data.get("readers"),
                                              "detectable": {str(t): data["detectable"][t] for t in written if t in data.get("detectable", {})},
                                              "left_out": [{"method": m, "dataset": d, "why": w} for (m, d), w in sorted((left_out or {}).items())]}),
@@ -151,7 +142,7 @@ def write_backbones(records: list[dict], out_dir: Path, test: str = "corrected_t
                        ("preamble.tex", PREAMBLE),
                        (f"backbones_{tag}_doc.tex",
                         f"\\documentclass{{article}}\n\\input{{preamble}}\n\\begin{{document}}\n\\input{{backbones_{tag}}}\n\\end{{document}}\n"),
-                       (f"backbones_{tag}.json", json.dumps(_no_nan({"setting": _setting_json(records), "test": test, "backbones": data}), indent=1))):
+                       (f"backbones_{tag}.json", json.dumps(json_ready({"setting": _setting_json(records), "test": test, "backbones": data}), indent=1))):
         atomic_write_text(out_dir / name, text)
         paths.append(out_dir / name)
     return paths

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.data.pathology import METHOD, load
 from benchmarks.grid import cells, display
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, json_ready
 from benchmarks.stats.pathology import MIN_GROUP, N_BOOT, attribute_rows, evaluate, patients, readers_rows, record_nodules
 from benchmarks.tables.render import source_note, tex_escape
 
@@ -114,15 +114,7 @@ def write_pathology(recs: list[dict], out_dir: Path, tag: str, datasets=None, n_
     atomic_write_text(paths[0], tex)
     atomic_write_text(paths[1], f"### Against pathology\n\n{cap}\n\n{md}")
     r0 = recs[0]
-    atomic_write_text(paths[2], json.dumps(_plain({"setting": {"source": r0["source"], "profile": r0["profile"], "min_readers": r0.get("min_readers")},
+    atomic_write_text(paths[2], json.dumps(json_ready({"setting": {"source": r0["source"], "profile": r0["profile"], "min_readers": r0.get("min_readers")},
                                                    "bootstrap": n_boot, "min_group": MIN_GROUP, "datasets": data}), indent=1))
     return paths
 
-
-def _plain(x):
-    """NaN -> None (standard JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
