@@ -97,7 +97,7 @@ def spaces(tuned: list[dict]) -> dict:
         texts = list(dict.fromkeys(describe_json(s["setting"].get("space") or {}) for s in ss))
         train, setup = costs({s["study"]: s for s in ss})
         out[m] = {"space": ss[0]["setting"].get("space"), "text": " | ".join(texts), "studies": len(ss),
-                  "budget": "/".join(map(str, sorted({s["budget"] for s in ss}))), "train_h": round(train, 3), "setup_h": round(setup, 3)}
+                  "budget": "/".join(map(str, sorted({s["budget"] for s in ss}))), "train_h": round(train, 6), "setup_h": round(setup, 6)}  # hours; 6 places keep a smoke study's seconds
     return out
 
 
