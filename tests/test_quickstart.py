@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMAND = ".venv/bin/python -m benchmarks.run --method clip_lung --dataset LIDC-B --profile quick"
+COMMAND = ".venv/bin/python -m benchmarks.run --method clip_lung --dataset LIDC-B --source slices --profile quick"
 
 
 def quickstart() -> str:
@@ -25,7 +25,7 @@ def test_readme_quickstart_numbers_are_those_of_the_committed_run():
     assert COMMAND in section  # the command the user types
     assert f"{COMMAND.replace('.venv/bin/', '')} --json > results/quickstart.json" in " ".join(section.split())  # and the one that wrote the file
     out = json.loads((ROOT / "results" / "quickstart.json").read_text())
-    assert (out["method"], out["dataset"], out["profile"], out["source"]) == ("clip_lung", "LIDC-B", "quick", "phantom")
+    assert (out["method"], out["dataset"], out["profile"], out["source"]) == ("clip_lung", "LIDC-B", "quick", "slices")
     assert sorted(int(f) for f in out["folds"]) == [0, 1, 2, 3, 4] and len(out["runs"]) == 5
     # The summary, derived a second way: mean and sample s.d. (ddof 1) of the five folds' own metrics, in float64 by hand.
     acc = np.array([r["metrics"]["accuracy"] for r in out["runs"]], dtype=np.float64)
