@@ -75,7 +75,6 @@ class _Held(logging.Filter):
         return False
 
 
-
 def summary(res) -> dict:
     """The numbers of a Friedman test, for JSON and the report."""
     kind = "folds" if res.blocks and isinstance(res.blocks[0], tuple) else "datasets"

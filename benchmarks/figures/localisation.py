@@ -112,7 +112,6 @@ def render_localisation(res: dict, args) -> tuple[str, str, str, list[str], list
     return caption, "\n".join(md) + "\n", "\n".join(tex), headers, plain
 
 
-
 def cmd_localisation(args) -> list[Path]:
     from tabulate import tabulate  # noqa: PLC0415
 
