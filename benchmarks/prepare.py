@@ -242,7 +242,7 @@ def _slices(args) -> None:
     print(f"cropped {s['nodules_held']} of the protocol's {s['nodules_total']} nodules (>= {args.min_readers} readers) in "
           f"{s['build_seconds']:.1f} s, {s['patients_held']} of {s['patients_total']} patients -> {s['folder']}")
     print(f"  left out of every fold, for every method alike: {left}")
-    print(f"  the slices cover a median {100 * s['z_coverage']['median']:.0f}% of the crop's z extent (the rest reads 0, air)")
+    print(f"  the slices cover a median {100 * s['z_coverage']['median']:.0f}% of the crop's z extent (beyond them the nearest marked slice is repeated)")
     present = {p.name for p in (copy.root / slices.TOP).iterdir() if p.is_dir()} if copy.partial else None
     cover = []
     for r in MIN_READERS_CHOICES:

@@ -150,15 +150,16 @@ def test_a_crop_is_the_dicom_paths_cube_sampled_from_the_folder():
     m = use[use["patient_id"] == "LIDC-IDRI-0626"].iloc[0]
     row = load_index().set_index("nodule_id").loc[m.name]
     got, covered = slices_crop.crop_folder(FIXTURE, row, m)
-    assert m["slices"] == 1 and (got[16] > 0).mean() > 0.99  # a nodule marked on one slice: that slice's slab, not a black cube
+    assert m["slices"] == 1 and (got[16] > 0).mean() > 0.99  # a nodule marked on one slice: that slice, not a black cube
+    assert np.array_equal(got[0], got[16]) and np.array_equal(got[31], got[16])  # ... repeated over the whole cube in z
     vol = slices_crop.folder_volume(FIXTURE, m["folder"]).astype(np.float64)  # (128, 128, S)
     c = np.array([row["centroid_i"] - m["origin_i"], row["centroid_j"] - m["origin_j"], row["centroid_k"] - m["first_slice"]])
     side = 2 * row["eq_diameter_mm"]
     sp = (row["pixel_spacing"], row["pixel_spacing"], row["slice_spacing"])
 
-    def at(p):  # trilinear within the folder's voxels, each slice its slab in z (half a spacing beyond the last), else 0 (air)
+    def at(p):  # trilinear within the folder's voxels; in z beyond the marked slices the nearest one; in-plane beyond the image 0
         p = np.array(p, dtype=float)
-        if p[0] < 0 or p[0] > vol.shape[0] - 1 or p[1] < 0 or p[1] > vol.shape[1] - 1 or p[2] < -0.5 or p[2] > vol.shape[2] - 0.5:
+        if p[0] < 0 or p[0] > vol.shape[0] - 1 or p[1] < 0 or p[1] > vol.shape[1] - 1:
             return 0.0
         p[2] = min(max(p[2], 0.0), vol.shape[2] - 1.0)
         if vol.shape[2] == 1:

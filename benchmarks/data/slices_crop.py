@@ -11,16 +11,22 @@ equivalent diameter around the readers' mean centroid, sampled on a 32^3 grid at
 the scan's pixel and slice spacing, at the same positions as the ``lidc`` source
 samples the whole scan, trilinear in-plane and between slices. The folder's slices
 are placed at their scan slice numbers (``first_slice + s``) and the image at its
-origin in the scan (``origin_i``, ``origin_j``), both from the match table. In z a
-slice stands for its slab: a sample within half a slice spacing beyond the first or
-last slice reads that slice. Samples beyond what the folder holds read 0, the
-darkest grey of a slice, which in a min-max-scaled lung crop is air, as the ``lidc``
-source reads air outside the scan: in z every sample beyond the readers' first and
-last marked slabs (the release stops there; the paper's cube reaches
-``eq_diameter`` mm on either side of the centre), in-plane the rare cube wider than
-the 128-pixel image. The grey levels are divided by 255 into [0, 1]. Each crop's
-share of the cube's 32 slice positions that the slices reach is kept in the
-cache's manifest (``z_coverage``).
+origin in the scan (``origin_i``, ``origin_j``), both from the match table.
+
+In z the release stops at the readers' first and last marked slices, while the
+paper's cube reaches ``eq_diameter`` mm on either side of the centre (the marked
+slices reach a median 53% of the cube's 32 slice positions). A sample beyond the
+marked slices reads the nearest marked slice (edge replication: the cube is filled
+with the nodule's outermost marked slices, not with the tissue the scan holds
+there, which the release does not have). The fill was measured, not assumed: CE,
+LIDC-B, ``quick``, folds 0 and 1: 86.8 / 85.6 with edge replication, 83.2 / 85.0
+with the marked slices stretched over the 32 positions, 73.1 / 71.9 with the
+samples beyond them reading 0 (SLICES_VERSION 2; a black slab above and below
+every nodule, which the DICOM path never shows). In-plane a sample beyond the
+128-pixel image (a rare cube wider than it) reads 0, the darkest grey of a slice,
+in a min-max-scaled lung crop air. The grey levels are divided by 255 into [0, 1].
+Each crop's share of the cube's 32 slice positions that the marked slices reach is
+kept in the cache's manifest (``z_coverage``).
 
 Nodules of the protocol without a usable folder (no folder agrees with it, its folder
 is mixed or a duplicate, or its patient is absent from a partial copy) have no crop;
@@ -65,20 +71,20 @@ def local_centroid(row, match) -> np.ndarray:
 
 def crop_folder(release: Path, row, match) -> tuple[np.ndarray, float]:
     """The paper's cube from one folder: ((32, 32, 32) float32 in [0, 1], axes (slice, row, col); the share of the
-    cube's 32 slice positions that the folder's slices reach).
+    cube's 32 slice positions that the folder's marked slices reach, each standing for its slab of half a slice
+    spacing either side).
 
-    In-plane and between slices: trilinear, as the ``lidc`` source's crop. In z each slice stands for its slab
-    (half a slice spacing either side of its centre): a sample within half a spacing beyond the first or last
-    slice reads that slice, one further out reads 0. Without that a nodule marked on a single slice (a folder
-    of one image) would give an all-black cube."""
+    In-plane and between slices: trilinear, as the ``lidc`` source's crop. In z a sample beyond the first or last
+    marked slice reads that slice (edge replication; the module's docstring says why and what it measured);
+    in-plane a sample beyond the image reads 0."""
     vol = folder_volume(release, match["folder"])  # (128, 128, S), axes (row, col, slice)
     c = local_centroid(row, match)
     spacing = spacing_of(row)
     off = sample_offsets_mm(2.0 * float(row["eq_diameter_mm"]))  # (32,) mm from the centre
     ii, jj, kk = (c[a] + off / spacing[a] for a in range(3))
     last = vol.shape[2] - 1
-    reach = (kk >= -0.5) & (kk <= last + 0.5)  # (32,) slice positions within the folder's slabs
-    kk = np.where(reach, np.clip(kk, 0, last), -1.0)  # the edge slabs read their slice; -1 lies outside: 0
+    reach = (kk >= -0.5) & (kk <= last + 0.5)  # (32,) slice positions within the marked slices' slabs
+    kk = np.clip(kk, 0, last)  # beyond the marked slices: the nearest one
     K, I, J = np.meshgrid(kk, ii, jj, indexing="ij")  # output axes (slice, row, col), coordinates in (i, j, k) order
     out = map_coordinates(vol, np.stack([I, J, K]), order=1, mode="constant", cval=0.0)
     return out.astype(np.float32), float(reach.mean())

@@ -63,7 +63,7 @@ MATCH_PATH = DATA_DIR / "slices_match.csv"
 USABLE = ("exact", "subset", "near")
 # Bump when the match rule or the slices crop (benchmarks/data/slices_crop.py) changes: slices caches built by
 # another version are stale.
-SLICES_VERSION = 2  # 2: each slice stands for its slab in z (a one-slice folder is no longer black)
+SLICES_VERSION = 3  # 2: each slice stands for its slab in z; 3: beyond the marked slices the nearest one, not 0
 N_MASKS = 4
 SIDE = 128
 SLICE_RE = re.compile(r"slice-(\d+)\.png")

@@ -308,7 +308,7 @@ def source_note(recs: list[dict]) -> str:
         return ""
     why = ", ".join(f"{n} {w}" for w, n in sorted(cov.get("left_out", {}).items(), key=lambda kv: -kv[1]))
     return (f"Source slices: real CT crops from the public LIDC-IDRI slices release (8-bit images, each slice min-max scaled; the slices stop "
-            f"at the readers' marked extent, beyond it the cube reads air); {cov['nodules_with_crops']} of the protocol's "
+            f"at the readers' marked extent, beyond it the cube repeats the outermost marked slice); {cov['nodules_with_crops']} of the protocol's "
             f"{cov['nodules_in_protocol']} nodules ({cov['patients']} of {cov['patients_in_protocol']} patients) have slices, the other "
             f"{cov['nodules_in_protocol'] - cov['nodules_with_crops']} are left out of every fold for every method alike"
             + (f" ({why})" if why else "") + ". ")
