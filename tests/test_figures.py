@@ -10,7 +10,7 @@ from benchmarks import figures
 from benchmarks.data.crop import crop, crop_mask
 from benchmarks.interpret import centre_map, footprint, localisation_score, pick_nodules, tsne_embed
 
-METHODS = ("clip", "cocoop", "clip_lung")
+METHODS = ("clip", "clip_lung")  # the smoke_runs fixture's
 
 
 # ------------------------------------------------------------------ the score
@@ -151,21 +151,22 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
     common = ["--out", str(out), "--quiet", "--profile", "smoke"]
     figures.main(["tsne", "--dataset", "LIDC-B", "--methods", *METHODS, *common])
     figures.main(["tsne", "--dataset", "LIDC-B", "--methods", "clip_lung", "clip", *common])  # its own file
-    figures.main(["gradcam", "--dataset", "LIDC-B", "--nodules", "2", *common])
-    figures.main(["curves", "--dataset", "LIDC-B", "--folds", "0", *common])
+    figures.main(["gradcam", "--dataset", "LIDC-B", "--methods", *METHODS, "--nodules", "2", *common])
+    figures.main(["curves", "--dataset", "LIDC-B", "--methods", *METHODS, "--folds", "0", *common])
     tables = tmp_path / "tables"
-    figures.main(["localisation", "--dataset", "LIDC-B", "--folds", "0", "--tables", "--tables-out", str(tables), *common])
+    figures.main(["localisation", "--dataset", "LIDC-B", "--methods", *METHODS, "--folds", "0", "--tables", "--tables-out", str(tables), *common])
     printed = capsys.readouterr().out
-    for stem in ("tsne_LIDC-B_fold0_smoke_phantom", "tsne_LIDC-B_fold0_smoke_phantom_clip_lung+clip",
-                 "gradcam_layer4_LIDC-B_fold0_smoke_phantom", "curves_LIDC-B_smoke_phantom"):
+    own = "_" + "+".join(METHODS)  # not the default methods (clip cocoop clip_lung): each figure's file names them
+    for stem in (f"tsne_LIDC-B_fold0_smoke_phantom{own}", "tsne_LIDC-B_fold0_smoke_phantom_clip_lung+clip",
+                 f"gradcam_layer4_LIDC-B_fold0_smoke_phantom{own}", f"curves_LIDC-B_smoke_phantom{own}"):
         for fmt in ("png", "pdf"):
             p = out / f"{stem}.{fmt}"
             assert p.exists() and p.stat().st_size > 10_000, p
     assert not list(out.glob("*.tmp*"))
-    md = (tables / "localisation_LIDC-B_layer4_smoke_phantom.md").read_text()
-    for name in ("CLIP", "CoCoOp", "CLIP-Lung", "centre-biased", "uniform", "profile smoke, source phantom"):
+    md = (tables / f"localisation_LIDC-B_layer4_smoke_phantom{own}.md").read_text()
+    for name in ("CLIP", "CLIP-Lung", "centre-biased", "uniform", "profile smoke, source phantom"):
         assert name in md and name in printed
-    res = json.loads((tables / "localisation_LIDC-B_layer4_smoke_phantom.json").read_text())
+    res = json.loads((tables / f"localisation_LIDC-B_layer4_smoke_phantom{own}.json").read_text())
     row = res["datasets"]["LIDC-B"]
     for k in (*METHODS, "centre", "uniform"):
         v = row[k]["folds"]["0"]
@@ -174,7 +175,7 @@ def test_figure_commands_write_their_files(smoke_runs, tmp_path, capsys):
     if shutil.which("pdflatex"):
         doc = tmp_path / "doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                       f"\\input{{{tables / 'localisation_LIDC-B_layer4_smoke_phantom.tex'}}}\n\\end{{document}}\n")
+                       f"\\input{{{tables / f'localisation_LIDC-B_layer4_smoke_phantom{own}.tex'}}}\n\\end{{document}}\n")
         p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:]
 
@@ -207,8 +208,8 @@ def test_errors_are_one_line_exit_2(smoke_runs, tmp_path, capsys):
     _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-B", "--methods", "nope", *base), "unknown method 'nope'")
     _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-Z", *base), "LIDC-Z")
     _one_error_line(*_main(capsys, "tsne", "--dataset", "LIDC-B", "--fold", "7", *base), "fold 7")
-    _one_error_line(*_main(capsys, "gradcam", "--dataset", "LIDC-B", "--layer", "layer9", *base), "unknown layer 'layer9'")
-    _one_error_line(*_main(capsys, "localisation", "--dataset", "LIDC-B", "--folds", "0,9", *base), "fold 9")
+    _one_error_line(*_main(capsys, "gradcam", "--dataset", "LIDC-B", "--methods", *METHODS, "--layer", "layer9", *base), "unknown layer 'layer9'")
+    _one_error_line(*_main(capsys, "localisation", "--dataset", "LIDC-B", "--methods", *METHODS, "--folds", "0,9", *base), "fold 9")
     _one_error_line(*_main(capsys, "curves", "--dataset", "LIDC-B", "--folds", "0", "--runs", str(tmp_path / "none"), *base), "not a folder")
     _one_error_line(*_main(capsys), "name a figure")
 

@@ -12,10 +12,10 @@ from benchmarks import figures, report
 
 @pytest.fixture
 def runs(smoke_runs, tmp_path):
-    """Only the smoke records of CLIP, CoCoOp and CLIP-Lung (other tests' records stay out)."""
+    """Only the smoke records of CLIP and CLIP-Lung (other tests' records stay out)."""
     out = tmp_path / "runs"
     out.mkdir()
-    for m in ("clip", "cocoop", "clip_lung"):
+    for m in ("clip", "clip_lung"):
         for p in smoke_runs.glob(f"{m}_LIDC-B_fold0_seed0_smoke_phantom_*"):
             shutil.copy(p, out / p.name)
     return out
@@ -55,7 +55,7 @@ def test_one_glance_figure_and_report(runs, tmp_path, capsys, caplog):
     printed = capsys.readouterr().out
     assert "warning: These numbers come from the phantom source" in printed
     md = (rep / "report.md").read_text()
-    assert "source **phantom**, profile **smoke**" in md and "3 run records" in md
+    assert "source **phantom**, profile **smoke**" in md and "2 run records" in md
     assert "| CLIP-Lung |" in md and "*87.5 ± 0.3*" in md  # ours, and the paper's under it
     assert "tsne_LIDC-B_fold0_smoke_phantom" in md and "no gradcam figure of this setting yet" in md
     page = (rep / "report.html").read_text()

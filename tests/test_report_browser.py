@@ -171,13 +171,13 @@ def browser(chromium, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report_html(chromium, smoke_runs, tmp_path_factory) -> Path:
-    """report.html of the smoke records of CLIP, CoCoOp and CLIP-Lung, with the one-glance figure and
+    """report.html of the smoke records of CLIP and CLIP-Lung, with the one-glance figure and
     one interpretability figure inline (two images)."""
     root = tmp_path_factory.mktemp("report")
     runs, figs = root / "runs", root / "figures"
     runs.mkdir()
     figs.mkdir()
-    for m in ("clip", "cocoop", "clip_lung"):
+    for m in ("clip", "clip_lung"):
         for p in smoke_runs.glob(f"{m}_LIDC-B_fold0_seed0_smoke_phantom_*"):
             shutil.copy(p, runs / p.name)
     grid = np.indices((120, 200)).sum(axis=0) % 40 < 20

@@ -258,7 +258,8 @@ def test_a_worker_ends_with_its_command_however_the_command_ends(sig):
 
     from benchmarks.data.processes import identity
 
-    command = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # SIGINT's default restored: a shell's background job starts with SIGINT ignored, and Python keeps that.
+    command = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep(120)"])
     worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmarks.data.processes import end_with_process; "
                                f"end_with_process({identity(command.pid)!r}); print('armed', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
