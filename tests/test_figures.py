@@ -287,3 +287,11 @@ def test_cd_command_lacking_data_is_one_line_and_its_json_is_strict(tmp_path, ca
 
     summary = json.loads(text, parse_constant=refuse)
     assert summary["chi2"] is None and summary["p"] is None and summary["average_ranks"] == {"ce": 1.5, "clip_lung": 1.5}
+
+
+def test_the_default_methods_write_the_plain_file_name_and_others_their_own():
+    """The smoke figure runs use two methods; the default trio's file name (no method list) is checked here."""
+    from benchmarks.figures.common import DEFAULT_METHODS, methods_tag
+
+    assert DEFAULT_METHODS == ("clip", "cocoop", "clip_lung") and methods_tag(list(DEFAULT_METHODS)) == ""
+    assert methods_tag(["clip", "clip_lung"]) == "_clip+clip_lung" and methods_tag(["clip_lung", "clip"]) == "_clip_lung+clip"
