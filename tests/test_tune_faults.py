@@ -258,8 +258,10 @@ def test_a_worker_ends_with_its_command_however_the_command_ends(sig):
 
     from benchmarks.data.processes import identity
 
-    # SIGINT's default restored: a shell's background job starts with SIGINT ignored, and Python keeps that.
-    command = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep(120)"])
+    # SIGINT's and SIGHUP's defaults restored: a shell's background job starts with SIGINT ignored, one under
+    # nohup with SIGHUP ignored, and Python keeps both.
+    command = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                "signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(120)"])
     worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmarks.data.processes import end_with_process; "
                                f"end_with_process({identity(command.pid)!r}); print('armed', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)

