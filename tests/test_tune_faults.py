@@ -259,13 +259,16 @@ def test_a_worker_ends_with_its_command_however_the_command_ends(sig):
     from benchmarks.data.processes import identity
 
     # SIGINT's and SIGHUP's defaults restored: a shell's background job starts with SIGINT ignored, one under
-    # nohup with SIGHUP ignored, and Python keeps both.
+    # nohup with SIGHUP ignored, and Python keeps both. The signal is sent only once the command says so: sent
+    # earlier, it would find SIGINT still ignored (seen when the suite ran as a background job).
     command = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                                "signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(120)"])
+                                "signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(120)"],
+                               stdout=subprocess.PIPE, text=True)
     worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmarks.data.processes import end_with_process; "
                                f"end_with_process({identity(command.pid)!r}); print('armed', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     try:
+        assert command.stdout.readline().strip() == "ready"
         assert worker.stdout.readline().strip() == "armed"
         os.kill(command.pid, getattr(signal, sig))
         command.wait(timeout=10)
@@ -277,3 +280,4 @@ def test_a_worker_ends_with_its_command_however_the_command_ends(sig):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            p.stdout.close()
