@@ -51,10 +51,12 @@ def auc(y: np.ndarray, s: np.ndarray) -> float:
     pos, neg = s[y], s[~y]
     if not pos.size or not neg.size:
         return float("nan")
-    from scipy.stats import rankdata  # noqa: PLC0415
-
-    r = rankdata(np.concatenate([pos, neg]))  # (n,) average ranks
-    return float((r[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+    # U counted over the (n_pos, n_neg) pairs: the bootstrap calls this ~250,000 times for a table of a
+    # hundred patients, where ranking (scipy's rankdata) cost 2/3 of the command. U is a whole or half
+    # number either way, so the quotient is the same float as the rank-sum formula's.
+    gt = np.count_nonzero(pos[:, None] > neg[None, :])
+    eq = np.count_nonzero(pos[:, None] == neg[None, :])
+    return float((gt + 0.5 * eq) / (pos.size * neg.size))
 
 
 def patients(nodules: Iterable[Mapping], truth: Mapping[str, int]) -> dict:
