@@ -113,14 +113,14 @@ def render_phantoms(nodules: pd.DataFrame, workers: int | None = None, progress:
     # Tasks of whole scans, ~32 nodules each: a scan's annotations are read in one query, and a task's
     # queries (annotations, contours, scans, slice positions: 4 whatever its size) are shared by ~20 scans
     # instead of one; a task per scan spent about a tenth of the render on them. Tasks stay short.
-    chunks: list[list[int]] = [[]]
+    chunks: list[list[int]] = []
     for _, idx in nodules.groupby("scan_id", sort=True).indices.items():
         for s in range(0, len(idx), 32):
             part = list(idx[s : s + 32])
-            if chunks[-1] and len(chunks[-1]) + len(part) > 32:
-                chunks.append([])
-            chunks[-1].extend(part)
-    chunks = [c for c in chunks if c]
+            if chunks and len(chunks[-1]) + len(part) <= 32:
+                chunks[-1].extend(part)
+            else:
+                chunks.append(part)
     out = np.empty((len(rows), CROP_SIZE, CROP_SIZE, CROP_SIZE), np.float32)
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(rows), desc="rendering phantoms", unit="nodule", disable=not progress)
